@@ -1,0 +1,1 @@
+"""faust wiring around processor: the stream topology lives here."""

@@ -1,0 +1,1 @@
+"""OTLP traces: decoding Kafka records / requests into columnar SpanBatch, and encoding."""

@@ -1,0 +1,132 @@
+"""The columnar span batch every stage works on, and the string table behind its codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+# OTLP SpanKind / Status.StatusCode numeric values.
+KIND_UNSPECIFIED, KIND_INTERNAL, KIND_SERVER, KIND_CLIENT, KIND_PRODUCER, KIND_CONSUMER = range(6)
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = range(3)
+
+
+class StringTable:
+    """Interns strings to dense int32 codes; code 0 is always the empty string (absent).
+
+    Codes are stable for the life of the table, so batches decoded with the same table can
+    be concatenated and grouped by code without touching the strings.
+    """
+
+    def __init__(self) -> None:
+        self._codes: dict[str, int] = {"": 0}
+        self.strings: list[str] = [""]
+
+    def code(self, value: str) -> int:
+        c = self._codes.get(value)
+        if c is None:
+            c = len(self.strings)
+            self._codes[value] = c
+            self.strings.append(value)
+        return c
+
+    def lookup(self, code: int) -> str:
+        return self.strings[code]
+
+    def __len__(self) -> int:
+        return len(self.strings)
+
+
+@dataclass
+class SpanBatch:
+    """Spans as parallel numpy arrays (one row per span).
+
+    Ids are split into big-endian uint64 halves so equality and hashing stay vectorised;
+    an absent id (e.g. no parent) is 0. String columns hold StringTable codes (0 = absent).
+    `offset` is the Kafka offset of the record the span came from (-1 when not from Kafka).
+    """
+
+    trace_hi: np.ndarray  # uint64
+    trace_lo: np.ndarray  # uint64
+    span_id: np.ndarray  # uint64
+    parent_span_id: np.ndarray  # uint64, 0 = root
+    service: np.ndarray  # int32 code of resource attribute service.name
+    kind: np.ndarray  # int8 SpanKind
+    start_ns: np.ndarray  # int64
+    end_ns: np.ndarray  # int64
+    status: np.ndarray  # int8 StatusCode
+    peer_service: np.ndarray  # int32 code of peer.service
+    server_address: np.ndarray  # int32 code of server.address (falls back to net.peer.name)
+    db_system: np.ndarray  # int32 code of db.system (or db.system.name)
+    db_name: np.ndarray  # int32 code of db.name / db.namespace (first of database_name_attributes)
+    messaging_system: np.ndarray  # int32 code of messaging.system
+    virtual_peer: np.ndarray  # int32 code of the first present virtual_node_peer_attributes value
+    link_trace_hi: np.ndarray  # uint64, first span link's trace id (0 = no link)
+    link_trace_lo: np.ndarray  # uint64
+    link_span_id: np.ndarray  # uint64
+    offset: np.ndarray  # int64
+
+    DTYPES = {
+        "trace_hi": np.uint64, "trace_lo": np.uint64, "span_id": np.uint64,
+        "parent_span_id": np.uint64, "service": np.int32, "kind": np.int8,
+        "start_ns": np.int64, "end_ns": np.int64, "status": np.int8,
+        "peer_service": np.int32, "server_address": np.int32, "db_system": np.int32,
+        "db_name": np.int32, "messaging_system": np.int32, "virtual_peer": np.int32,
+        "link_trace_hi": np.uint64, "link_trace_lo": np.uint64, "link_span_id": np.uint64,
+        "offset": np.int64,
+    }
+
+    def __len__(self) -> int:
+        return int(self.span_id.shape[0])
+
+    @classmethod
+    def column_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def empty(cls) -> SpanBatch:
+        return cls(**{n: np.empty(0, dtype=cls.DTYPES[n]) for n in cls.column_names()})
+
+    @classmethod
+    def from_columns(cls, cols: dict[str, object]) -> SpanBatch:
+        """Build from sequences/arrays; missing optional columns default to zeros (offset -1)."""
+        n = len(cols["span_id"])  # type: ignore[arg-type]
+        out = {}
+        for name in cls.column_names():
+            dt = cls.DTYPES[name]
+            if name in cols:
+                out[name] = np.asarray(cols[name], dtype=dt)
+            elif name == "offset":
+                out[name] = np.full(n, -1, dtype=dt)
+            else:
+                out[name] = np.zeros(n, dtype=dt)
+        return cls(**out)
+
+    def take(self, index: np.ndarray) -> SpanBatch:
+        """Rows selected by an integer index or boolean mask."""
+        return SpanBatch(**{n: getattr(self, n)[index] for n in self.column_names()})
+
+    def with_offset(self, offset: int) -> SpanBatch:
+        self.offset = np.full(len(self), offset, dtype=np.int64)
+        return self
+
+    @staticmethod
+    def concat(batches: list[SpanBatch]) -> SpanBatch:
+        if not batches:
+            return SpanBatch.empty()
+        if len(batches) == 1:
+            return batches[0]
+        return SpanBatch(
+            **{n: np.concatenate([getattr(b, n) for b in batches]) for n in SpanBatch.column_names()}
+        )
+
+
+def id_to_u64_pair(raw: bytes) -> tuple[int, int]:
+    """16-byte trace id -> (hi, lo) big-endian uint64 halves; empty -> (0, 0)."""
+    if len(raw) != 16:
+        return (0, 0)
+    return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
+
+
+def u64_pair_to_hex(hi: int, lo: int) -> str:
+    return f"{int(hi):016x}{int(lo):016x}"
