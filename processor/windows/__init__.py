@@ -1,1 +1,1 @@
-"""windows"""
+"""Event-time tumbling windows: window arithmetic, per-partition accumulators, latency sketch."""

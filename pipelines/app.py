@@ -1,0 +1,130 @@
+"""The faust app: topics, the two stage agents, timers and the HTTP endpoints.
+
+Stream topology (read this file to see all of it):
+
+  <traces.topic> ──stage1──▶ partials (ClickHouse *_partial) ──▶ <partials_topic> keyed by entity
+        │  └─ not keyed by trace id ─▶ <rekey_topic> ─▶ stage1
+        └─ undecodable ─▶ <dlq topic>
+  <partials_topic> ──stage2──▶ final rows (ClickHouse service_health / service_edges)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipelines.runtime import Runtime
+from pipelines.stage1 import Stage1
+from pipelines.stage2 import Stage2
+from processor.since import parse_since
+from processor.storage.queries import rows_to_jsonable
+
+log = logging.getLogger("otel_insights.app")
+
+QUERY_NAMES = ("health", "edges", "topology")
+
+
+def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
+    cfg = rt.config
+    kafka = cfg.kafka
+    prom_host, prom_port = cfg.prometheus.host_port if cfg.prometheus else ("127.0.0.1", 9464)
+    app = faust.App(
+        kafka.group_id,
+        broker=[f"kafka://{b}" for b in kafka.brokers],
+        store="memory://",
+        autodiscover=False,
+        topic_allow_declare=False,  # topics are created up front (see pipelines.topics)
+        topic_disable_leader=True,
+        consumer_auto_offset_reset=kafka.initial_offset,
+        # held messages are acked when their results are durable, not when the batch ends
+        stream_wait_empty=False,
+        broker_rebalance_timeout=10.0,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        web_enabled=True,
+        web_bind=prom_host,
+        web_port=prom_port,
+        web_host=prom_host,
+        web_in_thread=False,
+        producer_acks=-1,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    inputs = app.topic(kafka.traces.topic, kafka.rekey_topic, **raw)
+    rekey = app.topic(kafka.rekey_topic, **raw)
+    partials = app.topic(kafka.partials_topic, **raw)
+    dlq = app.topic(cfg.dlq.topic, **raw)
+
+    stage1 = Stage1(rt, dlq=dlq, rekey=rekey, partials=partials, partials_count=partials_partitions)
+    stage2 = Stage2(rt)
+    wait_s = kafka.max_batch_wait.seconds
+    stage1_topics = {kafka.traces.topic, kafka.rekey_topic}
+
+    @app.agent(inputs, name="stage1")
+    async def stage1_agent(stream: Any) -> None:
+        async for events in stream.take_events(kafka.max_batch_records, within=wait_s):
+            async with rt.lock1:
+                await stage1.process(list(events))
+
+    @app.agent(partials, name="stage2")
+    async def stage2_agent(stream: Any) -> None:
+        async for events in stream.take_events(2000, within=wait_s):
+            async with rt.lock2:
+                await stage2.process(list(events))
+
+    @app.timer(1.0)
+    async def stage1_timer() -> None:
+        assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()
+                    if tp.topic in stage1_topics}
+        async with rt.lock1:
+            await stage1.tick(assigned)
+        await _report_lag(app, rt, stage1_topics)
+
+    @app.timer(0.5)
+    async def stage2_timer() -> None:
+        async with rt.lock2:
+            await stage2.finalize_ready()
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(rt.telemetry.registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/api/query/{name}")
+    async def query(web: Any, request: Any, name: str) -> Any:
+        if name not in QUERY_NAMES:
+            return web.json({"error": f"unknown query {name!r}; one of {list(QUERY_NAMES)}"}, status=404)
+        try:
+            since_ms = parse_since(request.query.get("since", "15m"))
+        except ValueError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        rows = await rt.io_call(rt.store.named_query, name, since_ms)
+        return web.bytes(json.dumps(rows_to_jsonable(rows)).encode(), content_type="application/json")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "partitions": len(rt.aggregators), "time": time.time()})
+
+    app.stage1 = stage1  # type: ignore[attr-defined]
+    app.stage2 = stage2  # type: ignore[attr-defined]
+    return app
+
+
+async def _report_lag(app: faust.App, rt: Runtime, topics: set[str]) -> None:
+    """Consumer lag = log end offset - position, per assigned input partition."""
+    try:
+        client = app.consumer
+        for tp in client.assignment():
+            if tp.topic not in topics:
+                continue
+            hw = client.highwater(tp)
+            pos = await client.position(tp)
+            if hw is not None and pos is not None:
+                rt.telemetry.set("otel_insights_consumer_lag_records", max(0, hw - pos),
+                                 topic=tp.topic, partition=str(tp.partition))
+    except Exception as exc:  # metrics must never stop the pipeline
+        log.debug("lag metric unavailable: %s", exc)

@@ -1,0 +1,56 @@
+"""Topic checks and creation before the worker starts (Tansu needs explicit creation)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from processor.config import Config
+from processor.errors import OtelInsightsError
+
+
+async def _partitions(bootstrap: list[str], topics: list[str]) -> dict[str, int]:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        await c.start()
+    except Exception as exc:
+        raise OtelInsightsError(f"cannot reach Kafka at {','.join(bootstrap)}: {exc}") from exc
+    try:
+        out = {}
+        all_topics = await c.topics()
+        for t in topics:
+            ps = c.partitions_for_topic(t) if t in all_topics else None
+            out[t] = len(ps) if ps else 0
+        return out
+    finally:
+        await c.stop()
+
+
+async def ensure_topics(cfg: Config, create_input: bool = False) -> dict[str, int]:
+    """Create the internal topics if missing; return partition counts of every topic used."""
+    kafka = cfg.kafka
+    internal = [kafka.rekey_topic, kafka.partials_topic, cfg.dlq.topic]
+    names = [kafka.traces.topic, *internal]
+    counts = await _partitions(list(kafka.brokers), names)
+    missing = [t for t in internal if counts[t] == 0]
+    if create_input and counts[kafka.traces.topic] == 0:
+        missing.append(kafka.traces.topic)
+    if missing:
+        admin = AIOKafkaAdminClient(bootstrap_servers=list(kafka.brokers))
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(t, kafka.partitions, 1) for t in missing])
+        except Exception as exc:
+            if "exist" not in str(exc).lower():
+                raise OtelInsightsError(f"cannot create topics {missing}: {exc}") from exc
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.5)
+        counts = await _partitions(list(kafka.brokers), names)
+    if counts[kafka.traces.topic] == 0:
+        raise OtelInsightsError(
+            f"input topic {kafka.traces.topic!r} does not exist on {','.join(kafka.brokers)}: "
+            "create it, or point receivers.kafka.traces.topic at your collectors' topic")
+    return counts

@@ -1,0 +1,158 @@
+"""Stage 2: merge partials from every input partition into one final row per entity/window.
+
+A window is final once every known input source's watermark has passed its end, or the
+source is idle. Final rows are recomputed from the stored partials (not from what this
+process happens to hold), so a replayed or corrected partial simply re-finalises the window.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from processor.aggregate.partition import merged_quantiles
+
+
+@dataclass(frozen=True)
+class HealthRules:
+    min_requests: int = 10
+    error_rate_degraded: float = 0.01
+    error_rate_critical: float = 0.05
+    latency_degraded_ratio: float = 1.5
+    latency_critical_ratio: float = 3.0
+    baseline_windows: int = 30
+
+    def classify(self, calls: int, errors: int, p95_ms: float, baseline_p95_ms: float | None) -> str:
+        if calls < self.min_requests:
+            return "insufficient_data"
+        rate = errors / calls if calls else 0.0
+        ratio = (p95_ms / baseline_p95_ms) if baseline_p95_ms and not math.isnan(p95_ms) else 0.0
+        if rate >= self.error_rate_critical or ratio >= self.latency_critical_ratio:
+            return "critical"
+        if rate >= self.error_rate_degraded or ratio >= self.latency_degraded_ratio:
+            return "degraded"
+        return "healthy"
+
+
+@dataclass
+class SourceState:
+    watermark_ms: int = 0
+    idle: bool = False
+
+
+@dataclass
+class Finalizer:
+    """Tracks source watermarks and the (entity, window) keys waiting to be final."""
+
+    size_ms: int
+    rules: HealthRules = field(default_factory=HealthRules)
+    sources: dict[str, SourceState] = field(default_factory=dict)
+    expected_sources: set[str] = field(default_factory=set)
+    pending_health: dict[tuple[str, int], int] = field(default_factory=dict)  # key -> min offset
+    pending_edges: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
+    _baselines: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
+
+    def on_watermark(self, source: str, watermark_ms: int, idle: bool) -> None:
+        st = self.sources.setdefault(source, SourceState())
+        st.watermark_ms = max(st.watermark_ms, watermark_ms)
+        st.idle = idle
+
+    def on_health_key(self, key: tuple[str, int], offset: int) -> None:
+        self.pending_health[key] = min(offset, self.pending_health.get(key, offset))
+
+    def on_edge_key(self, key: tuple[str, str, str, int], offset: int) -> None:
+        self.pending_edges[key] = min(offset, self.pending_edges.get(key, offset))
+
+    def final_before_ms(self) -> int | None:
+        """Windows ending at or before this are final; None while a source is unheard."""
+        missing = self.expected_sources - set(self.sources)
+        if missing:
+            return None
+        active = [s.watermark_ms for s in self.sources.values() if not s.idle]
+        if not active:
+            return 2**62  # every source idle: whatever arrived is all there is
+        return min(active)
+
+    def take_ready(self) -> tuple[list[tuple[str, int]], list[tuple[str, str, str, int]]]:
+        limit = self.final_before_ms()
+        if limit is None:
+            return [], []
+        h = [k for k in self.pending_health if k[1] + self.size_ms <= limit]
+        e = [k for k in self.pending_edges if k[3] + self.size_ms <= limit]
+        return h, e
+
+    def done(self, health: list[tuple[str, int]], edges: list[tuple[str, str, str, int]]) -> None:
+        for k in health:
+            self.pending_health.pop(k, None)
+        for ke in edges:
+            self.pending_edges.pop(ke, None)
+
+    def min_pending_offset(self) -> int | None:
+        vals = list(self.pending_health.values()) + list(self.pending_edges.values())
+        return min(vals) if vals else None
+
+    # -- merging -----------------------------------------------------------------------
+
+    def baseline_p95(self, service: str, before_ms: int) -> float | None:
+        hist = [p for ws, p in self._baselines.get(service, ()) if ws < before_ms]
+        return statistics.median(hist) if hist else None
+
+    def seed_baseline(self, service: str, window_start_ms: int, p95_ms: float) -> None:
+        dq = self._baselines.setdefault(service, deque(maxlen=self.rules.baseline_windows))
+        if math.isnan(p95_ms) or any(ws == window_start_ms for ws, _ in dq):
+            return
+        dq.append((window_start_ms, p95_ms))
+
+    def final_health(self, partials: list[dict]) -> list[dict]:
+        groups: dict[tuple[str, int], list[dict]] = {}
+        for r in partials:
+            groups.setdefault((r["service"], r["window_start"]), []).append(r)
+        out, version = [], time.time_ns()
+        for (service, ws), rows in sorted(groups.items(), key=lambda kv: kv[0][1]):
+            calls = sum(r["calls"] for r in rows)
+            errors = sum(r["errors"] for r in rows)
+            keys, counts, (p50, p95, p99) = merged_quantiles(
+                [r["latency_keys"] for r in rows], [r["latency_counts"] for r in rows])
+            health = self.rules.classify(calls, errors, p95, self.baseline_p95(service, ws))
+            if calls >= self.rules.min_requests:
+                self.seed_baseline(service, ws, p95)
+            out.append({
+                "window_start": ws, "window_end": rows[0]["window_end"], "service": service,
+                "calls": calls, "errors": errors, "error_rate": errors / calls if calls else 0.0,
+                "p50_ms": _finite(p50), "p95_ms": _finite(p95), "p99_ms": _finite(p99),
+                "health": health, "latency_keys": keys, "latency_counts": counts,
+                "partitions": len(rows), "version": version,
+            })
+        return out
+
+    @staticmethod
+    def final_edges(partials: list[dict]) -> list[dict]:
+        groups: dict[tuple[str, str, str, int], list[dict]] = {}
+        for r in partials:
+            key = (r["client"], r["server"], r["connection_type"], r["window_start"])
+            groups.setdefault(key, []).append(r)
+        out, version = [], time.time_ns()
+        for (client, server, conn, ws), rows in groups.items():
+            req = sum(r["requests"] for r in rows)
+            failed = sum(r["failed"] for r in rows)
+            sk, sc, sq = merged_quantiles([r["server_keys"] for r in rows], [r["server_counts"] for r in rows])
+            ck, cc, cq = merged_quantiles([r["client_keys"] for r in rows], [r["client_counts"] for r in rows])
+            out.append({
+                "window_start": ws, "window_end": rows[0]["window_end"], "client": client,
+                "server": server, "connection_type": conn, "requests": req, "failed": failed,
+                "error_rate": failed / req if req else 0.0,
+                "server_p50_ms": _finite(sq[0]), "server_p95_ms": _finite(sq[1]),
+                "server_p99_ms": _finite(sq[2]), "client_p50_ms": _finite(cq[0]),
+                "client_p95_ms": _finite(cq[1]), "client_p99_ms": _finite(cq[2]),
+                "server_keys": sk, "server_counts": sc, "client_keys": ck, "client_counts": cc,
+                "version": version,
+            })
+        return out
+
+
+def _finite(v: float) -> float:
+    # ClickHouse Float64 holds NaN fine, but JSON consumers choke on it: 0 means "no side".
+    return 0.0 if math.isnan(v) else v

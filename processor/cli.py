@@ -1,0 +1,211 @@
+"""`otel-insights` command line: one clear error line on failure, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from processor.errors import OtelInsightsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="OpenTelemetry service graph and health windows from Kafka into ClickHouse.")
+err = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="collector-style YAML config")]
+
+
+class QueryName(str, Enum):
+    topology = "topology"
+    health = "health"
+    edges = "edges"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _fail(exc: BaseException) -> None:
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        err.print(f"[red]error:[/red] {line}", highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+def _load(path: Path):  # type: ignore[no-untyped-def]
+    from processor.config import load_config
+
+    return load_config(path)
+
+
+@app.command("validate-config")
+def validate_config(file: Path) -> None:
+    """Validate a config file; print one line per problem."""
+    try:
+        cfg = _load(file)
+    except OtelInsightsError as exc:
+        _fail(exc)
+    out.print(f"{file}: ok (pipeline traces: {', '.join(cfg.service.pipelines.traces.receivers)} "
+              f"-> {', '.join(cfg.service.pipelines.traces.exporters)})")
+
+
+@app.command()
+def migrate(config: ConfigOpt) -> None:
+    """Create or upgrade the ClickHouse schema (idempotent)."""
+    from processor.storage.open import open_store
+
+    try:
+        cfg = _load(config)
+        if cfg.clickhouse is None:
+            raise OtelInsightsError("no clickhouse exporter in the traces pipeline")
+        store = open_store(cfg.clickhouse, migrate=False)
+        applied = store.migrate(cfg.clickhouse.ttl.ns // 1_000_000_000, cfg.clickhouse.cluster_name)
+        store.close()
+    except OtelInsightsError as exc:
+        _fail(exc)
+    out.print(f"applied migrations: {applied or 'none (schema up to date)'}")
+
+
+@app.command()
+def run(config: ConfigOpt,
+        log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+        create_input_topic: Annotated[bool, typer.Option(help="create the input topic if missing")] = False) -> None:
+    """Run the configured pipeline until SIGTERM/SIGINT."""
+    from pipelines.worker import run as run_worker
+
+    try:
+        cfg = _load(config)
+        run_worker(cfg, loglevel=log_level, create_input_topic=create_input_topic)
+    except OtelInsightsError as exc:
+        _fail(exc)
+
+
+@app.command()
+def gateway(config: ConfigOpt) -> None:
+    """Run only the OTLP gateway (gRPC + HTTP) writing to Kafka."""
+    from pipelines.worker import make_gateway
+
+    try:
+        cfg = _load(config)
+        if cfg.otlp is None:
+            raise OtelInsightsError("receivers.otlp is not configured")
+        gw = make_gateway(cfg)
+    except OtelInsightsError as exc:
+        _fail(exc)
+
+    async def serve() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await gw.start()
+        err.print(f"gateway: grpc={gw.grpc_port} http={gw.http_port} -> {gw.topic}")
+        await stop.wait()
+        await gw.stop()
+
+    asyncio.run(serve())
+
+
+@app.command()
+def generate(
+    brokers: Annotated[str, typer.Option(help="comma-separated Kafka brokers")] = "127.0.0.1:19092",
+    topic: Annotated[str, typer.Option()] = "otlp_spans",
+    otlp_http: Annotated[str, typer.Option(help="send to this OTLP/HTTP URL instead of Kafka")] = "",
+    rate: Annotated[float, typer.Option(help="traces per second")] = 50.0,
+    duration: Annotated[float, typer.Option(help="seconds of traffic")] = 60.0,
+    encoding: Annotated[str, typer.Option(help="otlp_proto or otlp_json")] = "otlp_proto",
+    seed: Annotated[int, typer.Option()] = 1,
+    realtime: Annotated[bool, typer.Option(help="pace to wall clock (else as fast as possible)")] = True,
+    fault: Annotated[list[str], typer.Option(help="KIND:TARGET:START_S:DURATION_S[:MAGNITUDE], e.g. latency_shift:payment:30:60:4")] = [],  # noqa: B006
+    labels: Annotated[Path | None, typer.Option(help="write the injected faults as JSON here")] = None,
+) -> None:
+    """Synthetic OTLP traffic shaped like the OpenTelemetry demo shop, with labelled faults."""
+    import time
+
+    from processor.generate import FaultSpec, ShopGenerator, paced
+    from processor.generate.demo_traffic import parse_fault, run_http
+
+    try:
+        start = time.time_ns()
+        faults = [parse_fault(f, start) for f in fault]
+        gen = ShopGenerator(seed=seed, rate=rate, start_ns=start, faults=faults)
+    except (OtelInsightsError, ValueError) as exc:
+        _fail(exc)
+    if labels:
+        labels.write_text(json.dumps(gen.labels(), indent=2))
+    traces = gen.traces(duration)
+    if realtime:
+        traces = paced(traces)
+    if otlp_http:
+        n = asyncio.run(run_http(traces, otlp_http))
+    else:
+        from processor.generate.sinks import send_kafka
+
+        n = asyncio.run(send_kafka(traces, brokers.split(","), topic, encoding))
+    err.print(f"sent {n} traces")
+    _ = FaultSpec
+
+
+@app.command()
+def query(name: QueryName, config: ConfigOpt,
+          since: Annotated[str, typer.Option(help="look-back, e.g. 15m, 2h")] = "15m",
+          format: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
+    """Print topology, health or edges rows (asks a running process when it holds the store)."""
+    from processor.query import fetch, render_table
+
+    try:
+        rows = fetch(_load(config), name.value, since)
+    except (OtelInsightsError, ValueError) as exc:
+        _fail(exc)
+    if format is Format.json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+    else:
+        out.print(render_table(name.value, rows))
+
+
+@app.command()
+def tail(topic: str,
+         brokers: Annotated[str, typer.Option(help="comma-separated Kafka brokers")] = "127.0.0.1:19092",
+         from_beginning: Annotated[bool, typer.Option()] = False,
+         limit: Annotated[int, typer.Option(help="stop after N records (0 = follow)")] = 0) -> None:
+    """Follow a topic and pretty-print its records (OTLP, JSON or raw)."""
+    from processor.tail import follow
+
+    try:
+        asyncio.run(follow(topic, brokers.split(","), from_beginning, limit, out))
+    except OtelInsightsError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(duration: Annotated[float, typer.Option(help="seconds to run (0 = until Ctrl-C)")] = 0,
+         data_dir: Annotated[Path, typer.Option(help="where the embedded ClickHouse keeps data")] = Path(".otel-insights"),
+         rate: Annotated[float, typer.Option(help="traces per second")] = 40.0) -> None:
+    """Embedded stack: local broker, embedded ClickHouse, gateway, pipeline and shop traffic."""
+    from processor.demo import run_demo
+
+    try:
+        run_demo(duration=duration, data_dir=data_dir, rate=rate, console=out)
+    except OtelInsightsError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

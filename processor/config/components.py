@@ -1,0 +1,249 @@
+"""Frozen pydantic models for every component type, with the collector's key names and defaults."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from processor.config.duration import Duration
+from processor.errors import ConfigError
+
+Encoding = Literal["otlp_proto", "otlp_json"]
+_IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class Frozen(BaseModel):
+    """Base for every config model: immutable, unknown keys are errors."""
+
+    # coerce_numbers_to_str: `password: 1234` or `group_id: 42` in YAML mean strings.
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+
+def split_host_port(endpoint: str) -> tuple[str, int]:
+    """'127.0.0.1:4317' -> ('127.0.0.1', 4317); '[::]:4317' -> ('::', 4317)."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid endpoint {endpoint!r} (use host:port, e.g. 127.0.0.1:4317)")
+    return host.strip("[]"), int(port)
+
+
+def _check_host_port(endpoint: str) -> str:
+    split_host_port(endpoint)
+    return endpoint
+
+
+def _split_brokers(value: object) -> object:
+    """Accept a list or a comma-separated string; `${env:KAFKA_BROKERS}` often holds 'a:9092,b:9092'."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return value  # let pydantic report the type error
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
+def _check_identifier(name: str) -> str:
+    # Interpolated into DDL, so it must be a plain identifier.
+    if name and not _IDENTIFIER_RE.fullmatch(name):
+        raise ValueError(f"invalid name {name!r} (letters, digits and _ only)")
+    return name
+
+
+HostPort = Annotated[str, AfterValidator(_check_host_port)]
+Brokers = Annotated[tuple[str, ...], BeforeValidator(_split_brokers)]
+Identifier = Annotated[str, AfterValidator(_check_identifier)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Positive = Annotated[int, Field(gt=0)]
+Attributes = tuple[NonEmptyStr, ...]
+
+
+def _positive(value: Duration) -> Duration:
+    if value.ns <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+# --- receivers -------------------------------------------------------------------------
+
+
+class KafkaTraces(Frozen):
+    topic: NonEmptyStr = "otlp_spans"
+    encoding: Encoding = "otlp_proto"
+
+
+class KafkaReceiver(Frozen):
+    """Consumes OTLP traces that collectors' kafka exporters write."""
+
+    brokers: Brokers = Field(default=("127.0.0.1:9092",), min_length=1)
+    group_id: NonEmptyStr = "otel-insights"
+    client_id: NonEmptyStr = "otel-insights"
+    # The collector's default; only matters for a consumer group with no committed offset.
+    initial_offset: Literal["earliest", "latest"] = "latest"
+    traces: KafkaTraces = KafkaTraces()
+    partitions: Positive = 3  # used only when the pipeline creates topics itself
+    max_batch_records: Positive = 500
+    max_batch_wait: PositiveDuration = Duration.parse("200ms")
+    # auto: re-key through rekey_topic when records are not keyed by a 32-char hex trace id.
+    rekey: Literal["auto", "always", "never"] = "auto"
+    rekey_topic: NonEmptyStr = "otel-insights-rekeyed"
+    partials_topic: NonEmptyStr = "otel-insights-partials"
+
+
+def _enabled_if_null(value: object) -> object:
+    # Collector style: `grpc:` with no value enables the protocol with its defaults.
+    return {} if value is None else value
+
+
+class GrpcProtocol(Frozen):
+    endpoint: HostPort = "127.0.0.1:4317"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_host_port(self.endpoint)
+
+
+class HttpProtocol(Frozen):
+    endpoint: HostPort = "127.0.0.1:4318"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_host_port(self.endpoint)
+
+
+class OtlpProtocols(Frozen):
+    """An omitted protocol is disabled; `grpc: {}` or `grpc:` enables it on its default port."""
+
+    grpc: Annotated[GrpcProtocol | None, BeforeValidator(_enabled_if_null)] = None
+    http: Annotated[HttpProtocol | None, BeforeValidator(_enabled_if_null)] = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> OtlpProtocols:
+        if self.grpc is None and self.http is None:
+            raise ValueError("enable at least one of grpc, http")
+        return self
+
+
+class OtlpReceiver(Frozen):
+    """The OTLP gateway: accepts OTLP from SDKs and writes it, keyed by trace id, to Kafka."""
+
+    protocols: OtlpProtocols
+    max_request_size: Positive = 4 * 1024 * 1024  # bytes
+    max_buffered_requests: Positive = 1000
+    # Empty = inherit receivers.kafka.traces.topic / .encoding; resolved at load.
+    topic: str = ""
+    encoding: Encoding | Literal[""] = ""
+
+
+# --- processors ------------------------------------------------------------------------
+
+
+class StoreConfig(Frozen):
+    ttl: PositiveDuration = Duration.parse("2s")  # of event time, like the connector's store.ttl
+    max_items: Positive = 1000
+
+
+class ServiceGraphConfig(Frozen):
+    store: StoreConfig = StoreConfig()
+    virtual_node_peer_attributes: Attributes = ("peer.service", "db.name", "db.system")
+    database_name_attributes: Attributes = ("db.name",)
+    dimensions: Attributes = ()
+
+
+class HealthConfig(Frozen):
+    """The one health definition used by the UI, the topics and Grafana."""
+
+    min_requests: Positive = 10  # below this a window is insufficient_data
+    error_rate_degraded: float = Field(default=0.01, gt=0, le=1)
+    error_rate_critical: float = Field(default=0.05, gt=0, le=1)
+    latency_degraded_ratio: float = Field(default=1.5, gt=1)  # p95 / baseline p95
+    latency_critical_ratio: float = Field(default=3.0, gt=1)
+    baseline_windows: Positive = 30
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthConfig:
+        if self.error_rate_critical < self.error_rate_degraded:
+            raise ValueError("error_rate_critical must be >= error_rate_degraded")
+        if self.latency_critical_ratio < self.latency_degraded_ratio:
+            raise ValueError("latency_critical_ratio must be >= latency_degraded_ratio")
+        return self
+
+
+class WindowsConfig(Frozen):
+    size: PositiveDuration = Duration.parse("60s")
+    allowed_lateness: Duration = Duration.parse("30s")  # 0 is allowed: close on the watermark
+    idle_timeout: PositiveDuration = Duration.parse("10s")
+    late_spans: Literal["drop", "correct"] = "drop"
+    health: HealthConfig = HealthConfig()
+
+
+# --- exporters -------------------------------------------------------------------------
+
+
+def _check_clickhouse_endpoint(endpoint: str) -> str:
+    hint = "(use chdb://<path> or http(s)://host:port)"
+    if endpoint.startswith("chdb://"):
+        if not endpoint[len("chdb://") :]:
+            raise ValueError(f"chdb endpoint {endpoint!r} has no path {hint}")
+        return endpoint
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid endpoint {endpoint!r} {hint}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"invalid port in endpoint {endpoint!r} {hint}") from None
+    return endpoint
+
+
+class ClickHouseExporter(Frozen):
+    """`chdb:///abs/path` or `chdb://rel/path` (relative to the working directory) = embedded."""
+
+    endpoint: Annotated[str, AfterValidator(_check_clickhouse_endpoint)]
+    database: Annotated[Identifier, Field(min_length=1)] = "otel_insights"
+    ttl: Duration = Duration.parse("720h")  # 0 = keep forever
+    create_schema: bool = True
+    cluster_name: Identifier = ""
+    username: str = "default"
+    password: str = Field(default="", repr=False)
+    async_insert: bool = False
+    timeout: PositiveDuration = Duration.parse("10s")
+
+    @property
+    def backend(self) -> Literal["chdb", "http"]:
+        return "chdb" if self.endpoint.startswith("chdb://") else "http"
+
+    @property
+    def chdb_path(self) -> str:
+        """Directory for the embedded engine: 'chdb:///tmp/x' -> '/tmp/x', 'chdb://./x' -> './x'."""
+        if self.backend != "chdb":
+            raise ConfigError(f"exporters.clickhouse.endpoint {self.endpoint!r} is not chdb://")
+        return self.endpoint[len("chdb://") :]
+
+
+class PrometheusExporter(Frozen):
+    endpoint: HostPort = "127.0.0.1:9464"
+    namespace: Annotated[str, Field(pattern=r"^([a-zA-Z_][a-zA-Z0-9_]*)?$")] = ""
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_host_port(self.endpoint)
+
+
+class KafkaExporter(Frozen):
+    """Used as the dead-letter topic (`kafka/dlq`): original bytes plus error headers."""
+
+    brokers: Brokers = ()  # empty = the kafka receiver's brokers; resolved at load
+    topic: NonEmptyStr = "otel-insights-dlq"
+
+
+RECEIVERS: dict[str, type[Frozen]] = {"kafka": KafkaReceiver, "otlp": OtlpReceiver}
+PROCESSORS: dict[str, type[Frozen]] = {"servicegraph": ServiceGraphConfig, "windows": WindowsConfig}
+EXPORTERS: dict[str, type[Frozen]] = {
+    "clickhouse": ClickHouseExporter,
+    "prometheus": PrometheusExporter,
+    "kafka": KafkaExporter,
+}

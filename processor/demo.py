@@ -1,0 +1,137 @@
+"""`otel-insights demo`: the whole stack on this machine, with live topology and health."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+
+from processor.errors import OtelInsightsError
+from processor.localstack import LocalBroker
+
+DEMO_FAULTS = ["latency_shift:payment:90:60:4", "error_burst:cart:180:40:0.3",
+               "traffic_drop:recommendation:260:40:0.9"]
+
+
+def local_config_path() -> Path:
+    return Path(str(resources.files("processor.config").joinpath("local.yaml")))
+
+
+def _get_json(url: str) -> Any:
+    import json
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> None:
+    from processor.config import load_config
+    from processor.query import render_table
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = local_config_path()
+    env = dict(os.environ)
+    env.setdefault("OTEL_INSIGHTS_DATA", str((data_dir / "chdb").resolve()))
+    cfg = load_config(cfg_path, environ=env)
+    host, port = cfg.kafka.brokers[0].rsplit(":", 1)  # type: ignore[union-attr]
+    broker = LocalBroker(port=int(port), host=host, log_path=data_dir / "broker.log")
+    console.print(f"starting local broker on {broker.bootstrap} ...")
+    broker.start()
+    worker: subprocess.Popen[bytes] | None = None
+    stop = threading.Event()
+    try:
+        broker.create_topic(cfg.kafka.traces.topic, cfg.kafka.partitions)  # type: ignore[union-attr]
+        log = open(data_dir / "pipeline.log", "ab")
+        console.print(f"starting pipeline (logs: {data_dir / 'pipeline.log'}) ...")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "processor.cli", "run", "--config", str(cfg_path)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        http = cfg.otlp.protocols.http.endpoint  # type: ignore[union-attr]
+        api = "http://{}:{}".format(*cfg.prometheus.host_port)  # type: ignore[union-attr]
+        _wait_http(f"{api}/healthz", worker, 90)
+        traffic = threading.Thread(target=_traffic, args=(f"http://{http}/v1/traces", rate, stop),
+                                   daemon=True)
+        traffic.start()
+        console.print(f"traffic: {rate:g} traces/s into OTLP/HTTP {http}; faults at "
+                      f"{', '.join(DEMO_FAULTS)}; metrics {api}/metrics; Ctrl-C to stop")
+        t0 = time.monotonic()
+        with Live(console=console, refresh_per_second=1, transient=False) as live:
+            while not duration or time.monotonic() - t0 < duration:
+                if worker.poll() is not None:
+                    raise OtelInsightsError(f"pipeline exited with {worker.returncode}; see {data_dir / 'pipeline.log'}")
+                try:
+                    topo = _get_json(f"{api}/api/query/topology?since=1m")
+                    health = _latest(_get_json(f"{api}/api/query/health?since=1m"))
+                    live.update(Group(render_table("topology", topo), render_table("health", health)))
+                except OSError:
+                    pass
+                time.sleep(2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        broker.stop()
+        console.print("demo stopped")
+
+
+def _latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Newest final window per service."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        cur = best.get(r["service"])
+        if cur is None or str(r["window_start"]) > str(cur["window_start"]):
+            best[r["service"]] = r
+    return sorted(best.values(), key=lambda r: r["service"])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OtelInsightsError(f"pipeline exited with {proc.returncode} during start-up")
+        try:
+            _get_json(url)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise OtelInsightsError(f"pipeline did not answer at {url} within {timeout_s:.0f}s")
+
+
+def _traffic(url: str, rate: float, stop: threading.Event) -> None:
+    from processor.generate import ShopGenerator, paced
+    from processor.generate.demo_traffic import parse_fault, run_http
+
+    start = time.time_ns()
+    gen = ShopGenerator(seed=int(start % 1000), rate=rate, start_ns=start,
+                        faults=[parse_fault(f, start) for f in DEMO_FAULTS])
+    traces = paced(gen.traces(float("inf")))
+    ev = asyncio.Event()
+
+    async def go() -> None:
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+            ev.set()
+
+        w = asyncio.create_task(watch())
+        await run_http(traces, url, stop=ev)
+        w.cancel()
+
+    asyncio.run(go())

@@ -1,0 +1,54 @@
+"""Columnar batch of completed service-graph edges (one row per request)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+CONN_NONE, CONN_MESSAGING, CONN_DATABASE, CONN_VIRTUAL = 0, 1, 2, 3
+# Values of the connector's connection_type label.
+CONN_NAMES = ("", "messaging_system", "database", "virtual_node")
+
+
+@dataclass
+class EdgeBatch:
+    """Completed edges. Latencies are NaN for a side that has no span.
+
+    `time_ns` decides the window: the client span's end, or the server span's end when
+    there is no client. `hold_offset` is the lowest Kafka offset among the edge's spans and
+    `client_end_ns`/`server_end_ns` (0 = absent) name the windows that must hold it, so a
+    replay after a crash starts early enough to rebuild the edge whole.
+    """
+
+    client: np.ndarray  # int32 string code
+    server: np.ndarray  # int32 string code
+    conn: np.ndarray  # int8 CONN_*
+    failed: np.ndarray  # bool
+    client_ms: np.ndarray  # float64
+    server_ms: np.ndarray  # float64
+    time_ns: np.ndarray  # int64
+    client_end_ns: np.ndarray  # int64
+    server_end_ns: np.ndarray  # int64
+    hold_offset: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return int(self.client.shape[0])
+
+    @staticmethod
+    def concat(parts: list[EdgeBatch]) -> EdgeBatch:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return EMPTY_EDGES
+        if len(parts) == 1:
+            return parts[0]
+        names = [f.name for f in fields(EdgeBatch)]
+        return EdgeBatch(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+
+
+EMPTY_EDGES = EdgeBatch(
+    client=np.empty(0, np.int32), server=np.empty(0, np.int32), conn=np.empty(0, np.int8),
+    failed=np.empty(0, bool), client_ms=np.empty(0), server_ms=np.empty(0),
+    time_ns=np.empty(0, np.int64), client_end_ns=np.empty(0, np.int64),
+    server_end_ns=np.empty(0, np.int64), hold_offset=np.empty(0, np.int64),
+)

@@ -1,0 +1,244 @@
+"""Which span attributes feed which SpanBatch columns, and how attribute values become codes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+
+from processor.errors import DecodeError
+from processor.otlp.batch import StringTable
+
+DEFAULT_VIRTUAL_NODE_PEER_ATTRIBUTES: tuple[str, ...] = ("peer.service", "db.name", "db.system")
+DEFAULT_DATABASE_NAME_ATTRIBUTES: tuple[str, ...] = ("db.name", "db.namespace")
+SERVICE_NAME = "service.name"
+
+# Caches keyed by raw serialized bytes are cleared when they reach this many entries: the
+# values they hold (service names, peer names, db names) are low-cardinality in practice.
+CACHE_LIMIT = 65536
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def key_prefix(key: str) -> bytes:
+    """How a KeyValue with this key starts when serialized canonically (key field first)."""
+    raw = key.encode()
+    return b"\x0a" + _varint(len(raw)) + raw
+
+
+def format_double(value: float) -> str:
+    # Shortest round-trip digits without exponent, like the collector's Value.AsString.
+    return str(np.format_float_positional(value, trim="-"))
+
+
+def any_value_str(value: common_pb2.AnyValue) -> str:
+    """String form of an OTLP AnyValue ("" when unset), as the collector's AsString gives it."""
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value
+    if which is None:
+        return ""
+    if which == "bool_value":
+        return "true" if value.bool_value else "false"
+    if which == "int_value":
+        return str(value.int_value)
+    if which == "double_value":
+        return format_double(value.double_value)
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return json.dumps(_any_to_python(value), separators=(",", ":"))
+
+
+def _any_to_python(value: common_pb2.AnyValue) -> Any:
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return [_any_to_python(v) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _any_to_python(kv.value) for kv in value.kvlist_value.values}
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return None if which is None else getattr(value, which)
+
+
+def json_any_value_str(value: Any) -> str:
+    """String form of an OTLP/JSON AnyValue object ({"stringValue": ...} etc.)."""
+    if not isinstance(value, dict):
+        if value is None:
+            return ""
+        raise DecodeError(f"attribute value must be an AnyValue object, got {type(value).__name__}")
+    for name, v in value.items():
+        if name in ("stringValue", "string_value"):
+            if not isinstance(v, str):
+                raise DecodeError("stringValue must be a string")
+            return v
+        if name in ("intValue", "int_value"):
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise DecodeError("intValue must be an integer or a decimal string")
+            try:
+                return str(int(v))
+            except ValueError:
+                raise DecodeError(f"intValue {v!r} is not an integer") from None
+        if name in ("boolValue", "bool_value"):
+            if not isinstance(v, bool):
+                raise DecodeError("boolValue must be true or false")
+            return "true" if v else "false"
+        if name in ("doubleValue", "double_value"):
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                raise DecodeError("doubleValue must be a number")
+            try:
+                return format_double(float(v))
+            except ValueError:
+                raise DecodeError(f"doubleValue {v!r} is not a number") from None
+        if name in ("bytesValue", "bytes_value"):
+            return str(v)
+        if name in ("arrayValue", "array_value", "kvlistValue", "kvlist_value"):
+            return json.dumps(v, separators=(",", ":"))
+    return ""
+
+
+@dataclass(frozen=True)
+class AttributePlan:
+    """For every attribute key that feeds a column: which columns, at which priority.
+
+    A column takes the value of its lowest-priority key present on the span with a non-empty
+    value; e.g. server_address is server.address, else net.peer.name.
+    """
+
+    columns: tuple[tuple[str, tuple[str, ...]], ...]
+    keys: tuple[str, ...] = field(init=False)
+    key_ids: dict[str, int] = field(init=False)
+    prefixes: tuple[bytes, ...] = field(init=False)
+    # Flattened (key, column, priority) targets, grouped by key id.
+    target_start: np.ndarray = field(init=False)
+    target_count: np.ndarray = field(init=False)
+    target_column: np.ndarray = field(init=False)
+    target_priority: np.ndarray = field(init=False)
+    prefix_second_byte: np.ndarray = field(init=False)  # bool[256] lookup
+
+    @classmethod
+    def build(
+        cls,
+        virtual_node_peer_attributes: Sequence[str] = DEFAULT_VIRTUAL_NODE_PEER_ATTRIBUTES,
+        database_name_attributes: Sequence[str] = DEFAULT_DATABASE_NAME_ATTRIBUTES,
+    ) -> AttributePlan:
+        return cls(
+            columns=(
+                ("peer_service", ("peer.service",)),
+                ("server_address", ("server.address", "net.peer.name")),
+                ("db_system", ("db.system", "db.system.name")),
+                ("db_name", tuple(database_name_attributes)),
+                ("messaging_system", ("messaging.system",)),
+                ("virtual_peer", tuple(virtual_node_peer_attributes)),
+            )
+        )
+
+    def __post_init__(self) -> None:
+        targets: dict[str, list[tuple[int, int]]] = {}
+        for col, (_, keys) in enumerate(self.columns):
+            for prio, key in enumerate(keys):
+                targets.setdefault(key, []).append((col, prio))
+        keys = tuple(targets)
+        flat = [t for k in keys for t in targets[k]]
+        counts = np.array([len(targets[k]) for k in keys], dtype=np.int64)
+        second = np.zeros(256, dtype=bool)
+        prefixes = tuple(key_prefix(k) for k in keys)
+        for p in prefixes:
+            second[p[1]] = True
+        set_ = object.__setattr__  # frozen dataclass: derived fields are set once here
+        set_(self, "keys", keys)
+        set_(self, "key_ids", {k: i for i, k in enumerate(keys)})
+        set_(self, "prefixes", prefixes)
+        set_(self, "target_count", counts)
+        set_(self, "target_start", np.cumsum(counts) - counts)
+        set_(self, "target_column", np.array([c for c, _ in flat], dtype=np.int64))
+        set_(self, "target_priority", np.array([p for _, p in flat], dtype=np.int64))
+        set_(self, "prefix_second_byte", second)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+    def resolve(
+        self, n: int, hit_span: np.ndarray, hit_key: np.ndarray, hit_code: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Column arrays (int32 codes, length n) from attribute hits (span row, key id, code).
+
+        Hits must be in attribute order within a span, so a duplicated key keeps its first value.
+        """
+        ncols = len(self.columns)
+        out = np.zeros(ncols * n, dtype=np.int32)
+        keep = hit_code != 0  # an empty value counts as absent: fall through to the next key
+        if not keep.all():
+            hit_span, hit_key, hit_code = hit_span[keep], hit_key[keep], hit_code[keep]
+        if hit_span.size:
+            # One row per (hit, target column); then per (column, span) the lowest priority wins.
+            rep = self.target_count[hit_key]
+            hit_row = np.repeat(np.arange(hit_key.size), rep)
+            within = np.arange(hit_row.size) - np.repeat(np.cumsum(rep) - rep, rep)
+            target = self.target_start[hit_key][hit_row] + within
+            slot = self.target_column[target] * n + hit_span[hit_row]
+            order = np.lexsort((self.target_priority[target], slot))  # stable: first dup wins
+            slot = slot[order]
+            first = np.ones(slot.size, dtype=bool)
+            first[1:] = slot[1:] != slot[:-1]
+            out[slot[first]] = hit_code[hit_row[order[first]]]
+        cols = out.reshape(ncols, n)
+        return {name: cols[i] for i, name in enumerate(self.column_names)}
+
+
+class DecodeContext:
+    """State shared by the decoders: the string table, the plan and raw-bytes caches."""
+
+    def __init__(self, strings: StringTable, plan: AttributePlan) -> None:
+        self.strings = strings
+        self.plan = plan
+        self.resource_service: dict[bytes, int] = {}  # serialized Resource -> service code
+        self.attribute_hits: dict[bytes, tuple[int, int]] = {}  # serialized KeyValue -> (key, code)
+
+    def service_code(self, raw_resource: bytes) -> int:
+        """Code of service.name in a serialized Resource (0 when absent); cached."""
+        try:
+            resource = resource_pb2.Resource.FromString(raw_resource)
+        except ProtobufDecodeError as exc:
+            raise DecodeError(f"invalid resource: {exc}") from None
+        code = 0
+        for kv in resource.attributes:
+            if kv.key == SERVICE_NAME:
+                code = self.strings.code(any_value_str(kv.value))
+                break
+        if len(self.resource_service) >= CACHE_LIMIT:
+            self.resource_service.clear()
+        self.resource_service[raw_resource] = code
+        return code
+
+    def attribute_hit(self, raw_kv: bytes) -> tuple[int, int] | None:
+        """(key id, value code) of a serialized KeyValue whose key is in the plan; cached."""
+        try:
+            kv = common_pb2.KeyValue.FromString(raw_kv)
+        except ProtobufDecodeError as exc:
+            raise DecodeError(f"invalid span attribute: {exc}") from None
+        key_id = self.plan.key_ids.get(kv.key)
+        if key_id is None:
+            return None
+        hit = (key_id, self.strings.code(any_value_str(kv.value)))
+        if len(self.attribute_hits) >= CACHE_LIMIT:
+            self.attribute_hits.clear()
+        self.attribute_hits[raw_kv] = hit
+        return hit

@@ -1,0 +1,219 @@
+"""The `otlp_json` decoder: OTLP/JSON (hex ids, camelCase or snake_case keys) -> SpanBatch.
+
+Walks the parsed JSON dicts directly: protobuf's json_format would expect base64 ids, which
+OTLP/JSON replaces with hex. Per-span work is only list appends; ids, times and enums are
+converted per column afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from processor.errors import DecodeError
+from processor.otlp.attributes import SERVICE_NAME, DecodeContext, json_any_value_str
+from processor.otlp.batch import KIND_CONSUMER, STATUS_ERROR, SpanBatch
+
+_KIND_NAMES = (
+    "SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER",
+    "SPAN_KIND_CLIENT", "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER",
+)
+_STATUS_NAMES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
+_KINDS: dict[Any, int] = {**{n: i for i, n in enumerate(_KIND_NAMES)}, **{i: i for i in range(6)}}
+_STATUSES: dict[Any, int] = {**{n: i for i, n in enumerate(_STATUS_NAMES)}, **{i: i for i in range(3)}}
+
+
+def decode_json(payload: bytes, ctx: DecodeContext) -> SpanBatch:
+    if not payload.strip():
+        return SpanBatch.empty()
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise DecodeError(f"OTLP/JSON payload must be a JSON object, not {type(doc).__name__}")
+    try:
+        return _decode_document(doc, ctx)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        # Cheap structural checks happen per level; anything else malformed lands here.
+        raise DecodeError(f"invalid OTLP/JSON structure: {type(exc).__name__}: {exc}") from None
+
+
+def _field(obj: Any, camel: str, snake: str, what: str) -> list[Any]:
+    if not isinstance(obj, dict):
+        raise DecodeError(f"{what} entries must be JSON objects, not {type(obj).__name__}")
+    value = obj.get(camel)
+    if value is None:
+        value = obj.get(snake)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DecodeError(f"{camel} must be a JSON array, not {type(value).__name__}")
+    return value
+
+
+def _service(resource_spans: dict[str, Any], ctx: DecodeContext) -> int:
+    resource = resource_spans.get("resource") or {}
+    if not isinstance(resource, dict):
+        raise DecodeError("resource must be a JSON object")
+    for kv in resource.get("attributes") or ():
+        if kv.get("key") == SERVICE_NAME:
+            return ctx.strings.code(json_any_value_str(kv.get("value")))
+    return 0
+
+
+def _decode_document(doc: dict[str, Any], ctx: DecodeContext) -> SpanBatch:
+    key_ids = ctx.plan.key_ids
+    code = ctx.strings.code
+    trace_ids: list[Any] = []
+    span_ids: list[Any] = []
+    parent_ids: list[Any] = []
+    kinds: list[Any] = []
+    starts: list[Any] = []
+    ends: list[Any] = []
+    statuses: list[Any] = []
+    services: list[int] = []
+    links: list[tuple[int, Any, Any]] = []  # (row, traceId, spanId) of each span's first link
+    hit_span: list[int] = []
+    hit_key: list[int] = []
+    hit_code: list[int] = []
+    for rs in _field(doc, "resourceSpans", "resource_spans", "payload"):
+        service = _service(rs, ctx)
+        for ss in _field(rs, "scopeSpans", "scope_spans", "resourceSpans"):
+            spans = _field(ss, "spans", "spans", "scopeSpans")
+            services.extend([service] * len(spans))
+            for sp in spans:
+                row = len(trace_ids)
+                get = sp.get
+                trace_ids.append(get("traceId") or get("trace_id") or "")
+                span_ids.append(get("spanId") or get("span_id") or "")
+                parent_ids.append(get("parentSpanId") or get("parent_span_id") or "")
+                kinds.append(get("kind", 0))
+                starts.append(get("startTimeUnixNano") or get("start_time_unix_nano") or 0)
+                ends.append(get("endTimeUnixNano") or get("end_time_unix_nano") or 0)
+                status = get("status")
+                statuses.append(status.get("code", 0) if status else 0)
+                span_links = get("links")
+                if span_links:
+                    first = span_links[0]
+                    links.append((
+                        row,
+                        first.get("traceId") or first.get("trace_id") or "",
+                        first.get("spanId") or first.get("span_id") or "",
+                    ))
+                for kv in get("attributes") or ():
+                    key_id = key_ids.get(kv.get("key"))
+                    if key_id is not None:
+                        hit_span.append(row)
+                        hit_key.append(key_id)
+                        hit_code.append(code(json_any_value_str(kv.get("value"))))
+    n = len(trace_ids)
+    if n == 0:
+        return SpanBatch.empty()
+    trace = _hex_ids(trace_ids, 16, "traceId")
+    span = _hex_ids(span_ids, 8, "spanId")
+    parent = _hex_ids(parent_ids, 8, "parentSpanId", optional=True)
+    cols: dict[str, object] = {
+        "trace_hi": trace[:, 0],
+        "trace_lo": trace[:, 1],
+        "span_id": span[:, 0],
+        "parent_span_id": parent[:, 0],
+        "service": services,
+        "kind": _enum_column(kinds, _KINDS, KIND_CONSUMER, "kind"),
+        "start_ns": _int64_column(starts, "startTimeUnixNano"),
+        "end_ns": _int64_column(ends, "endTimeUnixNano"),
+        "status": _enum_column(statuses, _STATUSES, STATUS_ERROR, "status.code"),
+    }
+    hi = np.zeros(n, dtype=np.uint64)
+    lo = np.zeros(n, dtype=np.uint64)
+    lsid = np.zeros(n, dtype=np.uint64)
+    if links:
+        rows = np.array([r for r, _, _ in links], dtype=np.int64)
+        link_trace = _hex_ids([t for _, t, _ in links], 16, "links[0].traceId", rows)
+        hi[rows], lo[rows] = link_trace[:, 0], link_trace[:, 1]
+        lsid[rows] = _hex_ids([s for _, _, s in links], 8, "links[0].spanId", rows)[:, 0]
+    cols.update({"link_trace_hi": hi, "link_trace_lo": lo, "link_span_id": lsid})
+    cols.update(
+        ctx.plan.resolve(
+            n,
+            np.array(hit_span, dtype=np.int64),
+            np.array(hit_key, dtype=np.int64),
+            np.array(hit_code, dtype=np.int32),
+        )
+    )
+    return SpanBatch.from_columns(cols)
+
+
+def _hex_ids(
+    ids: list[Any], width: int, what: str, rows: np.ndarray | None = None, optional: bool = False
+) -> np.ndarray:
+    """Hex id strings -> (n, width // 8) uint64 array; "" -> 0 when optional."""
+    chars = 2 * width
+
+    def fail(i: int, why: str) -> DecodeError:
+        row = int(rows[i]) if rows is not None else i
+        return DecodeError(f"span {row}: {what} {ids[i]!r} {why}")
+
+    try:
+        lengths = set(map(len, ids))
+    except TypeError:
+        i = next(i for i, v in enumerate(ids) if not isinstance(v, str))
+        raise fail(i, "must be a hex string") from None
+    if lengths != {chars}:
+        bad = lengths - ({chars, 0} if optional else {chars})
+        if bad:
+            i = next(i for i, v in enumerate(ids) if len(v) in bad)
+            raise fail(i, f"must be {chars} hex characters ({width} bytes)")
+        ids = [v or "0" * chars for v in ids]
+    try:
+        raw = bytes.fromhex("".join(ids))
+    except (TypeError, ValueError):
+        raw = b""
+    if len(raw) != width * len(ids):  # also catches the spaces bytes.fromhex tolerates
+        for i, v in enumerate(ids):
+            try:
+                ok = isinstance(v, str) and len(bytes.fromhex(v)) == width
+            except ValueError:
+                ok = False
+            if not ok:
+                raise fail(i, "is not a hex id")
+        raise DecodeError(f"{what}: invalid hex ids")  # unreachable: some id failed above
+    return np.frombuffer(raw, dtype=">u8").reshape(len(ids), width // 8).astype(np.uint64)
+
+
+def _enum_column(values: list[Any], names: dict[Any, int], top: int, what: str) -> np.ndarray:
+    codes = list(map(names.get, values))
+    if None in codes:
+        for i, (v, c) in enumerate(zip(values, codes)):
+            if c is None:
+                if isinstance(v, int) and not isinstance(v, bool):
+                    codes[i] = 0  # unknown numeric enum value: read as unspecified, like proto
+                else:
+                    raise DecodeError(f"span {i}: {what} {v!r} is not a valid enum value")
+    return np.array(codes, dtype=np.int8)
+
+
+def _int64_column(values: list[Any], what: str) -> np.ndarray:
+    """int64 column from JSON numbers or decimal strings (OTLP/JSON writes int64 as strings)."""
+    try:
+        arr = np.array(values)
+        if arr.dtype.kind == "i":
+            return arr.astype(np.int64)
+        if arr.dtype.kind == "U":
+            return arr.astype(np.int64)
+    except (ValueError, OverflowError):
+        pass
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):  # slow path: find and name the bad value, or accept 1.7e18
+        if isinstance(v, bool) or not isinstance(v, (int, str, float)):
+            raise DecodeError(f"span {i}: {what} must be an integer or a decimal string")
+        try:
+            value = int(v) if not isinstance(v, float) or v.is_integer() else None
+        except ValueError:
+            value = None
+        if value is None or not 0 <= value < 2**63:
+            raise DecodeError(f"span {i}: {what} {v!r} is not a valid unsigned 64-bit integer")
+        out[i] = value
+    return out

@@ -1,0 +1,229 @@
+"""Versioned, idempotent ClickHouse DDL: table definitions, column lists and `migrate()`.
+
+Conventions follow the OpenTelemetry ClickHouse exporter: LowCardinality names,
+daily partitions on the window start, a TTL that drops whole parts, Delta+ZSTD on
+times and ZSTD on sketch arrays. Rows that must never double count live in
+ReplacingMergeTree tables keyed by their identity, with a version column; reads
+use FINAL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from processor.errors import ConfigError
+from processor.storage.backends import Backend
+
+# Column order used by Store inserts; keys of the row dicts callers pass.
+HEALTH_PARTIAL_COLUMNS = [
+    "window_start", "window_end", "service", "input_topic", "input_partition",
+    "calls", "errors", "latency_keys", "latency_counts", "version",
+]  # fmt: skip
+EDGE_PARTIAL_COLUMNS = [
+    "window_start", "window_end", "client", "server", "connection_type",
+    "input_topic", "input_partition", "requests", "failed",
+    "server_keys", "server_counts", "client_keys", "client_counts", "version",
+]  # fmt: skip
+HEALTH_FINAL_COLUMNS = [
+    "window_start", "window_end", "service", "calls", "errors", "error_rate",
+    "p50_ms", "p95_ms", "p99_ms", "health", "latency_keys", "latency_counts",
+    "partitions", "version",
+]  # fmt: skip
+EDGE_FINAL_COLUMNS = [
+    "window_start", "window_end", "client", "server", "connection_type",
+    "requests", "failed", "error_rate",
+    "server_p50_ms", "server_p95_ms", "server_p99_ms",
+    "client_p50_ms", "client_p95_ms", "client_p99_ms",
+    "server_keys", "server_counts", "client_keys", "client_counts", "version",
+]  # fmt: skip
+TIME_COLUMNS = frozenset({"window_start", "window_end"})
+
+_WINDOW = """
+    window_start DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    window_end DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),"""
+_SKETCH = "Array(Int32) CODEC(ZSTD(1))", "Array(UInt64) CODEC(ZSTD(1))"
+_PARTITION = "PARTITION BY toDate(window_start)"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step; statements may use {db}, {on_cluster} and {ttl_clause}."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "window partials",
+        (
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.service_health_partial {{on_cluster}} ({_WINDOW}
+    service LowCardinality(String) CODEC(ZSTD(1)),
+    input_topic LowCardinality(String) CODEC(ZSTD(1)),
+    input_partition UInt16,
+    calls UInt64 CODEC(ZSTD(1)),
+    errors UInt64 CODEC(ZSTD(1)),
+    latency_keys {_SKETCH[0]},
+    latency_counts {_SKETCH[1]},
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+{_PARTITION}
+ORDER BY (service, window_start, input_topic, input_partition)
+{{ttl_clause}}""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.service_edges_partial {{on_cluster}} ({_WINDOW}
+    client LowCardinality(String) CODEC(ZSTD(1)),
+    server LowCardinality(String) CODEC(ZSTD(1)),
+    connection_type LowCardinality(String) CODEC(ZSTD(1)),
+    input_topic LowCardinality(String) CODEC(ZSTD(1)),
+    input_partition UInt16,
+    requests UInt64 CODEC(ZSTD(1)),
+    failed UInt64 CODEC(ZSTD(1)),
+    server_keys {_SKETCH[0]},
+    server_counts {_SKETCH[1]},
+    client_keys {_SKETCH[0]},
+    client_counts {_SKETCH[1]},
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+{_PARTITION}
+ORDER BY (client, server, connection_type, window_start, input_topic, input_partition)
+{{ttl_clause}}""",
+        ),
+    ),
+    Migration(
+        2,
+        "final windows",
+        (
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.service_health {{on_cluster}} ({_WINDOW}
+    service LowCardinality(String) CODEC(ZSTD(1)),
+    calls UInt64 CODEC(ZSTD(1)),
+    errors UInt64 CODEC(ZSTD(1)),
+    error_rate Float64 CODEC(ZSTD(1)),
+    p50_ms Float64 CODEC(ZSTD(1)),
+    p95_ms Float64 CODEC(ZSTD(1)),
+    p99_ms Float64 CODEC(ZSTD(1)),
+    health LowCardinality(String) CODEC(ZSTD(1)),
+    latency_keys {_SKETCH[0]},
+    latency_counts {_SKETCH[1]},
+    partitions UInt16,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+{_PARTITION}
+ORDER BY (service, window_start)
+{{ttl_clause}}""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.service_edges {{on_cluster}} ({_WINDOW}
+    client LowCardinality(String) CODEC(ZSTD(1)),
+    server LowCardinality(String) CODEC(ZSTD(1)),
+    connection_type LowCardinality(String) CODEC(ZSTD(1)),
+    requests UInt64 CODEC(ZSTD(1)),
+    failed UInt64 CODEC(ZSTD(1)),
+    error_rate Float64 CODEC(ZSTD(1)),
+    server_p50_ms Float64 CODEC(ZSTD(1)),
+    server_p95_ms Float64 CODEC(ZSTD(1)),
+    server_p99_ms Float64 CODEC(ZSTD(1)),
+    client_p50_ms Float64 CODEC(ZSTD(1)),
+    client_p95_ms Float64 CODEC(ZSTD(1)),
+    client_p99_ms Float64 CODEC(ZSTD(1)),
+    server_keys {_SKETCH[0]},
+    server_counts {_SKETCH[1]},
+    client_keys {_SKETCH[0]},
+    client_counts {_SKETCH[1]},
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+{_PARTITION}
+ORDER BY (client, server, connection_type, window_start)
+{{ttl_clause}}""",
+        ),
+    ),
+    Migration(
+        3,
+        "pipeline watermarks",
+        (
+            """CREATE TABLE IF NOT EXISTS {db}.pipeline_watermarks {on_cluster} (
+    group_id LowCardinality(String),
+    topic LowCardinality(String),
+    partition UInt16,
+    watermark_ms Int64,
+    updated_ms Int64
+) ENGINE = ReplacingMergeTree(updated_ms)
+ORDER BY (group_id, topic, partition)""",
+        ),
+    ),
+)
+
+_BOOTSTRAP = """CREATE TABLE IF NOT EXISTS {db}.schema_migrations {on_cluster} (
+    version UInt32,
+    name String,
+    applied_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(applied_at)
+ORDER BY version"""
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CLUSTER_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def check_database_name(database: str) -> str:
+    """The name itself, if it is a plain identifier (it is spliced into SQL text)."""
+    if not _NAME_RE.match(database):
+        raise ConfigError(
+            f"exporters.clickhouse.database: {database!r} is not a plain identifier "
+            "(letters, digits, underscore; not starting with a digit)"
+        )
+    return database
+
+
+def ttl_clause(ttl_seconds: int) -> str:
+    """TTL that drops whole daily parts once their newest window is older than ttl."""
+    if ttl_seconds <= 0:
+        return ""
+    return (
+        f"TTL toDateTime(window_start) + INTERVAL {int(ttl_seconds)} SECOND\n"
+        "SETTINGS ttl_only_drop_parts = 1"
+    )
+
+
+def render(sql: str, **values: str) -> str:
+    """Fill `{name}` placeholders; `{name:Type}` query parameters are left alone."""
+    for key, value in values.items():
+        sql = sql.replace("{" + key + "}", value)
+    return sql
+
+
+def migrate(backend: Backend, database: str, ttl_seconds: int, cluster_name: str = "") -> list[int]:
+    """Create the database and apply pending migrations in order; returns versions applied."""
+    db = check_database_name(database)
+    if cluster_name and not _CLUSTER_RE.match(cluster_name):
+        raise ConfigError(f"exporters.clickhouse.cluster_name: {cluster_name!r} is not a name")
+    on_cluster = f"ON CLUSTER `{cluster_name}`" if cluster_name else ""
+    fill = {"db": db, "on_cluster": on_cluster, "ttl_clause": ttl_clause(ttl_seconds)}
+    backend.command(render("CREATE DATABASE IF NOT EXISTS {db} {on_cluster}", **fill))
+    backend.command(render(_BOOTSTRAP, **fill))
+    done = {
+        int(r["version"])
+        for r in backend.query(f"SELECT version FROM {db}.schema_migrations FINAL")
+    }
+    applied: list[int] = []
+    for step in MIGRATIONS:
+        if step.version in done:
+            continue
+        # Every statement is IF NOT EXISTS, so a step interrupted before it was
+        # recorded simply runs again.
+        for statement in step.statements:
+            backend.command(render(statement, **fill))
+        backend.insert(
+            f"{db}.schema_migrations",
+            ["version", "name", "applied_at"],
+            [[step.version, step.name, datetime.now(timezone.utc)]],
+        )
+        applied.append(step.version)
+    return applied
+
+
+def applied_versions(backend: Backend, database: str) -> list[int]:
+    """Versions recorded in schema_migrations, ascending."""
+    db = check_database_name(database)
+    rows = backend.query(f"SELECT version FROM {db}.schema_migrations FINAL ORDER BY version")
+    return [int(r["version"]) for r in rows]

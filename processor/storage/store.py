@@ -1,0 +1,241 @@
+"""Store: the typed facade the pipeline uses to write and read windows and watermarks.
+
+Rows go in and come out as dicts keyed by column name, with window times as
+integer epoch milliseconds (named queries return UTC datetimes instead, see
+`queries`). All reads of partial and final tables use FINAL, so a replayed
+partial or a re-emitted final window never shows twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from processor.storage import queries
+from processor.storage.backends import Backend, epoch_ms_to_datetime
+from processor.storage.schema import (
+    EDGE_FINAL_COLUMNS,
+    EDGE_PARTIAL_COLUMNS,
+    HEALTH_FINAL_COLUMNS,
+    HEALTH_PARTIAL_COLUMNS,
+    TIME_COLUMNS,
+    check_database_name,
+    migrate,
+    render,
+)
+
+# Keys per read statement: bounds the parameter size (a few hundred KB at most).
+READ_CHUNK = 5_000
+
+_HEALTH_PARTIAL_READ = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
+       toUnixTimestamp64Milli(window_end) AS window_end_ms,
+       service, input_topic, input_partition, calls, errors,
+       latency_keys, latency_counts, version
+FROM {db}.service_health_partial FINAL
+WHERE window_start >= fromUnixTimestamp64Milli({lo_ms:Int64}, 'UTC')
+  AND window_start <= fromUnixTimestamp64Milli({hi_ms:Int64}, 'UTC')
+  AND service IN {entities:Array(String)}
+  AND (service, toUnixTimestamp64Milli(window_start)) IN {keys:Array(Tuple(String, Int64))}
+ORDER BY service, window_start, input_topic, input_partition"""
+
+_EDGE_PARTIAL_READ = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
+       toUnixTimestamp64Milli(window_end) AS window_end_ms,
+       client, server, connection_type, input_topic, input_partition, requests, failed,
+       server_keys, server_counts, client_keys, client_counts, version
+FROM {db}.service_edges_partial FINAL
+WHERE window_start >= fromUnixTimestamp64Milli({lo_ms:Int64}, 'UTC')
+  AND window_start <= fromUnixTimestamp64Milli({hi_ms:Int64}, 'UTC')
+  AND client IN {entities:Array(String)}
+  AND (client, server, connection_type, toUnixTimestamp64Milli(window_start))
+      IN {keys:Array(Tuple(String, String, String, Int64))}
+ORDER BY client, server, connection_type, window_start, input_topic, input_partition"""
+
+_WATERMARKS_READ = """SELECT partition, watermark_ms
+FROM {db}.pipeline_watermarks FINAL
+WHERE group_id = {group_id:String} AND topic = {topic:String}
+ORDER BY partition"""
+
+_RECENT_P95 = """SELECT service, toUnixTimestamp64Milli(window_start) AS window_start_ms, p95_ms
+FROM {db}.service_health FINAL
+WHERE window_start < fromUnixTimestamp64Milli({before_ms:Int64}, 'UTC')
+  AND ({all_services:Bool} OR service IN {services:Array(String)})
+  AND (NOT {skip_insufficient:Bool} OR health != 'insufficient_data')
+ORDER BY service, window_start DESC
+LIMIT {windows:UInt32} BY service"""
+
+
+def _row_values(columns: list[str], row: dict[str, Any]) -> list[Any]:
+    try:
+        values = [row[c] for c in columns]
+    except KeyError as exc:
+        raise ValueError(f"row is missing column {exc.args[0]!r}; columns: {columns}") from None
+    out = []
+    for column, value in zip(columns, values, strict=True):
+        if column in TIME_COLUMNS:
+            value = epoch_ms_to_datetime(value)
+        elif hasattr(value, "tolist"):  # numpy arrays and scalars from the window code
+            value = value.tolist()
+        out.append(value)
+    return out
+
+
+def _ms_keys(row: dict[str, Any]) -> dict[str, Any]:
+    """Rename the *_ms read aliases back to the column names callers inserted."""
+    row["window_start"] = row.pop("window_start_ms")
+    row["window_end"] = row.pop("window_end_ms")
+    return row
+
+
+class Store:
+    """Window partials, final windows and watermarks in one ClickHouse database."""
+
+    def __init__(self, backend: Backend, database: str = "otel_insights") -> None:
+        self.backend = backend
+        self.database = check_database_name(database)
+        self._version_lock = threading.Lock()
+        self._last_version_ms = 0
+
+    def _sql(self, template: str) -> str:
+        return render(template, db=self.database)
+
+    def _table(self, name: str) -> str:
+        return f"{self.database}.{name}"
+
+    def migrate(self, ttl_seconds: int, cluster_name: str = "") -> list[int]:
+        """Apply pending schema migrations (see `schema.migrate`)."""
+        return migrate(self.backend, self.database, ttl_seconds, cluster_name)
+
+    # ------------------------------------------------------------------ writes
+
+    def _insert(self, table: str, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
+        values = [_row_values(columns, r) for r in rows]
+        if values:
+            self.backend.insert(self._table(table), columns, values)
+
+    def insert_health_partials(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Partials keyed by (service, window, input partition); a replay replaces."""
+        self._insert("service_health_partial", HEALTH_PARTIAL_COLUMNS, rows)
+
+    def insert_edge_partials(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Partials keyed by (edge, window, input partition); a replay replaces."""
+        self._insert("service_edges_partial", EDGE_PARTIAL_COLUMNS, rows)
+
+    def insert_health_final(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Final per-service windows; the highest version per (service, window) wins."""
+        self._insert("service_health", HEALTH_FINAL_COLUMNS, rows)
+
+    def insert_edges_final(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Final per-edge windows; the highest version per (edge, window) wins."""
+        self._insert("service_edges", EDGE_FINAL_COLUMNS, rows)
+
+    # ------------------------------------------------------------------ partial reads
+
+    def _read_keys(
+        self, template: str, keys: list[tuple[Any, ...]], entity_of: int = 0
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        unique = sorted(set(keys))
+        for i in range(0, len(unique), READ_CHUNK):
+            chunk = unique[i : i + READ_CHUNK]
+            # The window_start range and the leading entity list let ClickHouse
+            # prune partitions and primary-key ranges before the exact tuple match.
+            starts = [int(k[-1]) for k in chunk]
+            params = {
+                "lo_ms": min(starts),
+                "hi_ms": max(starts),
+                "entities": sorted({str(k[entity_of]) for k in chunk}),
+                "keys": [(*k[:-1], int(k[-1])) for k in chunk],
+            }
+            out.extend(_ms_keys(r) for r in self.backend.query(self._sql(template), params))
+        return out
+
+    def read_health_partials(self, windows: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
+        """Latest partial rows for the given (service, window_start_ms) keys."""
+        return self._read_keys(_HEALTH_PARTIAL_READ, [tuple(w) for w in windows])
+
+    def read_edge_partials(
+        self, windows: Sequence[tuple[str, str, str, int]]
+    ) -> list[dict[str, Any]]:
+        """Latest partial rows for (client, server, connection_type, window_start_ms) keys."""
+        return self._read_keys(_EDGE_PARTIAL_READ, [tuple(w) for w in windows])
+
+    # ------------------------------------------------------------------ watermarks
+
+    def _next_version_ms(self) -> int:
+        # Strictly increasing within this process, so two saves in one millisecond
+        # still order correctly in ReplacingMergeTree(updated_ms).
+        with self._version_lock:
+            self._last_version_ms = max(time.time_ns() // 1_000_000, self._last_version_ms + 1)
+            return self._last_version_ms
+
+    def save_watermarks(self, group_id: str, topic: str, watermarks: dict[int, int]) -> None:
+        """Record the per-partition watermark (epoch ms) of a consumer group on a topic."""
+        if not watermarks:
+            return
+        version = self._next_version_ms()
+        rows = [[group_id, topic, int(p), int(wm), version] for p, wm in watermarks.items()]
+        self.backend.insert(
+            self._table("pipeline_watermarks"),
+            ["group_id", "topic", "partition", "watermark_ms", "updated_ms"],
+            rows,
+        )
+
+    def load_watermarks(self, group_id: str, topic: str) -> dict[int, int]:
+        """Latest saved watermark per partition; empty when none were saved."""
+        rows = self.backend.query(
+            self._sql(_WATERMARKS_READ), {"group_id": group_id, "topic": topic}
+        )
+        return {int(r["partition"]): int(r["watermark_ms"]) for r in rows}
+
+    # ------------------------------------------------------------------ baselines
+
+    def recent_health_p95(
+        self,
+        service_names: Sequence[str] | None,
+        before_ms: int,
+        windows: int,
+        skip_insufficient: bool = True,
+    ) -> dict[str, list[float]]:
+        """Last `windows` final p95 values per service before `before_ms`, oldest first.
+
+        Windows marked insufficient_data are skipped by default: their p95 rests on
+        too few calls to serve as a baseline.
+        """
+        if windows <= 0 or (service_names is not None and not service_names):
+            return {}
+        params = {
+            "before_ms": int(before_ms),
+            "all_services": service_names is None,
+            "services": list(service_names or []),
+            "skip_insufficient": skip_insufficient,
+            "windows": int(windows),
+        }
+        out: dict[str, list[float]] = {}
+        for r in self.backend.query(self._sql(_RECENT_P95), params):
+            out.setdefault(r["service"], []).append(float(r["p95_ms"]))
+        for values in out.values():
+            values.reverse()  # the query reads newest first for LIMIT BY
+        return out
+
+    # ------------------------------------------------------------------ named queries
+
+    def named_query(self, name: str, since_ms: int, **params: Any) -> list[dict[str, Any]]:
+        """Run one of `queries.NAMED_QUERIES` by name."""
+        return queries.run_named(self.backend, self.database, name, since_ms, **params)
+
+    def health(self, since_ms: int, **params: Any) -> list[dict[str, Any]]:
+        """Final service health windows starting at or after since_ms."""
+        return self.named_query("health", since_ms, **params)
+
+    def edges(self, since_ms: int, **params: Any) -> list[dict[str, Any]]:
+        """Final edge windows starting at or after since_ms."""
+        return self.named_query("edges", since_ms, **params)
+
+    def topology(self, since_ms: int, **params: Any) -> list[dict[str, Any]]:
+        """Per-edge totals since since_ms with latency merged from the stored sketches."""
+        return self.named_query("topology", since_ms, **params)
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,130 @@
+"""Self metrics and collector-compatible service-graph series, declared once.
+
+`METRICS` is the single declaration: it builds the prometheus-client objects and the
+README's metrics table (a test checks both agree). The `traces_service_graph_*` series are
+served by a custom collector fed with numpy bucket counts per edge batch, because
+prometheus-client's Histogram only observes one value per Python call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+# servicegraphconnector's default latency histogram buckets (seconds).
+SERVICE_GRAPH_BUCKETS_S = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0,
+                           1.4, 2.0, 5.0, 10.0, 15.0)
+EDGE_LABELS = ("client", "server", "connection_type")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # counter | gauge | histogram
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("otel_insights_records_total", "counter", "Kafka records consumed", ("topic",)),
+    MetricSpec("otel_insights_spans_total", "counter", "Spans decoded"),
+    MetricSpec("otel_insights_dlq_records_total", "counter", "Records sent to the dead-letter topic", ("reason",)),
+    MetricSpec("otel_insights_rekeyed_records_total", "counter", "Input records re-keyed by trace id through the internal topic"),
+    MetricSpec("otel_insights_unpaired_spans_total", "counter", "Spans that expired from the pairing store without a partner", ("kind",)),
+    MetricSpec("otel_insights_expired_edges_total", "counter", "Edges completed by expiry as virtual nodes", ("kind",)),
+    MetricSpec("otel_insights_evicted_spans_total", "counter", "Spans evicted early because store.max_items was reached"),
+    MetricSpec("otel_insights_late_spans_total", "counter", "Spans and edges that arrived after their window closed (dropped)", ("what",)),
+    MetricSpec("otel_insights_pairing_store_items", "gauge", "Spans waiting in the pairing store", ("partition",)),
+    MetricSpec("otel_insights_window_close_lag_seconds", "gauge", "Wall time minus the end of the newest window finalised"),
+    MetricSpec("otel_insights_windows_finalized_total", "counter", "Final rows written", ("table",)),
+    MetricSpec("otel_insights_clickhouse_insert_errors_total", "counter", "Failed ClickHouse inserts (retried)"),
+    MetricSpec("otel_insights_consumer_lag_records", "gauge", "Input records not yet consumed", ("topic", "partition")),
+    MetricSpec("traces_service_graph_request_total", "counter", "Requests between two nodes (servicegraph connector compatible)", EDGE_LABELS),
+    MetricSpec("traces_service_graph_request_failed_total", "counter", "Failed requests between two nodes", EDGE_LABELS),
+    MetricSpec("traces_service_graph_request_server_seconds", "histogram", "Server-side request duration", EDGE_LABELS),
+    MetricSpec("traces_service_graph_request_client_seconds", "histogram", "Client-side request duration", EDGE_LABELS),
+)
+
+
+class ServiceGraphSeries:
+    """Accumulates the connector-compatible series from edge batches, vectorised."""
+
+    def __init__(self) -> None:
+        self._edges: dict[tuple[str, str, str], np.ndarray] = {}
+        # per edge: [requests, failed, srv buckets(17) , srv sum, srv count, cli buckets, cli sum, cli count]
+
+    _NB = len(SERVICE_GRAPH_BUCKETS_S) + 1
+
+    def observe(self, labels: list[tuple[str, str, str]], inverse: np.ndarray, failed: np.ndarray,
+                server_s: np.ndarray, client_s: np.ndarray) -> None:
+        """Add one batch: `labels[inverse[i]]` is edge i's label set."""
+        nb = self._NB
+        width = 2 + 2 * (nb + 2)
+        n = len(labels)
+        acc = np.zeros((n, width))
+        np.add.at(acc[:, 0], inverse, 1)
+        np.add.at(acc[:, 1], inverse, failed.astype(np.float64))
+        for col, vals in ((2, server_s), (2 + nb + 2, client_s)):
+            has = ~np.isnan(vals)
+            b = np.searchsorted(SERVICE_GRAPH_BUCKETS_S, vals[has], side="left")
+            np.add.at(acc, (inverse[has], col + b), 1)
+            np.add.at(acc[:, col + nb], inverse[has], vals[has])
+            np.add.at(acc[:, col + nb + 1], inverse[has], 1)
+        for i, lab in enumerate(labels):
+            cur = self._edges.get(lab)
+            self._edges[lab] = acc[i] if cur is None else cur + acc[i]
+
+    def collect(self) -> Iterator[Metric]:
+        nb = self._NB
+        req = CounterMetricFamily("traces_service_graph_request", METRICS[13].help, labels=EDGE_LABELS)
+        fail = CounterMetricFamily("traces_service_graph_request_failed", METRICS[14].help, labels=EDGE_LABELS)
+        hists = [HistogramMetricFamily(m.name, m.help, labels=EDGE_LABELS) for m in METRICS[15:17]]
+        for lab, a in list(self._edges.items()):
+            req.add_metric(lab, a[0])
+            fail.add_metric(lab, a[1])
+            for h, col in zip(hists, (2, 2 + nb + 2), strict=True):
+                cum = np.cumsum(a[col:col + nb])
+                buckets = [(str(b), float(c)) for b, c in zip(SERVICE_GRAPH_BUCKETS_S, cum[:-1], strict=True)]
+                buckets.append(("+Inf", float(cum[-1])))
+                h.add_metric(lab, buckets, float(a[col + nb]))
+        yield req
+        yield fail
+        yield from hists
+
+
+class Telemetry:
+    """All metric objects of one process, on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.m: dict[str, Counter | Gauge] = {}
+        for spec in METRICS:
+            if spec.name.startswith("traces_service_graph_"):
+                continue
+            cls = Counter if spec.kind == "counter" else Gauge
+            # prometheus-client appends _total itself.
+            name = spec.name[:-6] if spec.kind == "counter" else spec.name
+            self.m[spec.name] = cls(name, spec.help, spec.labels, registry=self.registry)
+        self.service_graph = ServiceGraphSeries()
+        self.registry.register(self.service_graph)  # type: ignore[arg-type]
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        if amount:
+            metric = self.m[name]
+            (metric.labels(**labels) if labels else metric).inc(amount)  # type: ignore[union-attr]
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        metric = self.m[name]
+        (metric.labels(**labels) if labels else metric).set(value)  # type: ignore[union-attr]
+
+
+def metrics_table() -> str:
+    """The README's metrics table, generated from METRICS."""
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for s in METRICS:
+        lines.append(f"| `{s.name}` | {s.kind} | {', '.join(s.labels) or '-'} | {s.help} |")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""Per-input-partition window state: vectorised partial aggregates keyed by window start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from processor.graph.edges import EdgeBatch
+from processor.otlp.batch import KIND_CONSUMER, KIND_SERVER, STATUS_ERROR, SpanBatch
+from processor.windows import sketch
+
+# Edge identity packed in one int64: client << 33 | server << 2 | connection type.
+_SERVER_SHIFT, _CLIENT_SHIFT = 2, 33
+
+
+def pack_edge(client: np.ndarray, server: np.ndarray, conn: np.ndarray) -> np.ndarray:
+    return ((client.astype(np.int64) << _CLIENT_SHIFT) | (server.astype(np.int64) << _SERVER_SHIFT)
+            | conn.astype(np.int64))
+
+
+def unpack_edge(edge: int) -> tuple[int, int, int]:
+    return edge >> _CLIENT_SHIFT, (edge >> _SERVER_SHIFT) & ((1 << 31) - 1), edge & 3
+
+
+def _group_sum(ids: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    uniq, inv = np.unique(ids, return_inverse=True)
+    return uniq, [np.bincount(inv, weights=v, minlength=uniq.size).astype(np.int64) for v in values]
+
+
+@dataclass
+class WindowPartial:
+    """Accumulated rows for one window of one partition, appended per batch, merged at emit."""
+
+    hold_offset: int
+    svc: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    svc_sketch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    edge: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    srv_sketch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    cli_sketch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    dirty: bool = True
+
+    def compact(self) -> None:
+        """Merge appended parts so memory stays bounded by distinct (entity, bucket) pairs."""
+        self.svc = [_merge_counts(self.svc)] if self.svc else []
+        self.edge = [_merge_counts(self.edge)] if self.edge else []
+        for name in ("svc_sketch", "srv_sketch", "cli_sketch"):
+            parts = getattr(self, name)
+            if parts:
+                setattr(self, name, [_merge_sketch(parts)])
+
+
+def _merge_counts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    ids = np.concatenate([p[0] for p in parts])
+    uniq, (a, b) = _group_sum(ids, np.concatenate([p[1] for p in parts]),
+                              np.concatenate([p[2] for p in parts]))
+    return uniq, a, b
+
+
+def _merge_sketch(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    ids = np.concatenate([p[0] for p in parts])
+    keys = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    counts = np.concatenate([p[2] for p in parts])
+    # Dense ids first: a packed edge id * 65536 would overflow int64 (see sketch.grouped).
+    gids, dense = np.unique(ids, return_inverse=True)
+    combined = dense.astype(np.int64) * 65536 + (keys + 32768)
+    uniq, summed = _group_sum(combined, counts)
+    return gids[uniq // 65536], (uniq % 65536 - 32768).astype(np.int32), summed[0].astype(np.uint64)
+
+
+@dataclass
+class WindowStats:
+    late_spans: int = 0
+    late_edges: int = 0
+
+
+class PartitionWindows:
+    """Tumbling event-time windows for one input partition.
+
+    The watermark is this partition's max span end time minus allowed lateness; a window
+    closes when the watermark passes its end. Spans and edges for a closed window are late:
+    counted, never silently applied. `closed_until_ns` survives restarts (it is stored with
+    the partials) so a replay cannot reopen a window that was already emitted.
+    """
+
+    def __init__(self, size_ns: int, allowed_lateness_ns: int, closed_until_ns: int = 0) -> None:
+        self.size_ns = size_ns
+        self.lateness_ns = allowed_lateness_ns
+        self.max_end_ns = 0
+        self.closed_until_ns = closed_until_ns
+        self.open: dict[int, WindowPartial] = {}
+        self.stats = WindowStats()
+
+    @property
+    def watermark_ns(self) -> int:
+        return max(self.closed_until_ns, self.max_end_ns - self.lateness_ns)
+
+    def _window(self, t_ns: int, offset: int) -> WindowPartial:
+        w = self.open.get(t_ns)
+        if w is None:
+            w = self.open[t_ns] = WindowPartial(hold_offset=offset)
+        return w
+
+    def hold(self, end_ns: np.ndarray, offsets: np.ndarray) -> None:
+        """Record that `offsets` must be replayed to rebuild the windows of `end_ns`."""
+        ok = end_ns > 0
+        if not ok.any():
+            return
+        starts = end_ns[ok] - end_ns[ok] % self.size_ns
+        offs = offsets[ok]
+        for s in np.unique(starts):
+            if s + self.size_ns <= self.closed_until_ns:
+                continue
+            m = int(offs[starts == s].min())
+            w = self._window(int(s), m)
+            w.hold_offset = min(w.hold_offset, m)
+
+    def add_spans(self, spans: SpanBatch) -> None:
+        if not len(spans):
+            return
+        self.max_end_ns = max(self.max_end_ns, int(spans.end_ns.max()))
+        self.hold(spans.end_ns, spans.offset)
+        counted = ((spans.kind == KIND_SERVER) | (spans.kind == KIND_CONSUMER)
+                   | (spans.parent_span_id == 0))
+        s = spans.take(counted)
+        if not len(s):
+            return
+        starts = s.end_ns - s.end_ns % self.size_ns
+        late = starts + self.size_ns <= self.closed_until_ns
+        self.stats.late_spans += int(late.sum())
+        ms = (s.end_ns - s.start_ns).astype(np.float64) / 1e6
+        err = (s.status == STATUS_ERROR).astype(np.int64)
+        for start in np.unique(starts[~late]):
+            m = starts == start
+            w = self._window(int(start), int(s.offset[m].min()))
+            ids, (calls, errors) = _group_sum(s.service[m].astype(np.int64),
+                                              np.ones(int(m.sum())), err[m])
+            w.svc.append((ids, calls, errors))
+            w.svc_sketch.append(sketch.grouped(s.service[m], ms[m]))
+            w.dirty = True
+
+    def add_edges(self, e: EdgeBatch) -> None:
+        if not len(e):
+            return
+        self.hold(e.client_end_ns, e.hold_offset)
+        self.hold(e.server_end_ns, e.hold_offset)
+        starts = e.time_ns - e.time_ns % self.size_ns
+        late = starts + self.size_ns <= self.closed_until_ns
+        self.stats.late_edges += int(late.sum())
+        ids_all = pack_edge(e.client, e.server, e.conn)
+        for start in np.unique(starts[~late]):
+            m = starts == start
+            w = self._window(int(start), int(e.hold_offset[m].min()))
+            ids = ids_all[m]
+            uniq, (req, failed) = _group_sum(ids, np.ones(ids.size), e.failed[m].astype(np.int64))
+            w.edge.append((uniq, req, failed))
+            for side, store in ((e.server_ms[m], w.srv_sketch), (e.client_ms[m], w.cli_sketch)):
+                has = ~np.isnan(side)
+                if has.any():
+                    store.append(sketch.grouped(ids[has], side[has]))
+            w.dirty = True
+
+    def ready(self) -> list[int]:
+        wm = self.watermark_ns
+        return sorted(s for s in self.open if s + self.size_ns <= wm)
+
+    def close(self, starts: list[int]) -> list[tuple[int, WindowPartial]]:
+        """Remove windows from the open set; later data for them counts as late."""
+        out = []
+        for s in starts:
+            w = self.open.pop(s)
+            w.compact()
+            out.append((s, w))
+            self.closed_until_ns = max(self.closed_until_ns, s + self.size_ns)
+        return out
+
+    def dirty(self) -> list[tuple[int, WindowPartial]]:
+        out = []
+        for s in sorted(self.open):
+            w = self.open[s]
+            if w.dirty:
+                w.compact()
+                out.append((s, w))
+        return out
+
+    def min_hold_offset(self) -> int | None:
+        return min((w.hold_offset for w in self.open.values()), default=None)

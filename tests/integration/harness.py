@@ -1,0 +1,117 @@
+"""Runs `otel-insights run` as a real child process against the session broker and chdb."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from processor.localstack import free_port
+
+CONFIG = """
+receivers:
+  kafka:
+    brokers: ["{bootstrap}"]
+    group_id: {group}
+    initial_offset: earliest
+    traces: {{topic: {topic}, encoding: {encoding}}}
+    partitions: 3
+    max_batch_records: 200
+    max_batch_wait: 100ms
+    rekey: {rekey}
+    rekey_topic: {topic}-rekeyed
+    partials_topic: {topic}-partials
+processors:
+  servicegraph:
+    store: {{ttl: 1s, max_items: 100000}}
+  windows: {{size: {window}, allowed_lateness: 2s, idle_timeout: 2s}}
+exporters:
+  clickhouse: {{endpoint: "chdb://{chdb}", database: otel_insights, ttl: 0s, create_schema: true}}
+  prometheus: {{endpoint: "127.0.0.1:{port}"}}
+  kafka/dlq: {{topic: {topic}-dlq}}
+service:
+  pipelines:
+    traces: {{receivers: [kafka], processors: [servicegraph, windows], exporters: [clickhouse, prometheus]}}
+"""
+
+
+@dataclass
+class Pipeline:
+    config_path: Path
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 90) -> Pipeline:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "processor.cli", "run", "--config", str(self.config_path),
+             "--log-level", "info"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pipeline exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.get("/healthz")
+                return self
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"pipeline did not come up:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+            body = r.read()
+        return body.decode() if path == "/metrics" else json.loads(body)
+
+    def query(self, name: str) -> list[dict[str, Any]]:
+        return self.get(f"/api/query/{name}?since=100000h")
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for line in self.get("/metrics").splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"pipeline did not stop within {timeout_s}s:\n{self.log()}") from None
+
+
+def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: str = "otlp_proto",
+                  window: str = "2s", rekey: str = "auto") -> Pipeline:
+    port = free_port()
+    cfg = tmp / f"{group}.yaml"
+    cfg.write_text(CONFIG.format(bootstrap=bootstrap, group=group, topic=topic, encoding=encoding,
+                                 chdb=tmp / f"{group}-chdb", port=port, window=window, rekey=rekey))
+    return Pipeline(cfg, port, tmp / f"{group}.log")
+
+
+def wait_until(pred: Any, timeout_s: float, what: str, pipeline: Pipeline | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{pipeline.log()}" if pipeline else ""))

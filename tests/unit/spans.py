@@ -1,0 +1,81 @@
+"""Readable SpanBatch factory for unit tests: one keyword call per span, one shared StringTable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from processor.graph.edges import CONN_NAMES, EdgeBatch
+from processor.otlp.batch import (
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_INTERNAL,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    STATUS_ERROR,
+    STATUS_UNSET,
+    SpanBatch,
+    StringTable,
+)
+
+KINDS = {"internal": KIND_INTERNAL, "server": KIND_SERVER, "client": KIND_CLIENT,
+         "producer": KIND_PRODUCER, "consumer": KIND_CONSUMER}
+# Span attributes that are strings in the batch (stored as StringTable codes).
+STRING_ATTRS = ("peer_service", "server_address", "db_system", "db_name", "messaging_system",
+                "virtual_peer")
+NS_PER_MS = 1_000_000
+_U64 = (1 << 64) - 1
+
+
+@dataclass
+class Spans:
+    """Builds span rows and batches against one StringTable (share it with the store)."""
+
+    strings: StringTable = field(default_factory=StringTable)
+
+    def span(self, trace: int, id: int, parent: int = 0, service: str = "svc",
+             kind: str = "internal", start_ms: float = 0.0, end_ms: float = 1.0,
+             error: bool = False, link_trace: int = 0, link_span: int = 0, offset: int = -1,
+             **attrs: str) -> dict[str, int]:
+        """One span as a column-name -> value row. Trace ids may be up to 128 bits."""
+        unknown = set(attrs) - set(STRING_ATTRS)
+        if unknown:
+            raise TypeError(f"unknown span attributes {sorted(unknown)}")
+        row = {
+            "trace_hi": trace >> 64, "trace_lo": trace & _U64, "span_id": id,
+            "parent_span_id": parent, "service": self.strings.code(service),
+            "kind": KINDS[kind], "start_ns": round(start_ms * NS_PER_MS),
+            "end_ns": round(end_ms * NS_PER_MS),
+            "status": STATUS_ERROR if error else STATUS_UNSET,
+            "link_trace_hi": link_trace >> 64, "link_trace_lo": link_trace & _U64,
+            "link_span_id": link_span, "offset": offset,
+        }
+        for name in STRING_ATTRS:
+            row[name] = self.strings.code(attrs.get(name, ""))
+        return row
+
+    def batch(self, *rows: dict[str, int], offset: int | None = None) -> SpanBatch:
+        """Rows -> SpanBatch; `offset` (the Kafka record) overrides every row's offset."""
+        if not rows:
+            return SpanBatch.empty()
+        cols: dict[str, object] = {n: [r[n] for r in rows] for n in SpanBatch.column_names()}
+        b = SpanBatch.from_columns(cols)
+        if offset is not None:
+            b.offset = np.full(len(b), offset, dtype=np.int64)
+        return b
+
+    def name(self, code: int) -> str:
+        return self.strings.lookup(int(code))
+
+
+def edge_rows(edges: EdgeBatch, strings: StringTable) -> list[dict[str, object]]:
+    """EdgeBatch -> one readable dict per edge (names decoded, NaN latency kept)."""
+    return [
+        {"client": strings.lookup(int(edges.client[i])),
+         "server": strings.lookup(int(edges.server[i])),
+         "conn": CONN_NAMES[int(edges.conn[i])], "failed": bool(edges.failed[i]),
+         "client_ms": float(edges.client_ms[i]), "server_ms": float(edges.server_ms[i]),
+         "time_ns": int(edges.time_ns[i]), "hold_offset": int(edges.hold_offset[i])}
+        for i in range(len(edges))
+    ]
