@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 from typing import Any
 
@@ -27,11 +29,12 @@ from processor.storage.queries import rows_to_jsonable
 log = logging.getLogger("otel_insights.app")
 
 QUERY_NAMES = ("health", "edges", "topology")
+_EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
 def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
     cfg = rt.config
-    kafka = cfg.kafka
+    kafka = rt.kafka
     prom_host, prom_port = cfg.prometheus.host_port if cfg.prometheus else ("127.0.0.1", 9464)
     app = faust.App(
         kafka.group_id,
@@ -54,7 +57,7 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
         web_in_thread=False,
         producer_acks=-1,
     )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(kafka.traces.topic, kafka.rekey_topic, **raw)
     rekey = app.topic(kafka.rekey_topic, **raw)
     partials = app.topic(kafka.partials_topic, **raw)
@@ -69,16 +72,18 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
     async def stage1_agent(stream: Any) -> None:
         async for events in stream.take_events(kafka.max_batch_records, within=wait_s):
             async with rt.lock1:
-                await stage1.process(list(events))
+                await _guarded(app, rt, stage1.process, list(events))
 
     @app.agent(partials, name="stage2")
     async def stage2_agent(stream: Any) -> None:
         async for events in stream.take_events(2000, within=wait_s):
             async with rt.lock2:
-                await stage2.process(list(events))
+                await _guarded(app, rt, stage2.process, list(events))
 
     @app.timer(1.0)
     async def stage1_timer() -> None:
+        if rt.failed:
+            return
         assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()
                     if tp.topic in stage1_topics}
         async with rt.lock1:
@@ -87,12 +92,16 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
 
     @app.timer(0.5)
     async def stage2_timer() -> None:
+        if rt.failed:
+            return
         async with rt.lock2:
             await stage2.finalize_ready()
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(rt.telemetry.registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type, so drop it from the exposition type.
+        return web.bytes(generate_latest(rt.telemetry.registry),
+                         content_type=_EXPOSITION_TYPE)
 
     @app.page("/api/query/{name}")
     async def query(web: Any, request: Any, name: str) -> Any:
@@ -112,6 +121,24 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
     app.stage1 = stage1  # type: ignore[attr-defined]
     app.stage2 = stage2  # type: ignore[attr-defined]
     return app
+
+
+async def _guarded(app: faust.App, rt: Runtime, fn: Any, events: list[Any]) -> None:
+    """Run a stage step; an unexpected error stops the worker instead of skipping records.
+
+    Bad input never gets here (it goes to the DLQ). Anything else means in-memory state may
+    be half-updated, so the only safe move is a clean stop: acked offsets cover only durable
+    results, and the restart replays the rest.
+    """
+    if rt.failed:
+        return
+    try:
+        await fn(events)
+    except Exception as exc:
+        rt.failed = True
+        log.critical("internal error, stopping so a restart replays from the last safe offset: %r", exc,
+                     exc_info=True)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _report_lag(app: faust.App, rt: Runtime, topics: set[str]) -> None:

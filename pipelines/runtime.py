@@ -12,6 +12,7 @@ from typing import Any
 from processor.aggregate.finalize import Finalizer, HealthRules
 from processor.aggregate.partition import Emission, PartitionAggregator
 from processor.config import Config
+from processor.config.components import KafkaReceiver
 from processor.graph import GraphSettings
 from processor.otlp.batch import StringTable
 from processor.otlp.decode import SpanDecoder
@@ -33,9 +34,13 @@ class Runtime:
     lock1: asyncio.Lock = field(default_factory=asyncio.Lock)
     lock2: asyncio.Lock = field(default_factory=asyncio.Lock)
     # One thread: chdb sessions are single-threaded, and it keeps inserts in order.
+    failed: bool = False  # set on an internal error: stop consuming, let the restart replay
     io: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "clickhouse"))
 
     def __post_init__(self) -> None:
+        if self.config.kafka is None:
+            raise ValueError("the traces pipeline has no kafka receiver")
+        self.kafka: KafkaReceiver = self.config.kafka
         sg = self.config.servicegraph
         self.decoder = SpanDecoder(
             self.strings,
@@ -72,7 +77,7 @@ class Runtime:
         key = (topic, partition)
         agg = self.aggregators.get(key)
         if agg is None:
-            group = self.config.kafka.group_id
+            group = self.kafka.group_id
             marks = await self.io_call(self.store.load_watermarks, group, topic)
             closed_ms = int(marks.get(partition, 0))
             w = self.config.windows
@@ -87,7 +92,7 @@ class Runtime:
             await self.io_call(self.store.insert_health_partials, em.health)
         if em.edges:
             await self.io_call(self.store.insert_edge_partials, em.edges)
-        await self.io_call(self.store.save_watermarks, self.config.kafka.group_id, agg.topic,
+        await self.io_call(self.store.save_watermarks, self.kafka.group_id, agg.topic,
                            {agg.partition: em.watermark_ms})
 
     def source_name(self, topic: str, partition: int) -> str:

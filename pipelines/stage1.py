@@ -8,11 +8,15 @@ import re
 from collections import defaultdict, deque
 from typing import Any
 
+import numpy as np
+
+from pipelines.runtime import Runtime
 from processor.aggregate.partition import Emission, PartitionAggregator
 from processor.errors import DecodeError
+from processor.graph import CONN_NAMES, EdgeBatch
 from processor.otlp.batch import SpanBatch
 from processor.otlp.compression import decompress_record
-from pipelines.runtime import Runtime
+from processor.windows.accumulator import pack_edge, unpack_edge
 
 log = logging.getLogger("otel_insights.stage1")
 _TRACE_KEY = re.compile(rb"^[0-9a-f]{32}$")
@@ -27,13 +31,13 @@ class Stage1:
         self.rekey = rekey
         self.partials = partials
         self.partials_count = partials_count
-        self.input_topic = rt.config.kafka.traces.topic
-        self.encoding = rt.config.kafka.traces.encoding
+        self.input_topic = rt.kafka.traces.topic
+        self.encoding = rt.kafka.traces.encoding
         self.held: dict[tuple[str, int], deque[Any]] = defaultdict(deque)
         self._warned_rekey = False
 
     def needs_rekey(self, topic: str, key: bytes | None) -> bool:
-        mode = self.rt.config.kafka.rekey
+        mode = self.rt.kafka.rekey
         if topic != self.input_topic or mode == "never":
             return False
         return mode == "always" or key is None or not _TRACE_KEY.match(key)
@@ -56,9 +60,9 @@ class Stage1:
             self.rt.telemetry.inc("otel_insights_records_total", len(evs), topic=topic)
             self.rt.telemetry.inc("otel_insights_spans_total", len(spans))
             before = agg.windows.stats.late_spans, agg.windows.stats.late_edges
-            edges_before = agg.store.stats.paired
-            agg.add(spans, next_offset=evs[-1].message.offset + 1)
-            self._observe(agg, before, edges_before)
+            edges = agg.add(spans, next_offset=evs[-1].message.offset + 1)
+            self._observe(agg, before)
+            self._observe_edges(edges)
             await self.emit(agg, agg.flush_closed())
             self._ack_safe(agg)
 
@@ -76,18 +80,19 @@ class Stage1:
             return None
 
     async def _rekey(self, payload: bytes) -> None:
-        from processor.ingest.otlp_json import json_to_request
-        from processor.otlp.encode import encode, split_by_trace
         from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+        from processor.ingest.otlp_json import parse_otlp_json
+        from processor.otlp.encode import encode, split_by_trace
 
         if not self._warned_rekey:
             log.warning("input records are not keyed by trace id: re-keying through topic %r "
                         "(doubles broker traffic; set partition_traces_by_id on the collector)",
-                        self.rt.config.kafka.rekey_topic)
+                        self.rt.kafka.rekey_topic)
             self._warned_rekey = True
         try:
             if self.encoding == "otlp_json":
-                data = TracesData.FromString(json_to_request(payload).SerializeToString())
+                data = parse_otlp_json(payload)
             else:
                 data = TracesData.FromString(payload)
         except Exception as exc:
@@ -109,7 +114,7 @@ class Stage1:
         self.rt.telemetry.inc("otel_insights_dlq_records_total", reason="decode")
         log.warning("record %s[%d]@%d -> DLQ: %s", msg.topic, msg.partition, msg.offset, error)
 
-    def _observe(self, agg: PartitionAggregator, late_before: tuple[int, int], paired_before: int) -> None:
+    def _observe(self, agg: PartitionAggregator, late_before: tuple[int, int]) -> None:
         t = self.rt.telemetry
         ws = agg.windows.stats
         t.inc("otel_insights_late_spans_total", ws.late_spans - late_before[0], what="span")
@@ -121,6 +126,19 @@ class Stage1:
         t.inc("otel_insights_expired_edges_total", st.virtual_user, kind="user")
         t.inc("otel_insights_evicted_spans_total", st.evicted)
         t.set("otel_insights_pairing_store_items", len(agg.store), partition=f"{agg.topic}/{agg.partition}")
+
+    def _observe_edges(self, e: EdgeBatch) -> None:
+        if not len(e):
+            return
+        ids = pack_edge(e.client, e.server, e.conn)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        names = self.rt.strings.strings
+        labels = []
+        for eid in uniq.tolist():
+            c, s, conn = unpack_edge(eid)
+            labels.append((names[c], names[s], CONN_NAMES[conn]))
+        self.rt.telemetry.service_graph.observe(labels, inverse, e.failed, e.server_ms / 1000.0,
+                                                e.client_ms / 1000.0)
 
     async def emit(self, agg: PartitionAggregator, em: Emission, idle: bool = False) -> None:
         """Persist an emission, tell stage 2 which keys changed, then advertise the watermark."""
@@ -136,7 +154,7 @@ class Stage1:
             for f in futs:
                 await f
         elif em.watermark_ms:
-            await self.rt.io_call(self.rt.store.save_watermarks, self.rt.config.kafka.group_id,
+            await self.rt.io_call(self.rt.store.save_watermarks, self.rt.kafka.group_id,
                                   agg.topic, {agg.partition: em.watermark_ms})
         await self.broadcast_watermark(agg, idle)
 

@@ -31,6 +31,8 @@ async def _partitions(bootstrap: list[str], topics: list[str]) -> dict[str, int]
 async def ensure_topics(cfg: Config, create_input: bool = False) -> dict[str, int]:
     """Create the internal topics if missing; return partition counts of every topic used."""
     kafka = cfg.kafka
+    if kafka is None:
+        raise OtelInsightsError("the traces pipeline has no kafka receiver")
     internal = [kafka.rekey_topic, kafka.partials_topic, cfg.dlq.topic]
     names = [kafka.traces.topic, *internal]
     counts = await _partitions(list(kafka.brokers), names)

@@ -45,7 +45,7 @@ def _attach_gateway(app: faust.App, cfg: Config, rt: Runtime) -> None:
         await gw.start()
         log.info("OTLP receiver: grpc=%s http=%s", gw.grpc_port, gw.http_port)
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_gateway(sender: object, **kw: object) -> None:
         await gw.stop()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from processor.graph import CONN_NAMES, GraphSettings, PairingStore
+from processor.graph import CONN_NAMES, EdgeBatch, GraphSettings, PairingStore
 from processor.otlp.batch import SpanBatch, StringTable
 from processor.windows import sketch
 from processor.windows.accumulator import PartitionWindows, WindowPartial, unpack_edge
@@ -46,12 +46,15 @@ class PartitionAggregator:
         self.next_offset = -1  # one past the last record added
         self.last_record_wall = time.monotonic()
 
-    def add(self, spans: SpanBatch, next_offset: int | None = None) -> None:
+    def add(self, spans: SpanBatch, next_offset: int | None = None) -> EdgeBatch:
+        """Add a batch; returns the edges it completed (for the service-graph metrics)."""
         self.windows.add_spans(spans)
-        self.windows.add_edges(self.store.add(spans))
+        edges = self.store.add(spans)
+        self.windows.add_edges(edges)
         if next_offset is not None:
             self.next_offset = max(self.next_offset, next_offset)
         self.last_record_wall = time.monotonic()
+        return edges
 
     def safe_offset(self) -> int:
         """Every record below this offset is fully reflected in emitted, durable rows."""

@@ -51,6 +51,9 @@ def parse_otlp_json(body: bytes) -> TracesData:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise DecodeError(f"request body is not JSON: {e}") from None
+    if isinstance(doc, list):
+        # rotel's kafka exporter writes the bare resourceSpans array.
+        doc = {"resourceSpans": doc}
     if not isinstance(doc, dict):
         raise DecodeError("OTLP/JSON request must be a JSON object")
     for rs in _dicts(doc, "resourceSpans", "resource_spans"):

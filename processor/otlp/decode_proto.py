@@ -2,14 +2,16 @@
 
 Speed comes from doing per-span work in C: the payload is parsed into the partial views of
 `wire_view`, and every column is pulled out with `map(attrgetter(...))` over the span list, so
-the Python interpreter runs per payload, not per span. Attributes are matched on their raw
-serialized bytes (vectorised with numpy) and only the few that feed a column are parsed.
+the interpreter loops per payload, not per span. Attributes and links come from a second,
+merged parse (View M) as flat lists; only the few attributes that feed a column are looked at,
+through caches keyed by their serialized bytes.
 """
 
 from __future__ import annotations
 
 from itertools import chain, compress, repeat
-from operator import attrgetter
+from operator import attrgetter, getitem
+from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -18,7 +20,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from processor.errors import DecodeError
 from processor.otlp.attributes import DecodeContext
 from processor.otlp.batch import KIND_CONSUMER, STATUS_ERROR, SpanBatch
-from processor.otlp.wire_view import TracesDataView
+from processor.otlp.wire_view import TracesDataAttributesView, TracesDataView
 
 _resource = attrgetter("resource")
 _scope_spans = attrgetter("scope_spans")
@@ -30,14 +32,11 @@ _kind = attrgetter("kind")
 _start = attrgetter("start_time_unix_nano")
 _end = attrgetter("end_time_unix_nano")
 _status = attrgetter("status")
-_links = attrgetter("links")
+_last_link = attrgetter("links")
 _attributes = attrgetter("attributes")
-_ALL = slice(None)
+_ALL = slice(None)  # container[:] builds the wrapper list in one C call, faster than iterating
 
-_ZERO_ID = bytes(8)
-_EMPTY_TO_ZERO = {b"": _ZERO_ID}  # used as .get(raw, raw): an absent parent id becomes 0
-# Serialized Status messages as every SDK writes them (code only); anything else is parsed.
-_STATUS_FAST = {b"": 0, b"\x18\x00": 0, b"\x18\x01": 1, b"\x18\x02": 2}
+_EMPTY_TO_ZERO = {b"": bytes(8)}  # used as .get(raw, raw): an absent parent id becomes 0
 
 
 def parse(payload: bytes) -> list[object]:
@@ -55,7 +54,7 @@ def parse(payload: bytes) -> list[object]:
 
 
 def decode_proto(payload: bytes, ctx: DecodeContext) -> SpanBatch:
-    batch, _, _ = decode_resource_spans(parse(payload), ctx)
+    batch, _, _ = decode_resource_spans(payload, parse(payload), ctx)
     return batch
 
 
@@ -75,29 +74,30 @@ def _join_ids(ids: list[bytes], width: int, what: str, optional: bool = False) -
 
 
 def decode_resource_spans(
-    rss: list[object], ctx: DecodeContext
+    payload: bytes, rss: list[Any], ctx: DecodeContext
 ) -> tuple[SpanBatch, np.ndarray, np.ndarray]:
-    """Batch of every span in the ResourceSpans views, plus per ResourceSpans its span count
-    and service code (resources cached by their serialized bytes)."""
+    """Batch of every span in `rss` (the ResourceSpans views of `payload` that hold spans), plus
+    per ResourceSpans its span count and service code (resources cached by their bytes)."""
     resources = list(map(_resource, rss))
-    cache_get = ctx.resource_service.get
-    services = list(map(cache_get, resources))
+    services = list(map(ctx.resource_service.get, resources))
     if None in services:
-        services = [ctx.service_code(r) if s is None else s for r, s in zip(resources, services)]
+        services = [
+            ctx.service_code(r) if s is None else s
+            for r, s in zip(resources, services, strict=True)
+        ]
     scope_lists = list(map(_scope_spans, rss))
-    scopes = list(chain.from_iterable(scope_lists))
-    # Slicing a repeated field builds the wrapper list in one C call, faster than iterating.
-    span_lists = list(map(getattr_slice, map(_spans, scopes)))
-    spans = list(chain.from_iterable(span_lists))
+    span_lists = list(map(getitem, map(_spans, chain.from_iterable(scope_lists)), repeat(_ALL)))
+    spans: list[Any] = list(chain.from_iterable(span_lists))
     n = len(spans)
 
-    spans_per_scope = np.fromiter(map(len, span_lists), dtype=np.int64, count=len(scopes))
+    spans_per_scope = np.fromiter(map(len, span_lists), dtype=np.int64, count=len(span_lists))
     scopes_per_rs = np.fromiter(map(len, scope_lists), dtype=np.int64, count=len(rss))
     rs_of_scope = np.repeat(np.arange(len(rss)), scopes_per_rs)
     spans_per_rs = np.bincount(rs_of_scope, weights=spans_per_scope, minlength=len(rss))
+    spans_per_rs = spans_per_rs.astype(np.int64)
     service_rs = np.array(services, dtype=np.int32)
     if n == 0:
-        return SpanBatch.empty(), spans_per_rs.astype(np.int64), service_rs
+        return SpanBatch.empty(), spans_per_rs, service_rs
 
     trace = _join_ids(list(map(_trace_id, spans)), 16, "trace_id")
     span_id = _join_ids(list(map(_span_id, spans)), 8, "span_id")
@@ -107,10 +107,13 @@ def decode_resource_spans(
     kind[(kind < 0) | (kind > KIND_CONSUMER)] = 0  # unknown enum values read as UNSPECIFIED
 
     raw_status = list(map(_status, spans))
-    status_codes = list(map(_STATUS_FAST.get, raw_status))
-    if None in status_codes:
-        status_codes = [_status_code(raw) if c is None else c for raw, c in zip(raw_status, status_codes)]
-    status = np.array(status_codes, dtype=np.int32)
+    codes = list(map(ctx.status_codes.get, raw_status))
+    if None in codes:
+        codes = [
+            ctx.status_code(raw) if c is None else c
+            for raw, c in zip(raw_status, codes, strict=True)
+        ]
+    status = np.array(codes, dtype=np.int32)
     status[(status < 0) | (status > STATUS_ERROR)] = 0
 
     cols: dict[str, object] = {
@@ -118,37 +121,55 @@ def decode_resource_spans(
         "trace_lo": trace[:, 1],
         "span_id": span_id[:, 0],
         "parent_span_id": parent[:, 0],
-        "service": np.repeat(service_rs, spans_per_rs.astype(np.int64)),
+        "service": np.repeat(service_rs, spans_per_rs),
         "kind": kind,
         "start_ns": np.fromiter(map(_start, spans), dtype=np.uint64, count=n).view(np.int64),
         "end_ns": np.fromiter(map(_end, spans), dtype=np.uint64, count=n).view(np.int64),
         "status": status,
     }
-    cols.update(_first_links(spans, n))
-    cols.update(_attribute_columns(spans, n, ctx))
-    return SpanBatch.from_columns(cols), spans_per_rs.astype(np.int64), service_rs
+    merged = _Merged(payload)
+    cols.update(_first_links(spans, n, merged, payload))
+    cols.update(_attribute_columns(spans, n, merged, ctx))
+    return SpanBatch.from_columns(cols), spans_per_rs, service_rs
 
 
-def getattr_slice(container: object) -> list[object]:
-    return container[_ALL]  # type: ignore[index,no-any-return]
+class _Merged:
+    """View M of the payload (all spans merged into one message), parsed on first use."""
+
+    def __init__(self, payload: bytes) -> None:
+        self._payload = payload
+        self._spans: Any = None
+
+    @property
+    def spans(self) -> Any:
+        if self._spans is None:
+            try:
+                view = TracesDataAttributesView.FromString(self._payload)
+            except ProtobufDecodeError as exc:
+                raise DecodeError(f"not a valid OTLP protobuf TracesData: {exc}") from None
+            self._spans = view.resource_spans.scope_spans.spans
+        return self._spans
 
 
-def _status_code(raw: bytes) -> int:
-    try:
-        return int(trace_pb2.Status.FromString(raw).code)
-    except ProtobufDecodeError as exc:
-        raise DecodeError(f"invalid span status: {exc}") from None
-
-
-def _first_links(spans: list[object], n: int) -> dict[str, np.ndarray]:
-    link_lists = list(map(_links, spans))
-    rows = np.flatnonzero(np.fromiter(map(len, link_lists), dtype=np.int64, count=n))
+def _first_links(
+    spans: list[Any], n: int, merged: _Merged, payload: bytes
+) -> dict[str, np.ndarray]:
     hi = np.zeros(n, dtype=np.uint64)
     lo = np.zeros(n, dtype=np.uint64)
     sid = np.zeros(n, dtype=np.uint64)
-    for row in rows.tolist():  # links are rare (messaging, batch jobs): per-link Python is fine
+    last_links = list(map(_last_link, spans))
+    # Spans whose (last) link is non-empty; a link serialized empty has no ids to pair by.
+    rows = list(compress(range(n), last_links))
+    if not rows:
+        return {"link_trace_hi": hi, "link_trace_lo": lo, "link_span_id": sid}
+    if len(merged.spans.links) == len(rows):
+        # One link per linked span, so View A's last link is also the first.
+        raws = [last_links[row] for row in rows]
+    else:
+        raws = _exact_first_links(payload, rows)
+    for row, raw in zip(rows, raws, strict=True):  # links are rare (messaging, batch jobs)
         try:
-            link = trace_pb2.Span.Link.FromString(link_lists[row][0])
+            link = trace_pb2.Span.Link.FromString(raw)
         except ProtobufDecodeError as exc:
             raise DecodeError(f"span {row}: invalid link: {exc}") from None
         if len(link.trace_id) != 16 or len(link.span_id) != 8:
@@ -162,37 +183,56 @@ def _first_links(spans: list[object], n: int) -> dict[str, np.ndarray]:
     return {"link_trace_hi": hi, "link_trace_lo": lo, "link_span_id": sid}
 
 
-def _attribute_columns(spans: list[object], n: int, ctx: DecodeContext) -> dict[str, np.ndarray]:
+def _exact_first_links(payload: bytes, rows: list[int]) -> list[bytes]:
+    """First link of each row when some span has several: a full parse with the real classes."""
+    data = trace_pb2.TracesData.FromString(payload)
+    spans = [s for rs in data.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    return [spans[row].links[0].SerializeToString() for row in rows]
+
+
+def _attribute_columns(
+    spans: list[Any], n: int, merged: _Merged, ctx: DecodeContext
+) -> dict[str, np.ndarray]:
     plan = ctx.plan
     attr_lists = list(map(_attributes, spans))
     counts = np.fromiter(map(len, attr_lists), dtype=np.int64, count=n)
-    raws: list[bytes] = list(chain.from_iterable(attr_lists))
-    if not raws:
-        return plan.resolve(n, *(np.zeros(0, dtype=np.int64),) * 3)
-    lengths = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
-    starts = np.cumsum(lengths) - lengths
-    blob = np.frombuffer(b"".join(raws) + b"\0\0", dtype=np.uint8)
-    first, second = blob[starts], blob[starts + 1]
-    present = lengths > 0
-    canonical = present & (first == 0x0A)
-    # Cheap vectorised filter on the key-length byte; startswith then checks the exact key.
-    cand = np.flatnonzero(canonical & plan.prefix_second_byte[second]).tolist()
-    cand_raws = [raws[i] for i in cand]
-    is_hit = list(map(bytes.startswith, cand_raws, repeat(plan.prefixes)))
-    hit_idx = list(compress(cand, is_hit))
-    hit_raws = list(compress(cand_raws, is_hit))
-    hits = list(map(ctx.attribute_hits.get, hit_raws))
-    if None in hits:
-        hits = [ctx.attribute_hit(r) if h is None else h for r, h in zip(hit_raws, hits)]
-    # KeyValues not starting with their key field are legal protobuf, just unusual: parse them.
-    odd = np.flatnonzero(present & ~canonical).tolist()
-    if odd or None in hits:
-        pairs = [(i, h) for i, h in zip(hit_idx, hits) if h is not None]
-        pairs += [(i, h) for i, h in ((i, ctx.attribute_hit(raws[i])) for i in odd) if h is not None]
-        pairs.sort()  # attribute order within a span decides between duplicate keys
-        hit_idx = [i for i, _ in pairs]
-        hits = [h for _, h in pairs]
+    total = int(counts.sum())
+    empty = np.zeros(0, dtype=np.int64)
+    if total == 0:
+        return plan.resolve(n, empty, empty, empty.astype(np.int32))
+    kvs = merged.spans.attributes
+    values = kvs.value
+    if len(kvs.key) != total or len(values) != total:
+        # Some KeyValue lacks its key or value field (legal, unusual): lists are misaligned.
+        return _attribute_columns_exact(attr_lists, n, ctx)
+    key_ids = np.fromiter(
+        map(plan.key_ids_utf8.get, kvs.key[_ALL], repeat(-1)), dtype=np.int64, count=total
+    )
+    hit_idx = np.flatnonzero(key_ids >= 0)
+    hit_values = list(map(values.__getitem__, hit_idx.tolist()))
+    codes = list(map(ctx.value_codes.get, hit_values))
+    if None in codes:
+        codes = [
+            ctx.value_code(v) if c is None else c for v, c in zip(hit_values, codes, strict=True)
+        ]
     owner = np.repeat(np.arange(n), counts)
-    idx = np.array(hit_idx, dtype=np.int64)
-    key_code = np.array(hits, dtype=np.int64).reshape(-1, 2)
-    return plan.resolve(n, owner[idx], key_code[:, 0], key_code[:, 1].astype(np.int32))
+    return plan.resolve(n, owner[hit_idx], key_ids[hit_idx], np.array(codes, dtype=np.int32))
+
+
+def _attribute_columns_exact(
+    attr_lists: list[Any], n: int, ctx: DecodeContext
+) -> dict[str, np.ndarray]:
+    spans, keys, codes = [], [], []
+    for row, raws in enumerate(attr_lists):
+        for raw in raws:
+            hit = ctx.attribute_hit(raw)
+            if hit is not None:
+                spans.append(row)
+                keys.append(hit[0])
+                codes.append(hit[1])
+    return ctx.plan.resolve(
+        n,
+        np.array(spans, dtype=np.int64),
+        np.array(keys, dtype=np.int64),
+        np.array(codes, dtype=np.int32),
+    )

@@ -4,15 +4,18 @@ The sketch is DDSketch-style with values in milliseconds: alpha = 0.005,
 gamma = (1 + alpha) / (1 - alpha), key(v) = ceil(log(v) / log(gamma)) and the
 representative value of key k is 2 * gamma**k / (gamma + 1). The quantile q of
 buckets with total count n is the representative value of the first key (in
-ascending key order) whose cumulative count exceeds rank = q * (n - 1). This
-must stay the same definition the Python sketch in `processor.windows` uses.
+ascending key order) whose cumulative count exceeds rank = q * (n - 1): the
+same definition as `processor.windows.sketch.quantiles`.
 """
 
 from __future__ import annotations
 
-SKETCH_ALPHA = 0.005
-SKETCH_GAMMA = (1 + SKETCH_ALPHA) / (1 - SKETCH_ALPHA)
-SKETCH_MIN_VALUE_MS = 1e-6
+from processor.windows.sketch import ALPHA, GAMMA, MIN_VALUE_MS
+
+# One definition: the constants come from the Python sketch that fills the columns.
+SKETCH_ALPHA = ALPHA
+SKETCH_GAMMA = GAMMA
+SKETCH_MIN_VALUE_MS = MIN_VALUE_MS
 
 # repr() keeps every bit of the float, so SQL and Python use the same gamma.
 _GAMMA = repr(SKETCH_GAMMA)

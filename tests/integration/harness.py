@@ -31,7 +31,7 @@ receivers:
 processors:
   servicegraph:
     store: {{ttl: 1s, max_items: 100000}}
-  windows: {{size: {window}, allowed_lateness: 2s, idle_timeout: 2s}}
+  windows: {{size: {window}, allowed_lateness: {lateness}, idle_timeout: 2s}}
 exporters:
   clickhouse: {{endpoint: "chdb://{chdb}", database: otel_insights, ttl: 0s, create_schema: true}}
   prometheus: {{endpoint: "127.0.0.1:{port}"}}
@@ -65,6 +65,8 @@ class Pipeline:
                 return self
             except OSError:
                 time.sleep(0.3)
+        self.proc.kill()
+        self.proc.wait()
         raise AssertionError(f"pipeline did not come up:\n{self.log()}")
 
     def log(self) -> str:
@@ -87,7 +89,8 @@ class Pipeline:
         return total
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
-        assert self.proc is not None
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
         self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout=timeout_s)
@@ -98,11 +101,12 @@ class Pipeline:
 
 
 def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: str = "otlp_proto",
-                  window: str = "2s", rekey: str = "auto") -> Pipeline:
+                  window: str = "2s", rekey: str = "auto", lateness: str = "2s") -> Pipeline:
     port = free_port()
     cfg = tmp / f"{group}.yaml"
     cfg.write_text(CONFIG.format(bootstrap=bootstrap, group=group, topic=topic, encoding=encoding,
-                                 chdb=tmp / f"{group}-chdb", port=port, window=window, rekey=rekey))
+                                 chdb=tmp / f"{group}-chdb", port=port, window=window, rekey=rekey,
+                                 lateness=lateness))
     return Pipeline(cfg, port, tmp / f"{group}.log")
 
 

@@ -283,6 +283,11 @@ def test_undecodable_payloads_are_rejected_and_nothing_is_produced(broker, new_t
         assert (await post(port, json.dumps(short_id).encode(), "application/json"))[0] == 400
         assert (await post(port, b"\x1f\x8b\x08garbage", headers={"Content-Encoding": "gzip"}))[0] == 400
         assert (await grpc_export(gw.grpc_port, garbage))[0] == grpc.StatusCode.INVALID_ARGUMENT
+        short_trace = TracesData()
+        short_trace.resource_spans.add().scope_spans.add().spans.add(
+            trace_id=b"\x01" * 8, span_id=b"\x02" * 8, name="bad id")
+        status, resp, _ = await post(port, short_trace.SerializeToString())
+        assert status == 400 and "16 bytes" in Status.FromString(resp).message
         # Protocol errors of the HTTP surface.
         assert (await post(port, request_bytes(good), "text/plain"))[0] == 415
         assert (await post(port, request_bytes(good), headers={"Content-Encoding": "snappy"}))[0] == 415
@@ -297,7 +302,7 @@ def test_undecodable_payloads_are_rejected_and_nothing_is_produced(broker, new_t
         assert [k for k, _ in records] == [f"{good[0].context.trace_id:032x}".encode()] * 2
 
     run(gw, body)
-    assert gw.stats.count("invalid") == 6 and gw.stats.count("unsupported") == 2
+    assert gw.stats.count("invalid") == 7 and gw.stats.count("unsupported") == 2
 
 
 def test_oversize_requests_are_refused(broker, new_topic) -> None:

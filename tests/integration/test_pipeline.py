@@ -10,7 +10,7 @@ import pytest
 
 from processor.generate import GroundTruth, ShopGenerator
 from processor.generate.sinks import send_kafka
-from tests.integration.harness import make_pipeline, wait_until
+from tests.integration.harness import Pipeline, make_pipeline, wait_until
 from tests.integration.truth_compare import assert_exact, counts_match
 
 pytestmark = pytest.mark.integration
@@ -26,9 +26,12 @@ def _traffic(seed: int, seconds: float, rate: float = 150.0):
 
 
 def _wait_exact(p, truth, timeout_s: float = 90) -> None:
-    wait_until(lambda: counts_match(truth, p.query("health"), p.query("edges")),
-               timeout_s, "final rows equal to ground truth", p)
-    assert_exact(truth, p.query("health"), p.query("edges"))
+    try:
+        wait_until(lambda: counts_match(truth, p.query("health"), p.query("edges")),
+                   timeout_s, "final rows equal to ground truth", p)
+    finally:
+        # On timeout this names the first differing key instead of only "timed out".
+        assert_exact(truth, p.query("health"), p.query("edges"))
 
 
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
@@ -99,11 +102,41 @@ def test_kill_and_restart_ends_with_exact_totals(broker, new_topic, unique_name,
     wait_until(lambda: len(p.query("health")) > 0, 60, "first final windows", p)
     p.stop(signal.SIGKILL)
     asyncio.run(send_kafka(traces[half:], [broker.bootstrap], topic))
-    p2 = make_pipeline(tmp_path, broker.bootstrap, topic, group)
-    p2.port = p.port
-    p2.config_path = p.config_path
-    p2.start()
+    # Same config (group, chdb directory, port) as the killed worker.
+    p2 = Pipeline(p.config_path, p.port, tmp_path / "restart.log")
     try:
+        p2.start()
         _wait_exact(p2, truth, timeout_s=120)
     finally:
         p2.stop()
+
+
+def test_records_not_keyed_by_trace_id_are_rekeyed(broker, new_topic, unique_name, tmp_path) -> None:
+    """A collector batching many traces per unkeyed record still gives exact edges."""
+    from aiokafka import AIOKafkaProducer
+    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+    topic = new_topic("spans")
+    traces, truth = _traffic(seed=31, seconds=8)
+
+    async def produce() -> None:
+        prod = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await prod.start()
+        for i in range(0, len(traces), 25):
+            data = TracesData()
+            for tr in traces[i:i + 25]:
+                data.resource_spans.extend(tr.data.resource_spans)
+            # round-robin partitions, no key: spans of one trace batch land anywhere
+            await prod.send_and_wait(topic, data.SerializeToString(), partition=(i // 25) % 3)
+        await prod.stop()
+
+    # Re-keying interleaves the input partitions, so event time on the re-keyed topic can
+    # go back by as much as the input consumption skew: lateness must cover that.
+    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("r"), lateness="30s").start()
+    try:
+        asyncio.run(produce())
+        _wait_exact(p, truth)
+        assert p.metric("otel_insights_rekeyed_records_total") == (len(traces) + 24) // 25
+        assert p.metric("otel_insights_late_spans_total") == 0
+    finally:
+        p.stop()

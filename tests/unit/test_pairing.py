@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -151,7 +152,7 @@ def test_database_client_becomes_an_edge_at_once(sp: Spans) -> None:
         ({"db_name": "orders"}, "orders"),  # db.name alone also marks a database call
     ],
 )
-def test_database_server_name_precedence(sp: Spans, attrs: dict[str, str], server: str) -> None:
+def test_database_server_name_precedence(sp: Spans, attrs: dict[str, Any], server: str) -> None:
     store = _store(sp)
     c = sp.span(trace=1, id=10, parent=1, service="be", kind="client", end_ms=4, **attrs)
     [e] = edge_rows(store.add(sp.batch(c)), sp.strings)

@@ -222,3 +222,24 @@ def test_closed_until_survives_restart_so_replay_cannot_reopen(sp: Spans) -> Non
     agg.add(sp.batch(_root(sp, 1, "fe", W0, W0 + 5), _root(sp, 2, "fe", W1, W1 + 5)), 1)
     assert agg.windows.stats.late_spans == 1
     assert _calls(agg.flush_dirty()) == {("fe", W1): (1, 0)}
+
+
+def test_edge_latency_sketches_survive_large_string_codes() -> None:
+    # A long-lived StringTable (e.g. many server.address values) gives service codes past
+    # 2**14; a packed edge id * 65536 used to overflow int64 and drop the edge's sketches.
+    strings = StringTable()
+    for i in range(20_000):
+        strings.code(f"10.0.{i // 256}.{i % 256}")
+    sp = Spans(strings)
+    agg = _agg(sp)
+    rows = []
+    for i, (cli, ms) in enumerate((("fe", 5.0), ("fe", 7.0), ("mobile", 9.0))):
+        rows.append(sp.span(trace=i + 1, id=10 + i, parent=1, service=cli, kind="client",
+                            start_ms=W0, end_ms=W0 + ms + 1))
+        rows.append(sp.span(trace=i + 1, id=20 + i, parent=10 + i, service="be", kind="server",
+                            start_ms=W0, end_ms=W0 + ms))
+    agg.add(sp.batch(*rows), 1)
+    got = {(r["client"], r["server"]): (r["requests"], sum(r["server_counts"]),
+                                        sum(r["client_counts"]))
+           for r in agg.flush_dirty().edges}
+    assert got == {("fe", "be"): (2, 2, 2), ("mobile", "be"): (1, 1, 1)}

@@ -1,0 +1,163 @@
+"""Throughput and memory of the hot path, printed (never asserted).
+
+  .venv/bin/python benchmarks/bench_pipeline.py [--spans 400000] [--e2e]
+
+On the same generated shop traffic it measures, single-threaded:
+  1. upb parse-only ceiling  (TracesData.FromString)
+  2. decode to columnar batch (SpanDecoder.decode_proto)
+  3. decode + pair + window   (PartitionAggregator, no Kafka)
+  4. with --e2e: end to end through the local broker into chdb (the real `run` process)
+and peak RSS of a process holding 100,000 spans waiting in the pairing store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData  # noqa: E402
+
+from processor.aggregate.partition import PartitionAggregator  # noqa: E402
+from processor.generate import ShopGenerator  # noqa: E402
+from processor.graph import GraphSettings  # noqa: E402
+from processor.otlp.batch import SpanBatch, StringTable  # noqa: E402
+from processor.otlp.decode import SpanDecoder  # noqa: E402
+
+
+def make_records(n_spans: int, traces_per_record: int = 1) -> tuple[list[bytes], int]:
+    gen = ShopGenerator(seed=1, rate=2000, start_ns=time.time_ns() - 3600 * 10**9)
+    records, spans, buf = [], 0, TracesData()
+    for i, tr in enumerate(gen.traces(3600)):
+        buf.resource_spans.extend(tr.data.resource_spans)
+        spans += tr.span_count
+        if (i + 1) % traces_per_record == 0:
+            records.append(buf.SerializeToString())
+            buf = TracesData()
+        if spans >= n_spans:
+            break
+    if buf.resource_spans:
+        records.append(buf.SerializeToString())
+    return records, spans
+
+
+def rate(label: str, spans: int, seconds: float) -> None:
+    print(f"  {label:<38} {spans / seconds:>12,.0f} spans/s   ({seconds:.2f} s)")
+
+
+def bench_inprocess(n_spans: int) -> None:
+    records, spans = make_records(n_spans)
+    mb = sum(map(len, records)) / 1e6
+    print(f"data: {spans:,} spans in {len(records):,} records (one trace per record, {mb:.1f} MB)")
+    gc.collect()
+    t = time.perf_counter()
+    for r in records:
+        TracesData.FromString(r)
+    rate("upb parse-only ceiling", spans, time.perf_counter() - t)
+
+    dec = SpanDecoder(StringTable())
+    t = time.perf_counter()
+    for r in records:
+        dec.decode_proto(r)
+    rate("decode -> columnar batch", spans, time.perf_counter() - t)
+
+    strings = StringTable()
+    dec = SpanDecoder(strings)
+    agg = PartitionAggregator("bench", 0, strings, GraphSettings(2 * 10**9, 100_000),
+                              60 * 10**9, 30 * 10**9)
+    batch_records = 200  # what one take_events batch holds in `run`
+    t = time.perf_counter()
+    for i in range(0, len(records), batch_records):
+        chunk = records[i:i + batch_records]
+        batch = SpanBatch.concat([dec.decode_proto(r).with_offset(i + j) for j, r in enumerate(chunk)])
+        agg.add(batch, next_offset=i + len(chunk))
+        agg.flush_closed()
+    rate("decode + pair + window (1 core)", spans, time.perf_counter() - t)
+
+
+def bench_store_memory(waiting: int) -> None:
+    """RSS with `waiting` client spans parked in the pairing store (no servers arrive)."""
+    code = f"""
+import resource, numpy as np
+from processor.otlp.batch import SpanBatch, StringTable
+from processor.graph import GraphSettings, PairingStore
+st = StringTable(); s = PairingStore(st, GraphSettings(10**15, 10**7))
+n = {waiting}; rng = np.random.default_rng(0)
+b = SpanBatch.from_columns(dict(trace_hi=rng.integers(1, 2**63, n, dtype=np.uint64),
+    trace_lo=rng.integers(1, 2**63, n, dtype=np.uint64), span_id=rng.integers(1, 2**63, n, dtype=np.uint64),
+    parent_span_id=rng.integers(1, 2**63, n, dtype=np.uint64), service=np.full(n, st.code('svc')),
+    kind=np.full(n, 3), start_ns=np.arange(n), end_ns=np.arange(n) + 10, offset=np.arange(n)))
+for i in range(0, n, 1000):
+    s.add(b.take(np.arange(i, min(n, i + 1000))))
+print(len(s), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    outp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    held, rss = outp.stdout.split()
+    print(f"  peak RSS with {int(held):,} spans waiting in the pairing store: {rss} MB")
+
+
+def bench_e2e(n_spans: int) -> None:
+    from processor.generate.sinks import send_kafka
+    from processor.localstack import LocalBroker
+    from tests.integration.harness import make_pipeline
+
+    gen = ShopGenerator(seed=2, rate=2000, start_ns=time.time_ns() - 600 * 10**9)
+    traces, spans = [], 0
+    for tr in gen.traces(600):
+        traces.append(tr)
+        spans += tr.span_count
+        if spans >= n_spans:
+            break
+    with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        broker.create_topic("bench", 3)
+        asyncio.run(send_kafka(traces, [broker.bootstrap], "bench"))
+        p = make_pipeline(Path(tmp), broker.bootstrap, "bench", "bench", window="10s")
+        t0 = time.perf_counter()
+        p.start()
+        t_up = time.perf_counter()
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if p.metric("otel_insights_spans_total") >= spans:
+                break
+            time.sleep(0.2)
+        t_done = time.perf_counter()
+        rss_kb = _rss_kb(p.proc.pid) if p.proc else 0
+        p.stop()
+    print(f"  end to end via broker into chdb: {spans / (t_done - t_up):>10,.0f} spans/s "
+          f"({spans:,} spans consumed in {t_done - t_up:.1f} s after a {t_up - t0:.1f} s start-up; "
+          f"worker RSS {rss_kb // 1024} MB)")
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spans", type=int, default=400_000)
+    ap.add_argument("--e2e", action="store_true", help="also run through the local broker into chdb")
+    args = ap.parse_args()
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cpus {os.cpu_count()}")
+    bench_inprocess(args.spans)
+    bench_store_memory(100_000)
+    if args.e2e:
+        bench_e2e(args.spans)
+    print(f"  bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
+
+
+if __name__ == "__main__":
+    main()
