@@ -50,13 +50,8 @@ class Stage1:
         for (topic, partition), evs in by_tp.items():
             agg = await self.rt.aggregator(topic, partition)
             self.rt.idle.discard((topic, partition))
-            batches: list[SpanBatch] = []
-            for ev in evs:
-                self.held[(topic, partition)].append(ev)
-                batch = await self._decode_or_route(ev, topic)
-                if batch is not None:
-                    batches.append(batch.with_offset(ev.message.offset))
-            spans = SpanBatch.concat(batches)
+            self.held[(topic, partition)].extend(evs)
+            spans = await self._decode(evs, topic)
             self.rt.telemetry.inc("otel_insights_records_total", len(evs), topic=topic)
             self.rt.telemetry.inc("otel_insights_spans_total", len(spans))
             before = agg.windows.stats.late_spans, agg.windows.stats.late_edges
@@ -66,18 +61,32 @@ class Stage1:
             await self.emit(agg, agg.flush_closed())
             self._ack_safe(agg)
 
-    async def _decode_or_route(self, ev: Any, topic: str) -> SpanBatch | None:
-        msg = ev.message
-        value = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
-        try:
-            payload = decompress_record(value)
-            if self.needs_rekey(topic, msg.key):
-                await self._rekey(payload)
-                return None
-            return self.rt.decoder.decode(payload, self.encoding)
-        except DecodeError as exc:
-            await self._dead_letter(msg, value, str(exc))
-            return None
+    async def _decode(self, evs: list[Any], topic: str) -> SpanBatch:
+        """Decode a partition's records in one call; bad ones go to the DLQ, others re-key."""
+        payloads: list[bytes] = []
+        offsets: list[int] = []
+        kept: list[Any] = []
+        for ev in evs:
+            msg = ev.message
+            value = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
+            try:
+                payload = decompress_record(value)
+                if self.needs_rekey(topic, msg.key):
+                    await self._rekey(payload)
+                    continue
+            except DecodeError as exc:
+                await self._dead_letter(msg, value, str(exc))
+                continue
+            payloads.append(payload)
+            offsets.append(msg.offset)
+            kept.append(ev)
+        if not payloads:
+            return SpanBatch.empty()
+        decoded = self.rt.decoder.decode_records(payloads, self.encoding, offsets)
+        for i, error in decoded.errors:
+            msg = kept[i].message
+            await self._dead_letter(msg, msg.value, str(error))
+        return decoded.batch
 
     async def _rekey(self, payload: bytes) -> None:
         from opentelemetry.proto.trace.v1.trace_pb2 import TracesData

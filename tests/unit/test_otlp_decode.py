@@ -818,10 +818,9 @@ def test_decode_records_without_offsets() -> None:
     assert len(SpanDecoder(StringTable()).decode_records([], "otlp_proto").batch) == 0
 
 
-def test_bare_resource_spans_array_as_rotel_writes_it_decodes() -> None:
-    from processor.otlp.batch import StringTable as _ST
-    from processor.otlp.decode import SpanDecoder as _SD
-
+def test_bare_resource_spans_array_as_rotel_writes_it_decodes(
+    decoder: SpanDecoder, strings: StringTable
+) -> None:
     body = (
         b'[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}}]},'
         b'"scopeSpans":[{"spans":[{"traceId":"7b10e86e59d53bf4e937bcf797c6e540",'
@@ -829,10 +828,9 @@ def test_bare_resource_spans_array_as_rotel_writes_it_decodes() -> None:
         b'"startTimeUnixNano":"1795838058052312334","endTimeUnixNano":"1795838058052323814",'
         b'"status":{"code":0}}]}]}]'
     )
-    st = _ST()
-    b = _SD(st).decode_json(body)
-    assert len(b) == 1 and st.lookup(int(b.service[0])) == "api"
-    assert int(b.span_id[0]) == 0x92B14D7F0FF7E53B and int(b.kind[0]) == 2
+    [row] = rows(decoder.decode_json(body), strings)
+    assert (row["service"], row["span"], row["kind"]) == ("api", "92b14d7f0ff7e53b", KIND_SERVER)
+    assert row["parent"] == "66608e03bee372aa"
 
 
 def test_decode_records_in_small_chunks_isolates_a_bad_record() -> None:
