@@ -32,7 +32,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData  # noqa: E402
 from processor.aggregate.partition import PartitionAggregator  # noqa: E402
 from processor.generate import ShopGenerator  # noqa: E402
 from processor.graph import GraphSettings  # noqa: E402
-from processor.otlp.batch import SpanBatch, StringTable  # noqa: E402
+from processor.otlp.batch import StringTable  # noqa: E402
 from processor.otlp.decode import SpanDecoder  # noqa: E402
 
 
@@ -70,7 +70,13 @@ def bench_inprocess(n_spans: int) -> None:
     t = time.perf_counter()
     for r in records:
         dec.decode_proto(r)
-    rate("decode -> columnar batch", spans, time.perf_counter() - t)
+    rate("decode one record at a time", spans, time.perf_counter() - t)
+
+    dec = SpanDecoder(StringTable())
+    t = time.perf_counter()
+    for i in range(0, len(records), 200):
+        dec.decode_records(records[i:i + 200], "otlp_proto")
+    rate("decode_records, 200 per call", spans, time.perf_counter() - t)
 
     strings = StringTable()
     dec = SpanDecoder(strings)
@@ -80,7 +86,7 @@ def bench_inprocess(n_spans: int) -> None:
     t = time.perf_counter()
     for i in range(0, len(records), batch_records):
         chunk = records[i:i + batch_records]
-        batch = SpanBatch.concat([dec.decode_proto(r).with_offset(i + j) for j, r in enumerate(chunk)])
+        batch = dec.decode_records(chunk, "otlp_proto", list(range(i, i + len(chunk)))).batch
         agg.add(batch, next_offset=i + len(chunk))
         agg.flush_closed()
     rate("decode + pair + window (1 core)", spans, time.perf_counter() - t)
@@ -107,7 +113,7 @@ print(len(s), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
     print(f"  peak RSS with {int(held):,} spans waiting in the pairing store: {rss} MB")
 
 
-def bench_e2e(n_spans: int) -> None:
+def bench_e2e(n_spans: int, batch: int) -> None:
     from processor.generate.sinks import send_kafka
     from processor.localstack import LocalBroker
     from tests.integration.harness import make_pipeline
@@ -122,7 +128,7 @@ def bench_e2e(n_spans: int) -> None:
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         broker.create_topic("bench", 3)
         asyncio.run(send_kafka(traces, [broker.bootstrap], "bench"))
-        p = make_pipeline(Path(tmp), broker.bootstrap, "bench", "bench", window="10s")
+        p = make_pipeline(Path(tmp), broker.bootstrap, "bench", "bench", window="10s", batch=batch)
         t0 = time.perf_counter()
         p.start()
         t_up = time.perf_counter()
@@ -135,7 +141,7 @@ def bench_e2e(n_spans: int) -> None:
         rss_kb = _rss_kb(p.proc.pid) if p.proc else 0
         p.stop()
     print(f"  end to end via broker into chdb: {spans / (t_done - t_up):>10,.0f} spans/s "
-          f"({spans:,} spans consumed in {t_done - t_up:.1f} s after a {t_up - t0:.1f} s start-up; "
+          f"(max_batch_records {batch}; {spans:,} spans consumed in {t_done - t_up:.1f} s after a {t_up - t0:.1f} s start-up; "
           f"worker RSS {rss_kb // 1024} MB)")
 
 
@@ -150,12 +156,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--spans", type=int, default=400_000)
     ap.add_argument("--e2e", action="store_true", help="also run through the local broker into chdb")
+    ap.add_argument("--batch", type=int, default=2000, help="receivers.kafka.max_batch_records for --e2e")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cpus {os.cpu_count()}")
     bench_inprocess(args.spans)
     bench_store_memory(100_000)
     if args.e2e:
-        bench_e2e(args.spans)
+        bench_e2e(args.spans, args.batch)
     print(f"  bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
 
 

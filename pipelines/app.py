@@ -56,6 +56,10 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
         web_host=prom_host,
         web_in_thread=False,
         producer_acks=-1,
+        # Records are small (one trace each): fetch and buffer many per round trip.
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        broker_max_poll_records=max(kafka.max_batch_records * 4, 2000),
+        stream_buffer_maxsize=max(kafka.max_batch_records * 8, 8192),
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(kafka.traces.topic, kafka.rekey_topic, **raw)

@@ -35,6 +35,7 @@ class Stage1:
         self.encoding = rt.kafka.traces.encoding
         self.held: dict[tuple[str, int], deque[Any]] = defaultdict(deque)
         self._warned_rekey = False
+        self._advertised: dict[tuple[str, int], tuple[int, bool]] = {}
 
     def needs_rekey(self, topic: str, key: bytes | None) -> bool:
         mode = self.rt.kafka.rekey
@@ -162,14 +163,17 @@ class Stage1:
                     key=f"{c}\x1f{s}".encode(), value=json.dumps({"t": "e", "k": [c, s, conn, ws]}).encode()))
             for f in futs:
                 await f
-        elif em.watermark_ms:
+        elif em.watermark_ms and self._advertised.get((agg.topic, agg.partition), (0, idle))[0] != em.watermark_ms:
             await self.rt.io_call(self.rt.store.save_watermarks, self.rt.kafka.group_id,
                                   agg.topic, {agg.partition: em.watermark_ms})
-        await self.broadcast_watermark(agg, idle)
+        if self._advertised.get((agg.topic, agg.partition)) != (em.watermark_ms, idle):
+            await self.broadcast_watermark(agg, idle)
 
     async def broadcast_watermark(self, agg: PartitionAggregator, idle: bool) -> None:
+        wm_ms = agg.windows.closed_until_ns // 1_000_000
+        self._advertised[(agg.topic, agg.partition)] = (wm_ms, idle)
         body = json.dumps({"t": "w", "s": self.rt.source_name(agg.topic, agg.partition),
-                           "wm": agg.windows.closed_until_ns // 1_000_000, "idle": idle}).encode()
+                           "wm": wm_ms, "idle": idle}).encode()
         futs = [await self.partials.send(key=None, value=body, partition=p)
                 for p in range(self.partials_count)]
         for f in futs:
@@ -188,6 +192,7 @@ class Stage1:
                 # Revoked: whatever was not acked is replayed by the new owner.
                 self.rt.aggregators.pop(tp, None)
                 self.held.pop(tp, None)
+                self._advertised.pop(tp, None)
         for topic, partition in sorted(assigned):
             agg = await self.rt.aggregator(topic, partition)
             if self.rt.is_idle(agg):

@@ -16,9 +16,11 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.table import Table
 
 from processor.errors import OtelInsightsError
 from processor.localstack import LocalBroker
+from processor.query import HEALTH_COLOURS
 
 DEMO_FAULTS = ["latency_shift:payment:90:60:4", "error_burst:cart:180:40:0.3",
                "traffic_drop:recommendation:260:40:0.9"]
@@ -37,8 +39,6 @@ def _get_json(url: str) -> Any:
 
 def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> None:
     from processor.config import load_config
-    from processor.query import render_table
-
     data_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = local_config_path()
     env = dict(os.environ)
@@ -49,6 +49,7 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
     console.print(f"starting local broker on {broker.bootstrap} ...")
     broker.start()
     worker: subprocess.Popen[bytes] | None = None
+    traffic: threading.Thread | None = None
     stop = threading.Event()
     try:
         broker.create_topic(cfg.kafka.traces.topic, cfg.kafka.partitions)  # type: ignore[union-attr]
@@ -73,7 +74,7 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
                 try:
                     topo = _get_json(f"{api}/api/query/topology?since=1m")
                     health = _latest(_get_json(f"{api}/api/query/health?since=1m"))
-                    live.update(Group(render_table("topology", topo), render_table("health", health)))
+                    live.update(Group(topology_table(topo), health_table(health)))
                 except OSError:
                     pass
                 time.sleep(2)
@@ -81,6 +82,8 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
         pass
     finally:
         stop.set()
+        if traffic is not None:
+            traffic.join(timeout=5)  # no requests into a gateway that is going away
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:
@@ -89,6 +92,30 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
                 worker.kill()
         broker.stop()
         console.print("demo stopped")
+
+
+def topology_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="service graph, last minute", title_justify="left")
+    for col, just in (("client", "left"), ("server", "left"), ("type", "left"), ("requests", "right"),
+                      ("failed %", "right"), ("server p95 ms", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in sorted(rows, key=lambda r: (-int(r["requests"]), r["client"], r["server"])):
+        p95 = r.get("server_p95_ms") or r.get("client_p95_ms")
+        t.add_row(r["client"], r["server"], r["connection_type"] or "-", str(r["requests"]),
+                  f"{100 * float(r['error_rate']):.1f}", f"{p95:.1f}" if p95 else "-")
+    return t
+
+
+def health_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="service health, newest final window", title_justify="left")
+    for col in ("service", "window", "calls", "errors %", "p50 ms", "p95 ms", "p99 ms", "health"):
+        t.add_column(col, justify="left" if col in ("service", "window", "health") else "right")
+    for r in rows:
+        h = str(r["health"])
+        t.add_row(r["service"], str(r["window_start"])[11:19], str(r["calls"]),
+                  f"{100 * float(r['error_rate']):.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+                  f"{r['p99_ms']:.1f}", f"[{HEALTH_COLOURS.get(h, 'white')}]{h}[/]")
+    return t
 
 
 def _latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,6 +14,9 @@ from processor.errors import OtelInsightsError, StorageError
 from processor.since import parse_since
 from processor.storage.queries import rows_to_jsonable
 
+HEALTH_COLOURS = {"healthy": "green", "degraded": "yellow", "critical": "red",
+                  "insufficient_data": "dim"}
+
 COLUMNS = {
     "health": ["window_start", "window_end", "service", "calls", "errors", "p50_ms", "p95_ms",
                "p99_ms", "health"],
@@ -70,7 +73,6 @@ def render_table(name: str, rows: list[dict[str, Any]]) -> Table:
     for c in cols:
         t.add_column(c, justify="right" if c not in ("service", "client", "server", "health",
                                                     "connection_type", "window_start", "window_end") else "left")
-    colour = {"healthy": "green", "degraded": "yellow", "critical": "red", "insufficient_data": "dim"}
     for r in rows:
         cells = []
         for c in cols:
@@ -78,7 +80,7 @@ def render_table(name: str, rows: list[dict[str, Any]]) -> Table:
             if isinstance(v, float):
                 cells.append(f"{v:.3f}" if c == "error_rate" else f"{v:.2f}")
             elif c == "health" and v:
-                cells.append(f"[{colour.get(str(v), 'white')}]{v}[/]")
+                cells.append(f"[{HEALTH_COLOURS.get(str(v), 'white')}]{v}[/]")
             else:
                 cells.append("" if v is None else str(v))
         t.add_row(*cells)

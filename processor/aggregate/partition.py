@@ -68,11 +68,14 @@ class PartitionAggregator:
         """Emit windows the watermark has passed; they leave memory.
 
         Afterwards every window ending at or before the watermark counts as closed, also
-        ones that never saw data, so the advertised watermark means "all emitted".
+        ones that never saw data, so the advertised watermark means "all emitted". It is
+        kept on a window boundary: it then changes once per window, which is when it has
+        to be stored and advertised, not on every batch.
         """
         wm = self.windows.watermark_ns
         em = self._emit(self.windows.close(self.windows.ready()))
-        self.windows.closed_until_ns = max(self.windows.closed_until_ns, wm)
+        boundary = wm - wm % self.windows.size_ns
+        self.windows.closed_until_ns = max(self.windows.closed_until_ns, boundary)
         em.watermark_ms = self.windows.closed_until_ns // NS_PER_MS
         return em
 

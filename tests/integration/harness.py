@@ -23,7 +23,7 @@ receivers:
     initial_offset: earliest
     traces: {{topic: {topic}, encoding: {encoding}}}
     partitions: 3
-    max_batch_records: 200
+    max_batch_records: {batch}
     max_batch_wait: 100ms
     rekey: {rekey}
     rekey_topic: {topic}-rekeyed
@@ -88,7 +88,7 @@ class Pipeline:
                     total += float(line.rsplit(" ", 1)[1])
         return total
 
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(sig)
@@ -101,12 +101,13 @@ class Pipeline:
 
 
 def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: str = "otlp_proto",
-                  window: str = "2s", rekey: str = "auto", lateness: str = "2s") -> Pipeline:
+                  window: str = "2s", rekey: str = "auto", lateness: str = "2s",
+                  batch: int = 200) -> Pipeline:
     port = free_port()
     cfg = tmp / f"{group}.yaml"
     cfg.write_text(CONFIG.format(bootstrap=bootstrap, group=group, topic=topic, encoding=encoding,
                                  chdb=tmp / f"{group}-chdb", port=port, window=window, rekey=rekey,
-                                 lateness=lateness))
+                                 lateness=lateness, batch=batch))
     return Pipeline(cfg, port, tmp / f"{group}.log")
 
 

@@ -1,0 +1,1 @@
+"""NAB v1.1 benchmark: the scorer, the streaming evaluation harness and NAB's calibration baselines."""

@@ -1,0 +1,87 @@
+"""The CLI as a user runs it: validate-config, query through a running worker and directly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from processor.generate import GroundTruth, ShopGenerator
+from processor.generate.sinks import send_kafka
+from tests.integration.harness import make_pipeline, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "processor.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_validate_config_reports_every_problem_on_its_own_line(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("receivers:\n  kafka:\n    brokers: [a:1]\n    bogus: 1\nprocessors:\n"
+                   "  windows: {size: soon}\nexporters:\n  clickhouse: {endpoint: 'chdb:///tmp/x'}\n"
+                   "service:\n  pipelines:\n    traces: {receivers: [kafka], exporters: [clickhouse]}\n")
+    done = cli("validate-config", str(bad))
+    assert done.returncode == 2
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert any("receivers.kafka.bogus" in ln for ln in lines)
+    assert any("processors.windows.size" in ln for ln in lines)
+    assert "Traceback" not in done.stderr
+    ok = cli("validate-config", "config/local.yaml")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_query_goes_through_the_running_worker_then_directly(broker, new_topic, unique_name, tmp_path) -> None:
+    topic = new_topic("spans")
+    start = (time.time_ns() // 2_000_000_000 - 30) * 2_000_000_000
+    traces = list(ShopGenerator(seed=3, rate=100, start_ns=start).traces(6))
+    truth = GroundTruth(2_000_000_000)
+    truth.add_all(traces)
+    want_calls = sum(v["calls"] for v in truth.service_windows().values())
+    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("q")).start()
+    try:
+        asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
+        wait_until(lambda: sum(r["calls"] for r in p.query("health")) == want_calls, 60,
+                   "all calls final", p)
+        # chdb is held by the worker: the CLI must answer through the worker's HTTP API.
+        done = cli("query", "health", "--config", str(p.config_path), "--since", "100000h",
+                   "--format", "json")
+        assert done.returncode == 0, done.stderr
+        assert sum(r["calls"] for r in json.loads(done.stdout)) == want_calls
+        table = cli("query", "topology", "--config", str(p.config_path), "--since", "100000h")
+        assert table.returncode == 0 and "frontend" in table.stdout and "product-catalog" in table.stdout
+    finally:
+        p.stop()
+    # Worker gone: the same command opens the embedded store itself.
+    done = cli("query", "health", "--config", str(p.config_path), "--since", "100000h", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert sum(r["calls"] for r in json.loads(done.stdout)) == want_calls
+
+
+def test_query_says_what_to_do_when_the_store_is_held_and_nobody_answers(tmp_path) -> None:
+    from processor.localstack import free_port
+
+    data = tmp_path / "chdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from processor.storage.backends import open_backend;"
+         f" b=open_backend('chdb://{data}'); print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("receivers:\n  kafka: {brokers: ['127.0.0.1:1']}\nexporters:\n"
+                       f"  clickhouse: {{endpoint: 'chdb://{data}'}}\n"
+                       f"  prometheus: {{endpoint: '127.0.0.1:{free_port()}'}}\n"
+                       "service:\n  pipelines:\n    traces: {receivers: [kafka], exporters: [clickhouse, prometheus]}\n")
+        done = cli("query", "health", "--config", str(cfg))
+        assert done.returncode == 2
+        err = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+        assert err and "in use by pid" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        holder.kill()
