@@ -16,6 +16,7 @@ class Stage2:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.held: list[tuple[Any, list[tuple]]] = []  # (event, keys it announced)
+        self._seeded = False
 
     async def process(self, events: list[Any]) -> None:
         fin = self.rt.finalizer
@@ -38,12 +39,25 @@ class Stage2:
             self.held.append((ev, [(kind, key)]))
         await self.finalize_ready()
 
+    async def _seed_baselines(self) -> None:
+        """Latency baselines survive restarts: start from the stored final windows."""
+        fin = self.rt.finalizer
+        history = await self.rt.io_call(self.rt.store.recent_health_p95, None,
+                                        int(time.time() * 1000), fin.rules.baseline_windows)
+        for service, values in history.items():
+            # Stored windows predate anything this process finalises: number them below zero.
+            for i, p95 in enumerate(values):
+                fin.seed_baseline(service, i - len(values), p95)
+        self._seeded = True
+
     async def finalize_ready(self) -> None:
         fin = self.rt.finalizer
         health_keys, edge_keys = fin.take_ready()
         if not health_keys and not edge_keys:
             return
         store = self.rt.store
+        if not self._seeded:
+            await self._seed_baselines()
         if health_keys:
             partials = await self.rt.io_call(store.read_health_partials, health_keys)
             rows = fin.final_health(partials)
