@@ -189,6 +189,18 @@ def tail(topic: str,
         pass
 
 
+evaluate_app = typer.Typer(no_args_is_help=True, help="Score anomaly detectors on labelled data.")
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.command("nab", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def evaluate_nab(ctx: typer.Context) -> None:
+    """NAB scoring (standard / low-FP / low-FN): --data DIR [--windows FILE] [--detector ...] [--out DIR]."""
+    from processor.detect.nab.cli import main as nab_main
+
+    raise typer.Exit(nab_main(list(ctx.args), out))
+
+
 @app.command()
 def demo(duration: Annotated[float, typer.Option(help="seconds to run (0 = until Ctrl-C)")] = 0,
          data_dir: Annotated[Path, typer.Option(help="where the embedded ClickHouse keeps data")] = Path(".otel-insights"),

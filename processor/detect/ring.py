@@ -20,7 +20,7 @@ class Ring:
             raise ValueError(f"ring capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         shape: tuple[int, ...] = (capacity,) if width is None else (capacity, width)
-        self.buf = np.full(shape, np.nan, dtype=dtype)
+        self.buf: np.ndarray = np.full(shape, np.nan, dtype=dtype)
         self.pos = 0  # next slot to write
         self.size = 0
 
@@ -68,7 +68,3 @@ class Ring:
         if k < 1 or k > self.size:
             return float("nan")
         return float(self.buf[(self.pos - k) % self.capacity])
-
-    def clear(self) -> None:
-        self.buf.fill(np.nan)
-        self.pos = self.size = 0

@@ -83,6 +83,7 @@ def window_rows(times: npt.NDArray[np.datetime64], windows: Sequence[Sequence[st
 
     NAB's windows start and end on existing rows; snapping to the rows inside [start, end] gives
     the same ranges there and stays correct for resampled data whose edges fall between rows.
+    Timestamps must not decrease; repeated ones are allowed.
     """
     out = []
     for w in windows:
@@ -90,7 +91,10 @@ def window_rows(times: npt.NDArray[np.datetime64], windows: Sequence[Sequence[st
             raise NabDataError(f"{where}: a window must be [start, end], got {w!r}")
         start, end = _parse_times([str(w[0]), str(w[1])], where)
         a = int(np.searchsorted(times, start, side="left"))
-        b = int(np.searchsorted(times, end, side="right")) - 1
+        # NAB ends a window at the first row stamped `end` (repeated stamps occur at DST changes).
+        b = int(np.searchsorted(times, end, side="left"))
+        if b == times.size or times[b] != end:
+            b -= 1
         if a > b:
             raise NabDataError(f"{where}: window {list(w)} contains no rows")
         out.append((a, b))
@@ -119,8 +123,8 @@ def load_corpus(data_dir: Path, windows_path: Path,
     for name in sorted(set(files) & set(windows)):
         stamps, values = read_series_csv(files[name])
         times = _parse_times(stamps, str(files[name]))
-        if times.size > 1 and np.any(times[1:] <= times[:-1]):
-            raise NabDataError(f"{files[name]}: timestamps must be strictly increasing")
+        if times.size > 1 and np.any(times[1:] < times[:-1]):
+            raise NabDataError(f"{files[name]}: timestamps must not go backwards")
         rows = window_rows(times, windows[name], f"{windows_path} [{name}]")
         labels = label_series(name, len(stamps), rows, probation_percent)
         series.append(NabSeries(name=name, timestamps=stamps, values=values, labels=labels))

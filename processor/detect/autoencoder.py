@@ -1,0 +1,329 @@
+"""Autoencoder: numpy MLP over an entity's window vector, calibrated, explainable, storable."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from processor.detect import stats
+from processor.detect.base import Parametrised, VectorDetector
+from processor.detect.exceptions import ModelFormatError
+from processor.detect.mlp import MLP
+from processor.detect.ring import Ring
+
+FORMAT_VERSION = 1
+# Calibration keeps the error quantiles up to TAIL_LEVEL and an exponential tail beyond it
+# (peaks over threshold): a fixed-size summary, not the training errors themselves.
+TAIL_LEVEL = 0.9
+LEVELS = np.linspace(0.0, TAIL_LEVEL, 91)
+MIN_CALIBRATION_ROWS = 10
+
+
+class FeatureDeviation(NamedTuple):
+    """One feature of a vector: what was seen, what the model rebuilt, and its error share."""
+
+    column: int  # position in the vector
+    observed: float
+    expected: float
+    deviation: float  # (observed - expected) / training std of the feature
+    share: float  # this feature's part of the squared reconstruction error, in [0, 1]
+
+
+class Autoencoder(Parametrised):
+    """Batch-trained MLP autoencoder; reconstruction error -> score via its error distribution.
+
+    ``fit(X)`` standardises each feature with the training mean and std (std floored by
+    ``min_std`` and ``min_relative_std * |mean|``), trains a ``d -> hidden -> ... -> d``
+    network (tanh, mirrored decoder) with Adam from ``seed``, and calibrates on a held-out
+    ``validation_fraction`` of the rows (errors on rows the network trained on are too
+    optimistic): the error's tail probability P(E >= e) becomes a Gaussian-equivalent z
+    and the score ``squash(z)`` as for every other detector — normal vectors score 0,
+    a score of 0.5 means an error as rare as a 4.4-sigma event.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> t = rng.normal(size=(400, 1))
+    >>> X = np.hstack([t, 2 * t, -t]) + rng.normal(0, 0.05, (400, 3))  # one latent factor
+    >>> model = Autoencoder(hidden=(4, 1), epochs=200, seed=0).fit(X)
+    >>> model.score_one(np.array([1.0, 2.0, -1.0])), model.score_one(np.array([1.0, -2.0, -1.0])) > 0.9
+    (0.0, True)
+    >>> int(np.argmax(model.contributions(np.array([1.0, -2.0, -1.0]))))
+    1
+    """
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (16, 4),
+        epochs: int = 100,
+        batch_size: int = 32,
+        learning_rate: float = 3e-3,
+        weight_decay: float = 1e-5,
+        validation_fraction: float = 0.2,
+        min_std: float = 1e-6,
+        min_relative_std: float = 0.01,
+        z0: float = stats.Z0,
+        tau: float = stats.TAU,
+        seed: int = 0,
+    ) -> None:
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden must be one or more positive layer widths, got {hidden}")
+        self.hidden = tuple(hidden)
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.min_std = min_std
+        self.min_relative_std = min_relative_std
+        self.z0 = z0
+        self.tau = tau
+        self.seed = seed
+        self._net: MLP | None = None
+        self._mean = np.empty(0)
+        self._std = np.empty(0)
+        self._quantiles = np.empty(0)
+        self._tail = (math.nan, math.nan)  # (threshold u, mean excess beta)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._net is not None
+
+    @property
+    def n_features(self) -> int:
+        return int(self._mean.size)
+
+    def fit(self, X: Any) -> Autoencoder:
+        """Train on the rows of X (rows with a non-finite value are dropped); returns self."""
+        data = np.asarray(X, dtype=np.float64)
+        if data.ndim != 2:
+            raise ValueError(f"fit takes a 2-D array (rows = vectors), got shape {data.shape}")
+        data = data[np.isfinite(data).all(axis=1)]
+        if len(data) < 2:
+            raise ValueError(f"need at least 2 finite rows to fit, got {len(data)}")
+        rng = np.random.default_rng(self.seed)
+        self._mean = data.mean(axis=0)
+        std = data.std(axis=0)
+        self._std = np.maximum(np.maximum(std, self.min_std), self.min_relative_std * np.abs(self._mean))
+        z = (data - self._mean) / self._std
+        order = rng.permutation(len(z))
+        n_val = int(len(z) * self.validation_fraction)
+        if n_val < MIN_CALIBRATION_ROWS or len(z) - n_val < 2:
+            n_val = 0
+        val, train = z[order[:n_val]], z[order[n_val:]]
+        sizes = (z.shape[1], *self.hidden, *reversed(self.hidden[:-1]), z.shape[1])
+        self._net = MLP(sizes, rng)
+        self._net.fit(train, train, self.epochs, self.batch_size, self.learning_rate, self.weight_decay, rng)
+        self._calibrate(self._errors_z(val if n_val else train))
+        return self
+
+    def _calibrate(self, errors: np.ndarray) -> None:
+        q = np.quantile(errors, LEVELS)
+        u = float(q[-1])
+        excess = errors[errors > u] - u
+        beta = float(excess.mean()) if excess.size else 0.0
+        # A degenerate calibration set (all errors equal) must not make every error infinite.
+        beta = max(beta, 1e-3 * (u - float(q[0])), 1e-6 * u, 1e-12)
+        self._quantiles = q
+        self._tail = (u, beta)
+
+    def _net_or_raise(self) -> MLP:
+        if self._net is None:
+            raise ValueError("Autoencoder is not fitted: call fit(X) first")
+        return self._net
+
+    def _standardise(self, X: np.ndarray) -> np.ndarray:
+        self._net_or_raise()
+        if X.shape[-1] != self._mean.size:
+            raise ValueError(f"expected {self._mean.size} features, got {X.shape[-1]}")
+        return (X - self._mean) / self._std
+
+    def _errors_z(self, z: np.ndarray) -> np.ndarray:
+        r = self._net_or_raise().forward(z) - z
+        return np.mean(r * r, axis=-1)
+
+    def errors(self, X: Any) -> np.ndarray:
+        """Mean squared reconstruction error per row, in standardised units."""
+        return self._errors_z(self._standardise(np.asarray(X, dtype=np.float64)))
+
+    def log_tail(self, errors: np.ndarray) -> np.ndarray:
+        """log P(E >= e) under the calibration errors (quantile body, exponential tail)."""
+        u, beta = self._tail
+        e = np.asarray(errors, dtype=np.float64)
+        body = np.maximum(1.0 - np.interp(e, self._quantiles, LEVELS), 1.0 - TAIL_LEVEL)
+        with np.errstate(divide="ignore"):
+            return np.where(e <= u, np.log(body), math.log(1.0 - TAIL_LEVEL) - (e - u) / beta)
+
+    def score(self, X: Any) -> np.ndarray:
+        """Scores in [0, 1] of the rows of X."""
+        lp = self.log_tail(self.errors(X))
+        return stats.squash_many(stats.z_from_log_tail_many(lp), self.z0, self.tau)
+
+    def score_one(self, x: Any) -> float:
+        """Score of one vector; the scalar twin of :meth:`score` (a few microseconds)."""
+        z = self._standardise(np.asarray(x, dtype=np.float64))
+        r = self._net_or_raise().forward(z) - z
+        e = float(r @ r) / r.size
+        u, beta = self._tail
+        if e > u:
+            log_p = math.log(1.0 - TAIL_LEVEL) - (e - u) / beta
+        else:
+            body = 1.0 - float(np.interp(e, self._quantiles, LEVELS))
+            log_p = math.log(max(body, 1.0 - TAIL_LEVEL))
+        return stats.squash(stats.z_from_log_tail(log_p), self.z0, self.tau)
+
+    def reconstruct(self, X: Any) -> np.ndarray:
+        """The network's rebuild of X, in the original units (the 'expected' values)."""
+        z = self._standardise(np.asarray(X, dtype=np.float64))
+        return self._net_or_raise().forward(z) * self._std + self._mean
+
+    def contributions(self, x: Any) -> np.ndarray:
+        """Each feature's share of the squared reconstruction error of x (sums to 1, or all 0)."""
+        z = self._standardise(np.asarray(x, dtype=np.float64))
+        r = self._net_or_raise().forward(z) - z
+        sq = r * r
+        total = sq.sum(axis=-1, keepdims=True)
+        return np.divide(sq, total, out=np.zeros_like(sq), where=total > 0)
+
+    def explain_features(self, x: Any) -> list[FeatureDeviation]:
+        """Per-feature observed/expected/deviation/share of one vector, largest share first."""
+        xv = np.asarray(x, dtype=np.float64)
+        expected = self.reconstruct(xv)
+        shares = self.contributions(xv)
+        dev = (xv - expected) / self._std
+        order = np.argsort(-shares, kind="stable")
+        return [FeatureDeviation(int(j), float(xv[j]), float(expected[j]), float(dev[j]), float(shares[j]))
+                for j in order]
+
+    def to_bytes(self) -> bytes:
+        """The fitted model as versioned npz bytes (no pickle), for storage."""
+        net = self._net_or_raise()
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self._get_params().items()}
+        arrays: dict[str, Any] = {
+            "format_version": np.array(FORMAT_VERSION),
+            "params": np.array(json.dumps(params)),
+            "mean": self._mean,
+            "std": self._std,
+            "quantiles": self._quantiles,
+            "tail": np.array(self._tail),
+            "n_layers": np.array(len(net.weights)),
+            **net.to_arrays(),
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Autoencoder:
+        """Load bytes written by :meth:`to_bytes`; ModelFormatError if unreadable or newer."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ModelFormatError(f"not an autoencoder model ({exc}); retrain it") from exc
+        version = int(arrays.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"autoencoder model format {version}, this build reads {FORMAT_VERSION}; retrain it"
+            )
+        params = json.loads(str(arrays["params"]))
+        params["hidden"] = tuple(params["hidden"])
+        model = cls(**params)
+        model._net = MLP.from_arrays(arrays, int(arrays["n_layers"]))
+        model._mean, model._std = arrays["mean"], arrays["std"]
+        model._quantiles = arrays["quantiles"]
+        u, beta = arrays["tail"].tolist()
+        model._tail = (float(u), float(beta))
+        return model
+
+
+class StreamingAutoencoder(VectorDetector):
+    """:class:`Autoencoder` over a stream: keeps the last ``buffer_size`` vectors, retrains on them.
+
+    Scores 0 until the first model is trained, after ``grace_period`` learned vectors (or
+    after :meth:`fit` on history, or :meth:`load_model` of a stored model, which end the
+    warm-up at once). Then every
+    ``retrain_every`` learned vectors a fresh copy of the ``autoencoder`` template is
+    trained on the buffer and replaces the model. Retraining runs inside ``learn_one``
+    (tens to hundreds of ms for the default sizes), so callers that cannot pause should
+    train elsewhere and ``load_model`` the result.
+    """
+
+    def __init__(
+        self,
+        autoencoder: Autoencoder | None = None,
+        buffer_size: int = 2000,
+        retrain_every: int = 1000,
+        grace_period: int = 200,
+    ) -> None:
+        super().__init__()
+        if grace_period < 2 or buffer_size < 2 or retrain_every < 1:
+            raise ValueError("grace_period and buffer_size must be >= 2, retrain_every >= 1")
+        self.autoencoder = autoencoder
+        self.buffer_size = buffer_size
+        self.retrain_every = retrain_every
+        self.grace_period = grace_period
+        self.model: Autoencoder | None = None
+        self._buffer: Ring | None = None
+        self._since_train = 0
+
+    def fit(self, X: Any) -> StreamingAutoencoder:
+        """Batch-train on history rows (oldest first); they also fill the buffer."""
+        rows = self._coerce_many(X)
+        rows = rows[np.isfinite(rows).all(axis=1)] if rows.size else rows
+        if len(rows) < 2:
+            raise ValueError(f"need at least 2 finite rows to fit, got {len(rows)}")
+        self._ensure_buffer(rows.shape[1]).extend(rows)
+        # A trained model ends the warm-up, however few rows it took.
+        self.n_learned = max(self.n_learned + len(rows), self.grace_period)
+        self._retrain()
+        return self
+
+    def load_model(self, model: Autoencoder) -> None:
+        """Use a stored, fitted model (e.g. ``Autoencoder.from_bytes``) from now on."""
+        if not model.is_fitted:
+            raise ValueError("load_model needs a fitted Autoencoder")
+        self.model = model
+        self._since_train = 0
+        self.n_learned = max(self.n_learned, self.grace_period)  # a trained model ends the warm-up
+
+    def _ensure_buffer(self, width: int) -> Ring:
+        if self._buffer is None:
+            self._buffer = Ring(self.buffer_size, width=width)
+        elif self._buffer.buf.shape[1] != width:
+            raise ValueError(f"expected {self._buffer.buf.shape[1]} features, got {width}")
+        return self._buffer
+
+    def _retrain(self) -> None:
+        assert self._buffer is not None
+        template = self.autoencoder if self.autoencoder is not None else Autoencoder()
+        self.model = template.clone().fit(self._buffer.filled())
+        self._since_train = 0
+
+    def _learn(self, x: np.ndarray) -> None:
+        self._ensure_buffer(x.size).push(x)
+        self._since_train += 1
+        if self.n_learned + 1 >= self.grace_period and (
+            self.model is None or self._since_train >= self.retrain_every
+        ):
+            self._retrain()
+
+    def _score(self, x: np.ndarray) -> float:
+        return 0.0 if self.model is None else self.model.score_one(x)
+
+    def contributions(self, x: Any) -> np.ndarray:
+        """Per-feature squared-error shares of x (all 0 before the first model)."""
+        xv = self._coerce(x)
+        return np.zeros(xv.size) if self.model is None else self.model.contributions(xv)
+
+    def explain_features(self, x: Any) -> list[FeatureDeviation]:
+        return [] if self.model is None else self.model.explain_features(self._coerce(x))
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        small = Autoencoder(hidden=(3, 2), epochs=5, batch_size=32, seed=3)
+        return {"autoencoder": small, "buffer_size": 60, "retrain_every": 40, "grace_period": 30}

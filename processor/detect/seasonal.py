@@ -1,0 +1,156 @@
+"""Seasonal: a value against the same phase one period (day) and seven periods (week) earlier."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from processor.detect import stats
+from processor.detect.base import NO_EXPLANATION, Detector, Explanation
+from processor.detect.ring import Ring
+
+
+class Seasonal(Detector):
+    """Deviation of a value from the values at the same phase ``lags`` periods earlier.
+
+    Fed one value per window with ``period`` = windows per day, the default ``lags=(1, 7)``
+    compares with the same window yesterday and a week ago. The references are the values
+    at those lags and ``half_width`` slots either side (a 2*1+1 neighbourhood per lag, so a
+    window that was a little late yesterday still lines up); expected = their median.
+    The scale is the larger of their robust spread (1.4826 * MAD) and the typical size of
+    recent residuals |x - expected| (an EW mean with ``alpha``, each residual capped at
+    ``resid_cap`` scales so one incident does not blind it), then floored as in
+    :class:`processor.detect.robust.RobustBaseline`. No references -> score 0.
+
+    Memory is a ring of ``max(lags) * period + half_width`` float32 values: 10,081 values
+    (40 KB) for minute windows and a week. History from storage goes in with
+    :meth:`seed_history` (oldest first, NaN for missing windows). The detector is *clocked*:
+    every call to ``learn_one`` is one slot, and an unusable value (NaN, low volume) is
+    recorded as a gap so later values keep their phase.
+
+    >>> det = Seasonal(period=4, lags=(1, 2), half_width=0)
+    >>> det.seed_history([5.0, 1.0, 1.0, 1.0] * 2)
+    >>> det.score_one(5.0), det.score_one(1.0) > 0.9
+    (0.0, True)
+    """
+
+    def __init__(
+        self,
+        period: int,
+        lags: tuple[int, ...] = (1, 7),
+        half_width: int = 1,
+        direction: str = "both",
+        grace_period: int = 0,
+        min_volume: float = 0.0,
+        z0: float = stats.Z0,
+        tau: float = stats.TAU,
+        alpha: float = 0.05,
+        resid_cap: float = 4.0,
+        min_scale: float = 0.0,
+        min_relative_scale: float = 0.01,
+    ) -> None:
+        super().__init__()
+        stats.check_direction(direction)
+        if period < 1 or not lags or min(lags) < 1:
+            raise ValueError(f"period and lags must be >= 1, got period={period}, lags={lags}")
+        if not 0 <= half_width < period:
+            raise ValueError(f"half_width must be in [0, period), got {half_width}")
+        self.period = period
+        self.lags = tuple(lags)
+        self.half_width = half_width
+        self.direction = direction
+        self.grace_period = grace_period
+        self.min_volume = min_volume
+        self.z0 = z0
+        self.tau = tau
+        self.alpha = alpha
+        self.resid_cap = resid_cap
+        self.min_scale = min_scale
+        self.min_relative_scale = min_relative_scale
+        # How many slots ago each reference sits, relative to the slot about to be filled.
+        self._agos_list = sorted(
+            {lag * period - j for lag in self.lags for j in range(-half_width, half_width + 1)}
+        )
+        self._ring = Ring(self._agos_list[-1], dtype=np.float32)
+        self._slots = 0  # slots seen (values and gaps): the clock
+        self._resid = float("nan")  # EW mean of |x - expected|
+        self._n_resid = 0
+        self._cache_slot = -1
+        self._cache: tuple[float, float] = (float("nan"), float("nan"))
+
+    @property
+    def clocked(self) -> bool:
+        return True
+
+    _contract_skips = {
+        "nan_leaves_state": "a NaN is a missing window: it takes its slot so later values keep "
+        "their day/week phase",
+    }
+
+    def seed_history(self, values: Iterable[float]) -> None:
+        """Feed past values, oldest first (NaN = missing window), as if each was learned."""
+        for v in values:
+            self.learn_one(v)
+
+    def _references(self) -> tuple[float, float]:
+        """(expected, spread) for the slot about to be filled; NaN expected when no references."""
+        if self._cache_slot == self._slots:
+            return self._cache
+        ring = self._ring
+        buf, pos, cap, size = ring.buf, ring.pos, ring.capacity, ring.size
+        # A handful of references: plain Python beats numpy's per-call overhead here.
+        refs = []
+        for ago in self._agos_list:
+            if ago > size:
+                break
+            v = float(buf[(pos - ago) % cap])
+            if v == v:
+                refs.append(v)
+        if not refs:
+            result = (float("nan"), float("nan"))
+        else:
+            result = stats.median_mad_small(refs)
+        self._cache_slot, self._cache = self._slots, result
+        return result
+
+    def _scale(self, expected: float, spread: float) -> float:
+        resid = stats.MEAN_AD_TO_SIGMA * self._resid if self._n_resid else 0.0
+        return stats.floor_scale(max(spread, resid), expected, self.min_scale, self.min_relative_scale)
+
+    def _score(self, x: float) -> float:
+        expected, spread = self._references()
+        if expected != expected:  # NaN: nothing to compare with yet
+            return 0.0
+        z = (x - expected) / self._scale(expected, spread)
+        return stats.squash(stats.directed(z, self.direction), self.z0, self.tau)
+
+    def explain_one(self, x: float) -> Explanation:
+        expected, spread = self._references()
+        if expected != expected:
+            return NO_EXPLANATION
+        return Explanation(expected, (float(x) - expected) / self._scale(expected, spread))
+
+    def _learn(self, x: float) -> None:
+        expected, spread = self._references()
+        if expected == expected:
+            r = abs(x - expected)
+            if self._n_resid:
+                r = min(r, self.resid_cap * self._scale(expected, spread))
+            self._n_resid += 1
+            # Plain mean for the first 1/alpha residuals, then exponential forgetting.
+            w = max(self.alpha, 1.0 / self._n_resid)
+            self._resid = r if self._n_resid == 1 else self._resid + w * (r - self._resid)
+        self._push(x)
+
+    def _gap(self) -> None:
+        self._push(float("nan"))
+
+    def _push(self, x: float) -> None:
+        self._ring.push(x)
+        self._slots += 1
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"period": 12, "lags": (1, 2), "half_width": 1}
