@@ -6,6 +6,7 @@ Stream topology (read this file to see all of it):
         │  └─ not keyed by trace id ─▶ <rekey_topic> ─▶ stage1
         └─ undecodable ─▶ <dlq topic>
   <partials_topic> ──stage2──▶ final rows (ClickHouse service_health / service_edges)
+                        └─ processors.anomaly ─▶ anomalies table + <anomaly topic> (incidents)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from processor.storage.queries import rows_to_jsonable
 
 log = logging.getLogger("otel_insights.app")
 
-QUERY_NAMES = ("health", "edges", "topology")
+QUERY_NAMES = ("health", "edges", "topology", "anomalies")
 _EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
@@ -68,7 +69,12 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
     dlq = app.topic(cfg.dlq.topic, **raw)
 
     stage1 = Stage1(rt, dlq=dlq, rekey=rekey, partials=partials, partials_count=partials_partitions)
-    stage2 = Stage2(rt)
+    anomaly = None
+    if cfg.anomaly is not None:
+        from pipelines.anomalies import AnomalyStage
+
+        anomaly = AnomalyStage(rt, cfg.anomaly, app.topic(cfg.anomaly.topic, **raw))
+    stage2 = Stage2(rt, anomaly)
     wait_s = kafka.max_batch_wait.seconds
     stage1_topics = {kafka.traces.topic, kafka.rekey_topic}
 

@@ -13,8 +13,9 @@ log = logging.getLogger("otel_insights.stage2")
 
 
 class Stage2:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, anomaly: Any = None) -> None:
         self.rt = rt
+        self.anomaly = anomaly  # pipelines.anomalies.AnomalyStage when detection is configured
         self.held: list[tuple[Any, list[tuple]]] = []  # (event, keys it announced)
         self._seeded = False
 
@@ -58,16 +59,26 @@ class Stage2:
         store = self.rt.store
         if not self._seeded:
             await self._seed_baselines()
+        health_rows: list[dict] = []
+        edge_rows: list[dict] = []
         if health_keys:
             partials = await self.rt.io_call(store.read_health_partials, health_keys)
-            rows = fin.final_health(partials)
-            await self.rt.io_call(store.insert_health_final, rows)
-            self.rt.telemetry.inc("otel_insights_windows_finalized_total", len(rows), table="service_health")
+            health_rows = fin.final_health(partials)
         if edge_keys:
             partials = await self.rt.io_call(store.read_edge_partials, edge_keys)
-            rows = fin.final_edges(partials)
-            await self.rt.io_call(store.insert_edges_final, rows)
-            self.rt.telemetry.inc("otel_insights_windows_finalized_total", len(rows), table="service_edges")
+            edge_rows = fin.final_edges(partials)
+        if self.anomaly is not None:
+            # Anomalies before final rows: a crash in between re-detects on replay, because
+            # detectors warm up from stored final rows and skip windows already there.
+            await self.anomaly.on_final(health_rows, edge_rows)
+        if health_rows:
+            await self.rt.io_call(store.insert_health_final, health_rows)
+            self.rt.telemetry.inc("otel_insights_windows_finalized_total", len(health_rows),
+                                  table="service_health")
+        if edge_rows:
+            await self.rt.io_call(store.insert_edges_final, edge_rows)
+            self.rt.telemetry.inc("otel_insights_windows_finalized_total", len(edge_rows),
+                                  table="service_edges")
         newest_end = max([k[1] for k in health_keys] + [k[3] for k in edge_keys]) + fin.size_ms
         self.rt.telemetry.set("otel_insights_window_close_lag_seconds", time.time() - newest_end / 1000)
         fin.done(health_keys, edge_keys)

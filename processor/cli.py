@@ -27,6 +27,7 @@ class QueryName(str, Enum):
     topology = "topology"
     health = "health"
     edges = "edges"
+    anomalies = "anomalies"
 
 
 class Format(str, Enum):

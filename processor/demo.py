@@ -22,8 +22,9 @@ from processor.errors import OtelInsightsError
 from processor.localstack import LocalBroker
 from processor.query import HEALTH_COLOURS
 
-DEMO_FAULTS = ["latency_shift:payment:90:60:4", "error_burst:cart:180:40:0.3",
-               "traffic_drop:recommendation:260:40:0.9"]
+# After the detectors' warm-up (grace_windows x 10s windows in config/local.yaml).
+DEMO_FAULTS = ["latency_shift:product-catalog:150:60:4", "error_burst:cart:270:40:0.3",
+               "traffic_drop:recommendation:360:40:0.9"]
 
 
 def local_config_path() -> Path:
@@ -74,7 +75,9 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
                 try:
                     topo = _get_json(f"{api}/api/query/topology?since=1m")
                     health = _latest(_get_json(f"{api}/api/query/health?since=1m"))
-                    live.update(Group(topology_table(topo), health_table(health)))
+                    anomalies = _get_json(f"{api}/api/query/anomalies?since=10m")
+                    live.update(Group(topology_table(topo), health_table(health),
+                                      anomalies_table(anomalies)))
                 except OSError:
                     pass
                 time.sleep(2)
@@ -115,6 +118,20 @@ def health_table(rows: list[dict[str, Any]]) -> Table:
         t.add_row(r["service"], str(r["window_start"])[11:19], str(r["calls"]),
                   f"{100 * float(r['error_rate']):.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
                   f"{r['p99_ms']:.1f}", f"[{HEALTH_COLOURS.get(h, 'white')}]{h}[/]")
+    return t
+
+
+def anomalies_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="anomalies, last 10 minutes (newest first)", title_justify="left")
+    for col in ("window", "entity", "metric", "observed", "expected", "score", "severity", "incident"):
+        t.add_column(col, justify="right" if col in ("observed", "expected", "score") else "left")
+    for r in sorted(rows, key=lambda r: (str(r["window_start"]), -float(r["score"])), reverse=True)[:12]:
+        sev = str(r["severity"])
+        t.add_row(str(r["window_start"])[11:19], r["entity"], r["metric"], f"{r['observed']:.2f}",
+                  f"{r['expected']:.2f}", f"{r['score']:.2f}",
+                  f"[{'red' if sev == 'critical' else 'yellow'}]{sev}[/]", str(r["incident_id"])[-8:])
+    if not rows:
+        t.add_row("-", "none yet (detectors learn for the first windows)", "", "", "", "", "", "")
     return t
 
 

@@ -25,6 +25,8 @@ COLUMNS = {
               "client_p95_ms", "client_p99_ms"],
     "topology": ["client", "server", "connection_type", "requests", "failed", "error_rate",
                  "server_p95_ms"],
+    "anomalies": ["window_start", "entity_type", "entity", "incident_id", "metric", "observed",
+                  "expected", "score", "severity"],
 }
 
 

@@ -42,6 +42,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_window_close_lag_seconds", "gauge", "Wall time minus the end of the newest window finalised"),
     MetricSpec("otel_insights_windows_finalized_total", "counter", "Final rows written", ("table",)),
     MetricSpec("otel_insights_clickhouse_insert_errors_total", "counter", "Failed ClickHouse inserts (retried)"),
+    MetricSpec("otel_insights_anomalies_total", "counter", "Anomalous entity windows detected", ("severity", "entity_type")),
     MetricSpec("otel_insights_consumer_lag_records", "gauge", "Input records not yet consumed", ("topic", "partition")),
     MetricSpec("traces_service_graph_request_total", "counter", "Requests between two nodes (servicegraph connector compatible)", EDGE_LABELS),
     MetricSpec("traces_service_graph_request_failed_total", "counter", "Failed requests between two nodes", EDGE_LABELS),
@@ -80,9 +81,14 @@ class ServiceGraphSeries:
 
     def collect(self) -> Iterator[Metric]:
         nb = self._NB
-        req = CounterMetricFamily("traces_service_graph_request", METRICS[13].help, labels=EDGE_LABELS)
-        fail = CounterMetricFamily("traces_service_graph_request_failed", METRICS[14].help, labels=EDGE_LABELS)
-        hists = [HistogramMetricFamily(m.name, m.help, labels=EDGE_LABELS) for m in METRICS[15:17]]
+        spec = {m.name: m for m in METRICS}
+        req = CounterMetricFamily("traces_service_graph_request",
+                                  spec["traces_service_graph_request_total"].help, labels=EDGE_LABELS)
+        fail = CounterMetricFamily("traces_service_graph_request_failed",
+                                   spec["traces_service_graph_request_failed_total"].help, labels=EDGE_LABELS)
+        hists = [HistogramMetricFamily(n, spec[n].help, labels=EDGE_LABELS)
+                 for n in ("traces_service_graph_request_server_seconds",
+                           "traces_service_graph_request_client_seconds")]
         for lab, a in list(self._edges.items()):
             req.add_metric(lab, a[0])
             fail.add_metric(lab, a[1])

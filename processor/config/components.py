@@ -241,8 +241,31 @@ class KafkaExporter(Frozen):
     topic: NonEmptyStr = "otel-insights-dlq"
 
 
+class AnomalyConfig(Frozen):
+    """`processors.anomaly`: detection on final windows (runs when listed in the pipeline)."""
+
+    detectors: tuple[Literal["robust", "ewma", "seasonal", "autoencoder"], ...] = (
+        "robust", "ewma", "seasonal")
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # ensemble score that makes an anomaly
+    severity_warning: float = Field(default=0.5, gt=0, lt=1)
+    severity_critical: float = Field(default=0.8, gt=0, lt=1)
+    min_requests: Positive = 20  # fewer calls in a window: latency/error metrics are not scored
+    grace_windows: Positive = 10  # windows an entity must have before it can alarm
+    incident_gap_windows: Positive = 2  # consecutive anomalous windows within this gap: one incident
+    history: Duration = Duration.parse("24h")  # final windows replayed from ClickHouse at start
+    topic: NonEmptyStr = "otel-insights-anomalies"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AnomalyConfig:
+        if self.severity_critical < self.severity_warning:
+            raise ValueError("severity_critical must be >= severity_warning")
+        return self
+
+
 RECEIVERS: dict[str, type[Frozen]] = {"kafka": KafkaReceiver, "otlp": OtlpReceiver}
-PROCESSORS: dict[str, type[Frozen]] = {"servicegraph": ServiceGraphConfig, "windows": WindowsConfig}
+PROCESSORS: dict[str, type[Frozen]] = {
+    "servicegraph": ServiceGraphConfig, "windows": WindowsConfig, "anomaly": AnomalyConfig,
+}
 EXPORTERS: dict[str, type[Frozen]] = {
     "clickhouse": ClickHouseExporter,
     "prometheus": PrometheusExporter,

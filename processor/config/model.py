@@ -23,6 +23,7 @@ from processor.config.components import (
     EXPORTERS,
     PROCESSORS,
     RECEIVERS,
+    AnomalyConfig,
     ClickHouseExporter,
     Frozen,
     KafkaExporter,
@@ -103,7 +104,7 @@ Receivers = Annotated[
     dict[str, KafkaReceiver | OtlpReceiver], PlainValidator(_section("receiver", RECEIVERS)), _dump
 ]
 Processors = Annotated[
-    dict[str, ServiceGraphConfig | WindowsConfig],
+    dict[str, ServiceGraphConfig | WindowsConfig | AnomalyConfig],
     PlainValidator(_section("processor", PROCESSORS)),
     _dump,
 ]
@@ -253,6 +254,12 @@ class Config(Frozen):
         """The pipeline's windows processor, or the defaults (windowing always runs)."""
         used = self.service.pipelines.traces.processors
         return self._first(self.processors, WindowsConfig, used) or WindowsConfig()
+
+    @property
+    def anomaly(self) -> AnomalyConfig | None:
+        """The pipeline's anomaly processor; None when the pipeline does not list one."""
+        used = self.service.pipelines.traces.processors
+        return self._first(self.processors, AnomalyConfig, used)
 
     @property
     def clickhouse(self) -> ClickHouseExporter | None:

@@ -84,12 +84,22 @@ class NamedQuery:
     sql: str
 
 
+ANOMALIES_SQL = f"""SELECT detected_at, window_start, window_end, entity_type, entity, incident_id,
+       metric, observed, expected, score, severity, detectors, factors
+FROM {{db}}.anomalies FINAL
+WHERE {_RANGE}
+  AND ({{service:String}} = '' OR entity = {{service:String}} OR startsWith(entity, concat({{service:String}}, '->'))
+       OR endsWith(entity, concat('->', {{service:String}})))
+ORDER BY window_start, entity_type, entity
+LIMIT {{limit:UInt32}}"""
+
 NAMED_QUERIES: dict[str, NamedQuery] = {
     q.name: q
     for q in (
         NamedQuery("health", "per-service health windows", HEALTH_SQL),
         NamedQuery("edges", "per-edge windows (client -> server)", EDGES_SQL),
         NamedQuery("topology", "per-edge totals and merged latency over the range", TOPOLOGY_SQL),
+        NamedQuery("anomalies", "anomalous service and edge windows with their incident", ANOMALIES_SQL),
     )
 }
 

@@ -38,7 +38,11 @@ EDGE_FINAL_COLUMNS = [
     "client_p50_ms", "client_p95_ms", "client_p99_ms",
     "server_keys", "server_counts", "client_keys", "client_counts", "version",
 ]  # fmt: skip
-TIME_COLUMNS = frozenset({"window_start", "window_end"})
+ANOMALY_COLUMNS = [
+    "detected_at", "window_start", "window_end", "entity_type", "entity", "incident_id",
+    "metric", "observed", "expected", "score", "severity", "detectors", "factors",
+]  # fmt: skip
+TIME_COLUMNS = frozenset({"window_start", "window_end", "detected_at"})
 
 _WINDOW = """
     window_start DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
@@ -150,6 +154,28 @@ ORDER BY (client, server, connection_type, window_start)
     updated_ms Int64
 ) ENGINE = ReplacingMergeTree(updated_ms)
 ORDER BY (group_id, topic, partition)""",
+        ),
+    ),
+    Migration(
+        4,
+        "anomalies",
+        (
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.anomalies {{on_cluster}} ({_WINDOW}
+    detected_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    entity_type LowCardinality(String),
+    entity LowCardinality(String) CODEC(ZSTD(1)),
+    incident_id String CODEC(ZSTD(1)),
+    metric LowCardinality(String),
+    observed Float64 CODEC(ZSTD(1)),
+    expected Float64 CODEC(ZSTD(1)),
+    score Float64 CODEC(ZSTD(1)),
+    severity LowCardinality(String),
+    detectors Array(LowCardinality(String)),
+    factors String CODEC(ZSTD(3))
+) ENGINE = ReplacingMergeTree(detected_at)
+{_PARTITION}
+ORDER BY (entity_type, entity, window_start)
+{{ttl_clause}}""",
         ),
     ),
 )

@@ -16,6 +16,7 @@ from typing import Any
 from processor.storage import queries
 from processor.storage.backends import Backend, epoch_ms_to_datetime
 from processor.storage.schema import (
+    ANOMALY_COLUMNS,
     EDGE_FINAL_COLUMNS,
     EDGE_PARTIAL_COLUMNS,
     HEALTH_FINAL_COLUMNS,
@@ -64,6 +65,22 @@ WHERE window_start < fromUnixTimestamp64Milli({before_ms:Int64}, 'UTC')
   AND (NOT {skip_insufficient:Bool} OR health != 'insufficient_data')
 ORDER BY service, window_start DESC
 LIMIT {windows:UInt32} BY service"""
+
+
+_RECENT_HEALTH = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
+       toUnixTimestamp64Milli(window_end) AS window_end_ms, service, calls, errors, error_rate,
+       p50_ms, p95_ms, p99_ms, health
+FROM {db}.service_health FINAL
+WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+ORDER BY window_start, service"""
+
+_RECENT_EDGES = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
+       toUnixTimestamp64Milli(window_end) AS window_end_ms, client, server, connection_type, requests, failed,
+       error_rate, server_p50_ms, server_p95_ms, server_p99_ms,
+       client_p50_ms, client_p95_ms, client_p99_ms
+FROM {db}.service_edges FINAL
+WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+ORDER BY window_start, client, server, connection_type"""
 
 
 def _row_values(columns: list[str], row: dict[str, Any]) -> list[Any]:
@@ -129,6 +146,17 @@ class Store:
     def insert_edges_final(self, rows: Sequence[dict[str, Any]]) -> None:
         """Final per-edge windows; the highest version per (edge, window) wins."""
         self._insert("service_edges", EDGE_FINAL_COLUMNS, rows)
+
+    def insert_anomalies(self, rows: Sequence[dict[str, Any]]) -> None:
+        """One row per anomalous entity window (factors as a JSON string)."""
+        self._insert("anomalies", ANOMALY_COLUMNS, rows)
+
+    def recent_final_rows(self, since_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Final health and edge rows since `since_ms`, oldest first, to warm detectors up."""
+        params = {"since_ms": int(since_ms)}
+        health = self.backend.query(self._sql(_RECENT_HEALTH), params)
+        edges = self.backend.query(self._sql(_RECENT_EDGES), params)
+        return [_ms_keys(r) for r in health], [_ms_keys(r) for r in edges]
 
     # ------------------------------------------------------------------ partial reads
 

@@ -32,13 +32,14 @@ processors:
   servicegraph:
     store: {{ttl: 1s, max_items: 100000}}
   windows: {{size: {window}, allowed_lateness: {lateness}, idle_timeout: 2s}}
+  anomaly: {{grace_windows: 8, history: 1h, topic: {topic}-anomalies}}
 exporters:
   clickhouse: {{endpoint: "chdb://{chdb}", database: otel_insights, ttl: 0s, create_schema: true}}
   prometheus: {{endpoint: "127.0.0.1:{port}"}}
   kafka/dlq: {{topic: {topic}-dlq}}
 service:
   pipelines:
-    traces: {{receivers: [kafka], processors: [servicegraph, windows], exporters: [clickhouse, prometheus]}}
+    traces: {{receivers: [kafka], processors: [servicegraph, windows{anomaly}], exporters: [clickhouse, prometheus]}}
 """
 
 
@@ -102,12 +103,13 @@ class Pipeline:
 
 def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: str = "otlp_proto",
                   window: str = "2s", rekey: str = "auto", lateness: str = "2s",
-                  batch: int = 200) -> Pipeline:
+                  batch: int = 200, anomaly: bool = False) -> Pipeline:
     port = free_port()
     cfg = tmp / f"{group}.yaml"
     cfg.write_text(CONFIG.format(bootstrap=bootstrap, group=group, topic=topic, encoding=encoding,
                                  chdb=tmp / f"{group}-chdb", port=port, window=window, rekey=rekey,
-                                 lateness=lateness, batch=batch))
+                                 lateness=lateness, batch=batch,
+                                 anomaly=", anomaly" if anomaly else ""))
     return Pipeline(cfg, port, tmp / f"{group}.log")
 
 

@@ -1,0 +1,105 @@
+"""Detection wiring for stage 2: final windows -> detectors -> incidents -> table and topic."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from pipelines.runtime import Runtime
+from processor.config.components import AnomalyConfig
+from processor.detect.incidents import IncidentTracker, edge_entity
+from processor.detect.window import AnomalySettings, WindowDetector
+
+log = logging.getLogger("otel_insights.anomaly")
+SCHEMA_VERSION = 1
+
+
+class AnomalyStage:
+    def __init__(self, rt: Runtime, cfg: AnomalyConfig, topic: Any) -> None:
+        self.rt = rt
+        self.cfg = cfg
+        self.topic = topic
+        self.window_ms = rt.config.windows.size.ms
+        self.detector = WindowDetector(AnomalySettings(
+            detectors=tuple(cfg.detectors), window_size_ms=self.window_ms,
+            min_requests=cfg.min_requests, threshold=cfg.threshold, warning=cfg.severity_warning,
+            critical=cfg.severity_critical, info=min(0.3, cfg.threshold),
+            grace_windows=cfg.grace_windows))
+        self.tracker = IncidentTracker(self.window_ms, cfg.incident_gap_windows)
+        self.last_window_ms = -1
+        self._warm = False
+
+    async def warm_up(self) -> None:
+        """Rebuild detector state from stored final windows, and open incidents."""
+        since = int(time.time() * 1000) - self.cfg.history.ms
+        health, edges = await self.rt.io_call(self.rt.store.recent_final_rows, since)
+        per_entity: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for r in health:
+            per_entity[("service", r["service"])].append(r)
+        for r in edges:
+            per_entity[("edge", edge_entity(r["client"], r["server"]))].append(r)
+        for (etype, entity), rows in per_entity.items():
+            self.detector.warm_up(etype, entity, rows)
+            self.last_window_ms = max(self.last_window_ms, int(rows[-1]["window_start"]))
+        horizon = int(time.time() * 1000) - (self.cfg.incident_gap_windows + 2) * self.window_ms
+        recent = await self.rt.io_call(self.rt.store.named_query, "anomalies", horizon)
+        self.tracker.seed({**r, "window_start": _ms(r["window_start"])} for r in recent)
+        self._warm = True
+        if per_entity:
+            log.info("anomaly detection warmed up on %d entities from ClickHouse", len(per_entity))
+
+    async def on_final(self, health: list[dict], edges: list[dict]) -> None:
+        if not self._warm:
+            await self.warm_up()
+        by_window: dict[int, tuple[list[dict], list[dict]]] = defaultdict(lambda: ([], []))
+        for r in health:
+            by_window[int(r["window_start"])][0].append(r)
+        for r in edges:
+            by_window[int(r["window_start"])][1].append(r)
+        out_rows: list[dict] = []
+        for ws in sorted(by_window):
+            if ws <= self.last_window_ms:
+                continue  # a re-finalised window was already judged; learning twice would skew
+            self.last_window_ms = ws
+            h_rows, e_rows = by_window[ws]
+            verdicts = self.detector.observe_window(ws, h_rows, e_rows)
+            for v, a in zip(verdicts, self.tracker.assign(verdicts), strict=True):
+                out_rows.append(self._row(v, a.incident_id, a.new, e_rows))
+        if out_rows:
+            await self._publish(out_rows)
+
+    def _row(self, v: Any, incident_id: str, new: bool, edge_rows: list[dict]) -> dict:
+        attribution = (self.detector.attribution(v, edge_rows) if v.entity_type == "service" else [])
+        return {
+            "detected_at": int(time.time() * 1000), "window_start": v.window_start_ms,
+            "window_end": v.window_start_ms + self.window_ms, "entity_type": v.entity_type,
+            "entity": v.entity, "incident_id": incident_id, "new_incident": new,
+            "metric": v.metric, "observed": float(v.observed), "expected": float(v.expected),
+            "score": float(v.score), "severity": v.severity, "detectors": list(v.detectors),
+            "factors": list(v.factors), "attribution": attribution,
+        }
+
+    async def _publish(self, rows: list[dict]) -> None:
+        table_rows = [{**r, "factors": json.dumps({"factors": r["factors"], "attribution": r["attribution"]},
+                                                  default=float)} for r in rows]
+        await self.rt.io_call(self.rt.store.insert_anomalies, table_rows)
+        futs = []
+        for r in rows:
+            body = json.dumps({"schema_version": SCHEMA_VERSION, **r}, default=float).encode()
+            futs.append(await self.topic.send(key=r["entity"].encode(), value=body))
+            self.rt.telemetry.inc("otel_insights_anomalies_total", severity=r["severity"],
+                                  entity_type=r["entity_type"])
+        for f in futs:
+            await f
+        log.warning("%d anomalous window(s): %s", len(rows),
+                    ", ".join(f"{r['entity']} {r['metric']} ({r['severity']})" for r in rows[:5]))
+
+
+def _ms(value: Any) -> int:
+    """Window start from a named-query row (datetime) as epoch ms."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    return int(value.timestamp() * 1000)

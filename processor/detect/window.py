@@ -1,0 +1,610 @@
+"""WindowDetector: per-entity anomaly detection on final health/edge windows -> Verdicts, attribution.
+
+The pipeline's stage 2 calls it once per final window and entity. Per entity it keeps one
+:class:`~processor.detect.ensemble.Ensemble` over the window vector (rate, p50, p95, p99,
+error ratio) with direction-aware members per metric (latency and errors up, traffic down),
+plus an exact binomial test for the error ratio: an error ratio is a count over a count,
+and a median/MAD of mostly-zero ratios calls one stray error in 40 requests a 5-sigma event.
+
+Contract with the caller (see :meth:`WindowDetector.observe_window`):
+
+- windows of one entity arrive in time order; a window at or before the entity's last one is
+  ignored (replays and re-finalised windows must not be learned twice);
+- an entity seen recently but with no row in a window is reported with
+  :meth:`WindowDetector.observe_missing` (a zero-traffic window) — that is how a service that
+  disappears is caught; a plain jump in window_start is treated as "no data" (e.g. the
+  pipeline was down), recorded as gaps, not as zero traffic;
+- stage 2 may finalise several windows at once: group the rows by ``window_start`` and call
+  :meth:`WindowDetector.observe_window` per window, oldest first;
+- state survives restarts by replaying stored final rows through
+  :meth:`WindowDetector.replay` (or per entity :meth:`WindowDetector.warm_up`), or by
+  :meth:`WindowDetector.state_bytes` / :meth:`WindowDetector.from_bytes`.
+
+>>> det = WindowDetector(AnomalySettings(grace_windows=5))
+>>> for i in range(30):
+...     row = {"calls": 500 + 7 * (i % 3), "errors": 1, "p50_ms": 10.0 + 0.1 * (i % 4),
+...            "p95_ms": 40.0 + (i % 5), "p99_ms": 80.0 + 2 * (i % 3)}
+...     assert det.observe("service", "cart", i * 60_000, row) is None
+>>> v = det.observe("service", "cart", 30 * 60_000, {"calls": 505, "errors": 2, "p50_ms": 10.1,
+...                 "p95_ms": 160.0, "p99_ms": 300.0})
+>>> v.metric in ("p95_ms", "p99_ms"), v.severity, round(v.expected)
+(True, 'critical', 42)
+>>> det.observe("service", "cart", 31 * 60_000, {"calls": 40, "errors": 0, "p50_ms": 10.0,
+...             "p95_ms": 41.0, "p99_ms": 81.0}).metric
+'rate'
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from processor.detect import stats
+from processor.detect.autoencoder import Autoencoder, StreamingAutoencoder
+from processor.detect.base import BaseDetector
+from processor.detect.ensemble import Ensemble
+from processor.detect.ewma import EWMA
+from processor.detect.robust import RobustBaseline
+from processor.detect.seasonal import Seasonal
+
+SERVICE, EDGE = "service", "edge"
+RATE, ERRORS = "rate", "error_ratio"
+LATENCY = ("p50_ms", "p95_ms", "p99_ms")
+FEATURES = (RATE, *LATENCY, ERRORS)  # the entity vector, in this order
+DETECTORS = ("robust", "ewma", "seasonal", "autoencoder")
+DAY_MS = 86_400_000
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    """Detector choice and thresholds (``processors.anomaly`` in config); defaults tuned on seeds != the report's."""
+
+    detectors: tuple[str, ...] = ("robust", "ewma", "seasonal")
+    window_size_ms: int = 60_000
+    min_requests: int = 20  # below this a window's errors/latency are not evidence
+    threshold: float = 0.5  # score >= threshold -> a Verdict
+    warning: float = 0.5
+    critical: float = 0.8
+    info: float = 0.3  # members scoring at least this are listed as factors
+    grace_windows: int = 10  # learned windows before a detector scores
+    robust_windows: int = 60
+    ewma_alpha: float = 0.05
+    seasonal_lags: tuple[int, ...] = (1, 7)  # in periods (days)
+    seasonal_period_windows: int | None = None  # None: windows per day
+    traffic_direction: str = "down"  # "both" also flags surges
+    adapt_after_windows: int = 30  # a shift flagged this long becomes the new normal
+    # A score in [threshold, critical) alarms only if the metric's previous window scored at
+    # least confirm_level (0: single windows alarm); a critical score alarms at once.
+    confirm_level: float = 0.3
+    latency_min_scale: float = 0.05  # latency is scored in log space: sigma never below ~5%
+    rate_min_relative_scale: float = 0.05
+    volume_history_windows: int = 30  # baseline volume (median) for the traffic guard
+    error_windows: int = 60
+    error_ratio_unit: float = 0.003  # effect size: an error-ratio rise of this much is 1 sigma
+    error_span_windows: int = 3  # errors are also tested summed over the last 2..span windows
+    min_tail_requests: float = 1.0  # a quantile q is scored when n * (1 - q) >= this (p99: n >= 100)
+    seasonal_grace_windows: int = 60  # seasonal members score this long after their first reference
+    forget_after_windows: int = 1440  # state of an entity absent this long is dropped
+    autoencoder_buffer_windows: int = 1440
+    autoencoder_retrain_windows: int = 720
+
+    def __post_init__(self) -> None:
+        unknown = set(self.detectors) - set(DETECTORS)
+        if unknown or not self.detectors:
+            raise ValueError(f"detectors: expected some of {DETECTORS}, got {self.detectors}")
+        if not 0.0 <= self.info <= self.threshold <= 1.0 or not self.warning <= self.critical:
+            raise ValueError("need 0 <= info <= threshold <= 1 and warning <= critical")
+        if self.confirm_level and not self.info <= self.confirm_level <= self.threshold:
+            raise ValueError("confirm_level must be 0 or in [info, threshold]")
+        stats.check_direction(self.traffic_direction)
+        if self.window_size_ms <= 0 or self.min_requests < 0:
+            raise ValueError("window_size_ms must be > 0 and min_requests >= 0")
+
+    @property
+    def period_windows(self) -> int:
+        return self.seasonal_period_windows or max(1, DAY_MS // self.window_size_ms)
+
+    def severity(self, score: float) -> str | None:
+        if score >= self.critical:
+            return "critical"
+        if score >= self.warning:
+            return "warning"
+        return "info" if score >= self.info else None
+
+
+@dataclass
+class Verdict:
+    """An anomalous entity window: score, severity and the facts behind it (strongest first)."""
+
+    entity_type: str
+    entity: str
+    window_start_ms: int
+    score: float
+    severity: str | None
+    metric: str  # the top factor's metric: rate, error_ratio, p50_ms, p95_ms or p99_ms
+    observed: float
+    expected: float
+    deviation: float  # signed, in sigmas of the top detector's scale
+    detectors: tuple[str, ...]  # detector kinds scoring >= threshold
+    factors: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def edge_entity(row: Mapping[str, Any]) -> str:
+    """The entity name of an edge row: "client->server" (a FaultSpec target spells edges the same)."""
+    return f"{row['client']}->{row['server']}"
+
+
+def features(entity_type: str, row: Mapping[str, Any]) -> tuple[int, int, float, float, float]:
+    """(requests, errors, p50, p95, p99) of a final row; latency NaN when absent (stored as 0).
+
+    Edges use server-side latency, client-side when there is no server span (database edges).
+    """
+    if entity_type == SERVICE:
+        n, k = int(row.get("calls", 0)), int(row.get("errors", 0))
+        lat = [float(row.get(m, 0.0) or 0.0) for m in LATENCY]
+    else:
+        n, k = int(row.get("requests", 0)), int(row.get("failed", 0))
+        side = "server" if float(row.get("server_p95_ms", 0.0) or 0.0) > 0.0 else "client"
+        lat = [float(row.get(f"{side}_{m}", 0.0) or 0.0) for m in LATENCY]
+    p50, p95, p99 = (v if v > 0.0 and n > 0 else math.nan for v in lat)
+    return n, k, p50, p95, p99
+
+
+class ErrorAssessment(NamedTuple):
+    score: float
+    expected: float  # baseline error ratio
+    deviation: float  # (ratio - expected) / binomial sigma
+
+
+class ErrorRatioTest:
+    """Error ratio scored as a count: beta-binomial tail of k errors in n against the recent pool.
+
+    The baseline is the pooled ratio over the last ``window`` learned windows (Jeffreys prior),
+    and the predictive distribution of the errors in n requests is beta-binomial, so a short
+    history is not over-trusted. Evidence: the Gaussian-equivalent z of P(X >= k). Effect size:
+    (ratio - baseline) / ``unit``. A window's score is the squash of the smaller of the two, so
+    a significant but tiny rise (0.10% -> 0.12% over a million requests) and a large but
+    unsurprising one (1 error in 3 requests) both stay quiet. The test also runs on the sums
+    of the last 2..``span`` windows and keeps the strongest: 5% errors on 45 requests a
+    minute is 2 errors per window — noise in one window, clear in three.
+
+    Not a BaseDetector: its input is a pair (errors, requests), not one float.
+    """
+
+    def __init__(self, window: int = 60, grace_period: int = 10, unit: float = 0.003,
+                 span: int = 3) -> None:
+        self.window, self.grace_period, self.unit, self.span = window, grace_period, unit, span
+        self._ring: list[tuple[int, int]] = []  # learned windows
+        self._recent: list[tuple[int, int]] = []  # the last span - 1 windows, learned or not
+        self._k = self._n = 0
+        self.n_learned = 0
+
+    def expected(self) -> float:
+        return (self._k + 0.5) / (self._n + 1.0) if self._ring else math.nan
+
+    def assess(self, k: int, n: int, min_requests: int = 0) -> ErrorAssessment:
+        """Score of this window's k errors in n requests (with the recent windows); learns nothing.
+
+        Only sums over at least ``min_requests`` requests are tested (the volume guard).
+        """
+        p0 = self.expected()
+        if n <= 0 or self.n_learned < self.grace_period or math.isnan(p0):
+            return ErrorAssessment(0.0, p0, math.nan)
+        sigma1 = math.sqrt(max(p0 * (1.0 - p0), 1e-12) / n)
+        deviation = (k / n - p0) / sigma1
+        a, b = self._k + 0.5, self._n - self._k + 0.5
+        best = 0.0
+        kk, nn = k, n
+        for i in range(len(self._recent) + 1):
+            if i:
+                kk, nn = kk + self._recent[-i][0], nn + self._recent[-i][1]
+            z_effect = (kk / nn - p0) / self.unit
+            if nn < min_requests or not z_effect > max(stats.Z0, best):  # cheap test first
+                continue
+            z_stat = stats.z_from_log_tail(_beta_binomial_log_sf(kk, nn, a, b))
+            best = max(best, min(z_stat, z_effect))
+        return ErrorAssessment(stats.squash(best), p0, deviation)
+
+    def push(self, k: int, n: int, learn: bool) -> None:
+        """Record this window (n = 0 for one below the volume guard) and learn it if ``learn``."""
+        if self.span > 1:
+            self._recent.append((k, n))
+            if len(self._recent) > self.span - 1:
+                del self._recent[0]
+        if not learn or n <= 0:
+            return
+        self._ring.append((k, n))
+        self._k += k
+        self._n += n
+        if len(self._ring) > self.window:
+            k0, n0 = self._ring.pop(0)
+            self._k -= k0
+            self._n -= n0
+        self.n_learned += 1
+
+
+def _beta_binomial_log_sf(k: int, n: int, a: float, b: float) -> float:
+    """log P(X >= k) for X ~ BetaBinomial(n, a, b), summing the pmf upward from k (k above the mean)."""
+    if k <= 0:
+        return 0.0
+    lg = math.lgamma
+    log_pmf = (lg(n + 1) - lg(k + 1) - lg(n - k + 1) + lg(k + a) + lg(n - k + b) - lg(n + a + b)
+               + lg(a + b) - lg(a) - lg(b))
+    total = term = 1.0
+    for j in range(k, n):
+        term *= (n - j) / (j + 1) * (j + a) / (n - j - 1 + b)
+        total += term
+        if term < 1e-12 * total:
+            break
+    return log_pmf + math.log(total)
+
+
+def to_model(metric: str, v: float) -> float:
+    """The scale a metric is scored on: log for latency (a slowdown is "x2", and quantiles of
+    few requests are right-skewed), Anscombe's square root for the request count (Poisson
+    noise of equal size at 50 and at 5,000 requests), the ratio itself for errors."""
+    if metric == RATE:
+        return 2.0 * math.sqrt(v + 0.375) if v >= 0.0 else math.nan
+    if metric in LATENCY:
+        return math.log(v) if v > 0.0 else math.nan
+    return v
+
+
+def from_model(metric: str, v: float) -> float:
+    if metric == RATE:
+        return max(0.0, 0.25 * v * v - 0.375)
+    if metric in LATENCY:
+        return math.exp(v)
+    return v
+
+
+class Evidence(NamedTuple):
+    """One contributing factor of a verdict (a Verdict carries them as dicts)."""
+
+    metric: str
+    observed: float
+    expected: float
+    deviation: float
+    detector: str  # robust, ewma, seasonal, autoencoder or binomial
+    score: float
+
+
+class _Entity:
+    """One entity's detectors and bookkeeping."""
+
+    __slots__ = ("ensemble", "seasonal", "errors", "volumes", "last_ms", "refused", "prev", "slots")
+
+    def __init__(self, ensemble: Ensemble, seasonal: Ensemble | None, errors: ErrorRatioTest) -> None:
+        self.ensemble = ensemble
+        self.seasonal = seasonal  # apart: it learns from the start but scores once warm
+        self.errors = errors
+        self.slots = 0  # windows since the state was created, gaps included
+        self.volumes: list[float] = []  # last volume_windows learned request counts
+        self.last_ms: int | None = None
+        self.refused = dict.fromkeys(FEATURES, 0)  # consecutive refused windows per metric
+        self.prev = dict.fromkeys(FEATURES, 0.0)  # each metric's score in its last assessed window
+
+    def baseline_volume(self) -> float:
+        if not self.volumes:
+            return 0.0
+        s = sorted(self.volumes)
+        return 0.5 * (s[(len(s) - 1) // 2] + s[len(s) // 2])
+
+
+class WindowDetector:
+    """Per-entity, per-metric streaming detectors over final windows; see the module docstring."""
+
+    def __init__(self, settings: AnomalySettings | None = None) -> None:
+        self.settings = settings or AnomalySettings()
+        self._entities: dict[tuple[str, str], _Entity] = {}
+
+    # -- building ---------------------------------------------------------------------------
+    def _members(self, seasonal: bool) -> tuple[tuple[str, str | None, BaseDetector[Any]], ...]:
+        s = self.settings
+        members: list[tuple[str, str | None, BaseDetector[Any]]] = []
+        for metric in (RATE, *LATENCY):
+            direction = s.traffic_direction if metric == RATE else "up"
+            # Floors on the model scale (see to_model): a relative change r of the count is
+            # r/2 of its square root; latency's log scale takes an absolute floor.
+            lo, rel = (0.0, s.rate_min_relative_scale / 2) if metric == RATE else (s.latency_min_scale, 0.0)
+            if seasonal:
+                members.append((f"{metric}.seasonal", metric, Seasonal(
+                    period=s.period_windows, lags=s.seasonal_lags, direction=direction,
+                    min_scale=lo, min_relative_scale=rel)))
+                continue
+            if "robust" in s.detectors:
+                members.append((f"{metric}.robust", metric, RobustBaseline(
+                    window=s.robust_windows, direction=direction, grace_period=s.grace_windows,
+                    min_scale=lo, min_relative_scale=rel)))
+            if "ewma" in s.detectors:
+                members.append((f"{metric}.ewma", metric, EWMA(
+                    alpha=s.ewma_alpha, direction=direction, grace_period=s.grace_windows,
+                    min_scale=lo, min_relative_scale=rel)))
+        if "autoencoder" in s.detectors and not seasonal:
+            members.append(("vector.autoencoder", None, StreamingAutoencoder(
+                Autoencoder(hidden=(8, 3), epochs=60, seed=0),
+                buffer_size=s.autoencoder_buffer_windows,
+                retrain_every=s.autoencoder_retrain_windows,
+                grace_period=min(s.autoencoder_buffer_windows, 240))))
+        return tuple(members)
+
+    def _new_entity(self) -> _Entity:
+        s = self.settings
+
+        def ensemble(seasonal: bool) -> Ensemble:
+            return Ensemble(FEATURES, self._members(seasonal), info=s.info, warning=s.warning,
+                            critical=s.critical)
+
+        seasonal = ensemble(True) if "seasonal" in s.detectors else None
+        errors = ErrorRatioTest(window=s.error_windows, grace_period=s.grace_windows,
+                                unit=s.error_ratio_unit, span=s.error_span_windows)
+        return _Entity(ensemble(False), seasonal, errors)
+
+    # -- the per-window step ----------------------------------------------------------------
+    def observe(self, entity_type: str, entity: str, window_start_ms: int,
+                row: Mapping[str, Any]) -> Verdict | None:
+        """Score one final window of an entity against its past, then learn it; a Verdict if anomalous.
+
+        ``row`` is a final_health row (services) or final_edges row (edges); only the counts
+        and quantiles are read. Windows at or before the entity's last are ignored.
+        """
+        st = self._entity(entity_type, entity, window_start_ms)
+        if st is None:
+            return None
+        return self._step(st, entity_type, entity, window_start_ms, features(entity_type, row))
+
+    def observe_missing(self, entity_type: str, entity: str, window_start_ms: int) -> Verdict | None:
+        """A tracked entity had no row in this window: zero traffic (the extreme drop)."""
+        if (entity_type, entity) not in self._entities:
+            return None
+        st = self._entity(entity_type, entity, window_start_ms)
+        if st is None:
+            return None
+        nan = math.nan
+        return self._step(st, entity_type, entity, window_start_ms, (0, 0, nan, nan, nan))
+
+    def observe_window(self, window_start_ms: int, health_rows: Iterable[Mapping[str, Any]],
+                       edge_rows: Iterable[Mapping[str, Any]]) -> list[Verdict]:
+        """All final rows of one window (of the entities this worker owns), plus the absentees.
+
+        Entities tracked by this detector (seen within ``forget_after_windows``) with no row
+        here are observed as missing. Pass each window once, in time order.
+        """
+        out: list[Verdict] = []
+        seen: set[tuple[str, str]] = set()
+        for kind, rows in ((SERVICE, health_rows), (EDGE, edge_rows)):
+            for row in rows:
+                name = str(row["service"]) if kind == SERVICE else edge_entity(row)
+                seen.add((kind, name))
+                v = self.observe(kind, name, window_start_ms, row)
+                if v is not None:
+                    out.append(v)
+        for key in [k for k in self._entities if k not in seen]:
+            v = self.observe_missing(key[0], key[1], window_start_ms)
+            if v is not None:
+                out.append(v)
+        return out
+
+    def warm_up(self, entity_type: str, entity: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Replay one entity's stored rows (oldest first, ``window_start`` in ms) without emitting.
+
+        Windows missing from ``rows`` count as "no data", not zero traffic; :meth:`replay`
+        (all entities at once) tells the two apart the way live observation does.
+        """
+        n = 0
+        for row in rows:
+            self.observe(entity_type, entity, int(row["window_start"]), row)
+            n += 1
+        return n
+
+    def replay(self, health_rows: Iterable[Mapping[str, Any]], edge_rows: Iterable[Mapping[str, Any]]) -> int:
+        """Warm up from stored final rows of every entity (e.g. ``Store.recent_final_rows``):
+        grouped by window and fed through :meth:`observe_window`, verdicts dropped; returns windows."""
+        by: dict[int, tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]] = {}
+        for i, rows in enumerate((health_rows, edge_rows)):
+            for row in rows:
+                by.setdefault(int(row["window_start"]), ([], []))[i].append(row)
+        for ws in sorted(by):
+            self.observe_window(ws, *by[ws])
+        return len(by)
+
+    def _entity(self, entity_type: str, entity: str, ws: int) -> _Entity | None:
+        key = (entity_type, entity)
+        st = self._entities.get(key)
+        size = self.settings.window_size_ms
+        if st is None or (st.last_ms is not None and
+                          ws - st.last_ms > self.settings.forget_after_windows * size):
+            st = self._entities[key] = self._new_entity()
+        elif st.last_ms is not None:
+            if ws <= st.last_ms:
+                return None
+            # Windows with no data at all (not even a zero row): unknown, not zero traffic.
+            # Clocked members record gaps so the day/week phase holds.
+            gaps = min((ws - st.last_ms) // size - 1, self.settings.period_windows * 8)
+            for _ in range(gaps):
+                st.ensemble.skip_one()
+                if st.seasonal is not None:
+                    st.seasonal.skip_one()
+            for _ in range(min(gaps, st.errors.span)):  # error sums must not span the gap
+                st.errors.push(0, 0, learn=False)
+            st.slots += gaps
+        st.last_ms = ws
+        st.slots += 1
+        return st
+
+    def _step(self, st: _Entity, entity_type: str, entity: str, ws: int,
+              feats: tuple[int, int, float, float, float]) -> Verdict | None:
+        s = self.settings
+        n, k = feats[0], feats[1]
+        enough = n >= s.min_requests
+        x = self._vector(st, feats)
+        assessments = [st.ensemble.assess(x)]
+        if st.seasonal is not None and st.slots > s.period_windows * min(s.seasonal_lags) \
+                + s.seasonal_grace_windows:
+            assessments.append(st.seasonal.assess(x))
+        err = st.errors.assess(k, n, s.min_requests) if n > 0 else None
+        evidence = [Evidence(f.metric, from_model(f.metric, f.observed), from_model(f.metric, f.expected),
+                             f.deviation, f.detector.rpartition(".")[2], f.score)
+                    for a in assessments for f in a.factors]
+        if err is not None and err.score >= s.info:
+            evidence.append(Evidence(ERRORS, k / n, err.expected, err.deviation, "binomial", err.score))
+        evidence.sort(key=lambda e: -e.score)
+        scores = dict.fromkeys(FEATURES, 0.0)
+        for e in evidence:
+            scores[e.metric] = max(scores[e.metric], e.score)
+        assessed = [not math.isnan(v) for v in x[:4]] + [err is not None]
+        # One noisy window is common in low-volume quantiles and counts: a moderate score
+        # needs its metric's previous window to have been suspicious too; a critical one
+        # alarms at once. Errors need no confirmation: their multi-window sums already are one.
+        firing = [e for e in evidence if e.score >= s.critical or (e.score >= s.threshold and (
+            e.metric == ERRORS or st.prev[e.metric] >= s.confirm_level))]
+        for j, metric in enumerate(FEATURES):
+            if assessed[j]:  # a window without evidence neither confirms nor clears
+                st.prev[metric] = scores[metric]
+        self._learn(st, x, scores, assessed, k, n, enough)
+        if not firing:
+            return None
+        top = firing[0]
+        return Verdict(entity_type, entity, ws, top.score, s.severity(top.score), top.metric,
+                       top.observed, top.expected, top.deviation,
+                       tuple(dict.fromkeys(e.detector for e in firing)), [e._asdict() for e in evidence])
+
+    def _vector(self, st: _Entity, feats: tuple[int, int, float, float, float]) -> np.ndarray:
+        """The window on the model scale, NaN where it is no evidence (members skip NaN)."""
+        s = self.settings
+        n, k, p50, p95, p99 = feats
+        enough = n >= s.min_requests
+        # Traffic is judged against the volume the entity normally has: a drop to 3 requests
+        # from 600 is the anomaly, so its guard uses the baseline volume, not this window's.
+        rate_ok = enough or st.baseline_volume() >= s.min_requests
+        # A quantile with fewer than min_tail_requests requests above it is the max, not a p99.
+        tail, nan = s.min_tail_requests, math.nan
+        return np.array([to_model(RATE, n) if rate_ok else nan,
+                         to_model("p50_ms", p50) if enough and n * 0.5 >= tail else nan,
+                         to_model("p95_ms", p95) if enough and n * 0.05 >= tail else nan,
+                         to_model("p99_ms", p99) if enough and n * 0.01 >= tail else nan,
+                         k / n if enough else nan])
+
+    def _learn(self, st: _Entity, x: np.ndarray, scores: dict[str, float], assessed: list[bool],
+               k: int, n: int, enough: bool) -> None:
+        """Thresholded convention per metric: a flagged value is not learned (the incident stays
+        out of the baseline) unless it has lasted adapt_after_windows (then it is the new level)."""
+        s = self.settings
+        learn = x.copy()
+        for j, metric in enumerate(FEATURES):
+            if scores[metric] >= s.threshold:
+                st.refused[metric] += 1
+                if st.refused[metric] <= s.adapt_after_windows:
+                    learn[j] = math.nan
+            elif assessed[j]:
+                st.refused[metric] = 0
+        st.ensemble.learn_one(learn)
+        if st.seasonal is not None:
+            st.seasonal.learn_one(learn)
+        # Requests below the guard still count in the errors' multi-window sums.
+        st.errors.push(k, n, learn=enough and not math.isnan(learn[4]))
+        if not math.isnan(learn[0]) or math.isnan(x[0]):  # a refused drop is not the new volume
+            st.volumes.append(float(n))
+            if len(st.volumes) > s.volume_history_windows:
+                del st.volumes[0]
+
+    # -- explanation and attribution ----------------------------------------------------------
+    def baseline(self, entity_type: str, entity: str) -> dict[str, tuple[float, float]]:
+        """metric -> (expected, sigma) from the entity's current state; {} for unknown entities.
+
+        Sigmas are on the scale the metric is scored on (see :func:`to_model`): log units for
+        latency (0.1 = about 10%), square-root units for the request count.
+        """
+        st = self._entities.get((entity_type, entity))
+        if st is None:
+            return {}
+        out: dict[str, tuple[float, float]] = {}
+        for _name, metric, det in st.ensemble.members:
+            if metric is None or metric in out or not isinstance(det, (RobustBaseline, EWMA)):
+                continue
+            expected = det.explain_one(0.0).expected
+            if math.isnan(expected) or det.n_learned < det.grace_period:
+                continue
+            # explain_one is the public view of the scale: deviation of expected + 1 is 1/sigma.
+            out[metric] = (from_model(metric, expected), 1.0 / det.explain_one(expected + 1.0).deviation)
+        p0 = st.errors.expected()
+        if not math.isnan(p0):
+            out[ERRORS] = (p0, max(self.settings.error_ratio_unit, 1e-12))
+        return out
+
+    def attribution(self, verdict: Verdict, edge_rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """For a service verdict, the edges touching it ranked by how far they moved.
+
+        Uses this detector's own baselines of each edge (call it after the window's edge rows
+        were observed; flagged windows are not learned, so the baseline is the pre-incident one).
+        """
+        rows = list(edge_rows)
+        baselines = {edge_entity(r): self.baseline(EDGE, edge_entity(r)) for r in rows}
+        return rank_edges(verdict.entity, rows, baselines, self.settings)
+
+    # -- persistence ----------------------------------------------------------------------------
+    def entities(self) -> list[tuple[str, str]]:
+        return sorted(self._entities)
+
+    def state_bytes(self) -> bytes:
+        """All entity state (pickle, versioned); restore with :meth:`from_bytes`."""
+        return pickle.dumps((STATE_VERSION, self.settings, self._entities), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> WindowDetector:
+        """State written by :meth:`state_bytes` of a trusted peer (pickle); ValueError if another version."""
+        version, settings, entities = pickle.loads(data)  # noqa: S301 - our own state, trusted store
+        if version != STATE_VERSION:
+            raise ValueError(f"window detector state version {version}, this build reads {STATE_VERSION}")
+        det = cls(settings)
+        det._entities = entities
+        return det
+
+
+def rank_edges(service: str, edge_rows: Iterable[Mapping[str, Any]],
+               baselines: Mapping[str, Mapping[str, tuple[float, float]]],
+               settings: AnomalySettings | None = None) -> list[dict[str, Any]]:
+    """Edges with ``service`` as client or server, ranked by their largest directed deviation.
+
+    ``baselines``: edge -> metric -> (expected, sigma). Deviation is in sigmas, counted in the
+    bad direction only (latency/errors up, traffic down). Returns [{edge, peer, role, metric,
+    observed, expected, deviation}], largest deviation first; edges with no baseline are left out.
+    """
+    s = settings or AnomalySettings()
+    out: list[dict[str, Any]] = []
+    for row in edge_rows:
+        client, server = str(row["client"]), str(row["server"])
+        if service not in (client, server):
+            continue
+        name = edge_entity(row)
+        base = baselines.get(name) or {}
+        n, k, p50, p95, p99 = features(EDGE, row)
+        observed = {RATE: float(n), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+                    ERRORS: k / n if n else math.nan}
+        best: dict[str, Any] | None = None
+        for metric, value in observed.items():
+            if metric not in base or math.isnan(value):
+                continue
+            if metric != RATE and n < s.min_requests:
+                continue
+            expected, sigma = base[metric]
+            diff = to_model(metric, value) - to_model(metric, expected)
+            dev = diff / sigma if sigma > 0 else 0.0
+            bad = stats.directed(dev, s.traffic_direction if metric == RATE else "up")
+            if best is None or bad > best["deviation"]:
+                best = {"edge": name, "peer": server if client == service else client,
+                        "role": "client" if client == service else "server", "metric": metric,
+                        "observed": value, "expected": expected, "deviation": bad}
+        if best is not None:
+            out.append(best)
+    out.sort(key=lambda d: -d["deviation"])
+    return out

@@ -1,0 +1,273 @@
+"""WindowDetector on crafted final-window rows: each fault kind flagged with the right metric, noise quiet."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from processor.detect.window import (
+    AnomalySettings,
+    ErrorRatioTest,
+    Verdict,
+    WindowDetector,
+    _beta_binomial_log_sf,
+    features,
+)
+
+W = 60_000  # window size, ms
+P50, P95, P99 = 20.0, 60.0, 100.0
+
+
+class Traffic:
+    """Seeded rows of one service (or edge): Poisson calls, binomial errors, lognormal quantiles."""
+
+    def __init__(self, seed: int, calls: float = 500.0, error_p: float = 0.002) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.calls, self.error_p = calls, error_p
+
+    def row(self, calls_factor: float = 1.0, latency_factor: float = 1.0,
+            error_p: float | None = None) -> dict[str, Any]:
+        n = int(self.rng.poisson(self.calls * calls_factor))
+        k = int(self.rng.binomial(n, self.error_p if error_p is None else error_p)) if n else 0
+        wobble = np.exp(self.rng.normal(0.0, [0.03, 0.05, 0.08]))
+        p50, p95, p99 = (float(v) * latency_factor for v in (P50, P95, P99) * wobble)
+        return {"calls": n, "errors": k, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99}
+
+    def edge_row(self, client: str, server: str, **kw: float) -> dict[str, Any]:
+        r = self.row(**kw)
+        return {"client": client, "server": server, "connection_type": "", "requests": r["calls"],
+                "failed": r["errors"], "server_p50_ms": r["p50_ms"], "server_p95_ms": r["p95_ms"],
+                "server_p99_ms": r["p99_ms"], "client_p50_ms": r["p50_ms"] * 1.02,
+                "client_p95_ms": r["p95_ms"] * 1.02, "client_p99_ms": r["p99_ms"] * 1.02}
+
+
+def feed(det: WindowDetector, traffic: Traffic, windows: int, start: int = 0, entity: str = "cart",
+         **kw: float) -> list[Verdict]:
+    out = []
+    for i in range(start, start + windows):
+        v = det.observe("service", entity, i * W, traffic.row(**kw))
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def baseline(seed: int = 1, windows: int = 200, **settings: Any) -> tuple[WindowDetector, Traffic]:
+    det = WindowDetector(AnomalySettings(**settings))
+    traffic = Traffic(seed)
+    assert feed(det, traffic, windows) == []
+    return det, traffic
+
+
+def test_latency_step_is_flagged_on_a_latency_quantile_with_the_old_level_expected() -> None:
+    det, traffic = baseline()
+    verdicts = feed(det, traffic, 3, start=200, latency_factor=3.0)
+    assert verdicts, "a 3x latency step must be flagged within 2 windows"
+    v = verdicts[0]
+    assert v.window_start_ms == 200 * W
+    assert v.metric in ("p50_ms", "p95_ms", "p99_ms") and v.severity == "critical"
+    level = {"p50_ms": P50, "p95_ms": P95, "p99_ms": P99}[v.metric]
+    assert v.expected == pytest.approx(level, rel=0.1)
+    assert v.observed == pytest.approx(3 * level, rel=0.3)
+    assert v.deviation > 0 and v.score >= 0.8
+    assert set(v.detectors) <= {"robust", "ewma"} and v.detectors
+    assert {f["metric"] for f in v.factors} >= {v.metric}
+
+
+def test_error_burst_is_flagged_as_error_ratio_against_the_baseline_ratio() -> None:
+    det, traffic = baseline()
+    verdicts = feed(det, traffic, 2, start=200, error_p=0.08)
+    assert verdicts and verdicts[0].window_start_ms == 200 * W
+    v = verdicts[0]
+    assert v.metric == "error_ratio" and "binomial" in v.detectors
+    assert v.expected == pytest.approx(0.002, abs=0.002)
+    assert v.observed == pytest.approx(0.08, abs=0.03)
+
+
+def test_traffic_drop_is_flagged_and_a_surge_is_not() -> None:
+    det, traffic = baseline()
+    assert feed(det, traffic, 20, start=200, calls_factor=3.0) == []  # more traffic: not an incident
+    det, traffic = baseline()
+    v = feed(det, traffic, 2, start=200, calls_factor=0.2)[0]
+    assert v.metric == "rate" and v.window_start_ms == 200 * W
+    assert v.expected == pytest.approx(500, rel=0.1) and v.observed < 150 and v.deviation < 0
+    both, traffic = baseline(traffic_direction="both")
+    assert [v.metric for v in feed(both, traffic, 2, start=200, calls_factor=3.0)][:1] == ["rate"]
+
+
+def test_a_service_that_disappears_is_flagged_through_observe_window() -> None:
+    det = WindowDetector()
+    cart, ad = Traffic(1), Traffic(2)
+    for i in range(200):
+        rows = [{"service": "cart", **cart.row()}, {"service": "ad", **ad.row()}]
+        assert det.observe_window(i * W, rows, []) == []
+    # cart sends nothing at all: no row, only ad's
+    verdicts = det.observe_window(200 * W, [{"service": "ad", **ad.row()}], [])
+    assert [(v.entity, v.metric, v.observed) for v in verdicts] == [("cart", "rate", 0.0)]
+    assert verdicts[0].severity == "critical"
+
+
+def test_low_volume_windows_do_not_alarm_on_errors_or_latency() -> None:
+    det = WindowDetector()
+    traffic = Traffic(3, calls=6.0, error_p=0.02)
+    assert feed(det, traffic, 300) == []
+    # A handful of requests, all failing and slow: still not evidence.
+    assert feed(det, traffic, 5, start=300, error_p=1.0, latency_factor=10.0) == []
+
+
+def test_a_drop_to_a_handful_of_requests_is_judged_by_the_baseline_volume() -> None:
+    det, traffic = baseline()
+    v = det.observe("service", "cart", 200 * W,
+                    {"calls": 3, "errors": 3, "p50_ms": 900.0, "p95_ms": 900.0, "p99_ms": 900.0})
+    assert v is not None and v.metric == "rate"  # the drop, not the 3 slow failures
+    assert {f["metric"] for f in v.factors} == {"rate"}
+
+
+def test_fault_free_noise_gives_no_verdict_over_500_windows() -> None:
+    det = WindowDetector()
+    svc, edge = Traffic(11), Traffic(12, calls=60.0, error_p=0.01)
+    verdicts: list[Verdict] = []
+    for i in range(500):
+        verdicts += det.observe_window(i * W, [{"service": "cart", **svc.row()}],
+                                       [edge.edge_row("frontend", "cart")])
+    assert verdicts == []
+
+
+def test_warm_up_then_a_fault_still_flags_and_matches_live_observation() -> None:
+    traffic = Traffic(5)
+    rows = [{"window_start": i * W, "service": "cart", **traffic.row()} for i in range(200)]
+    fault = Traffic(6).row(latency_factor=4.0)
+    warmed = WindowDetector()
+    assert warmed.warm_up("service", "cart", rows) == 200
+    live = WindowDetector()
+    assert [live.observe("service", "cart", r["window_start"], r) for r in rows] == [None] * 200
+    a = warmed.observe("service", "cart", 200 * W, fault)
+    b = live.observe("service", "cart", 200 * W, fault)
+    assert a is not None and a.metric.endswith("_ms") and a == b
+
+
+def test_replay_of_stored_rows_equals_live_observation_gaps_included() -> None:
+    cart, ad = Traffic(13), Traffic(14)
+    windows = []
+    for i in range(200):
+        health = [{"window_start": i * W, "service": "ad", **ad.row()}]
+        if not 150 <= i < 153:  # cart sent nothing for three windows
+            health.append({"window_start": i * W, "service": "cart", **cart.row()})
+        windows.append(health)
+    live = WindowDetector()
+    live_verdicts = [v for i, h in enumerate(windows) for v in live.observe_window(i * W, h, [])]
+    assert {(v.entity, v.metric, v.window_start_ms // W) for v in live_verdicts} >= {("cart", "rate", 150)}
+    replayed = WindowDetector()
+    assert replayed.replay([r for h in windows for r in h], []) == 200
+    fault = [{"window_start": 200 * W, "service": "cart", **cart.row(latency_factor=4.0)},
+             {"window_start": 200 * W, "service": "ad", **ad.row()}]
+    assert replayed.observe_window(200 * W, fault, []) == live.observe_window(200 * W, fault, [])
+    assert replayed.state_bytes() == live.state_bytes()
+
+
+def test_state_bytes_round_trip_continues_identically() -> None:
+    det, traffic = baseline(seed=7)
+    copy = WindowDetector.from_bytes(det.state_bytes())
+    later = [traffic.row(latency_factor=f) for f in [1.0] * 20 + [3.0] * 3]
+    ours = [det.observe("service", "cart", (200 + i) * W, r) for i, r in enumerate(later)]
+    theirs = [copy.observe("service", "cart", (200 + i) * W, r) for i, r in enumerate(later)]
+    assert ours == theirs and any(v is not None for v in ours)
+
+
+def test_a_replayed_window_is_ignored() -> None:
+    det, traffic = baseline(seed=8)
+    twin = WindowDetector.from_bytes(det.state_bytes())
+    spike = traffic.row(latency_factor=5.0)
+    assert det.observe("service", "cart", 199 * W, spike) is None  # at or before the last: ignored
+    nxt = traffic.row(latency_factor=5.0)
+    assert det.observe("service", "cart", 200 * W, nxt) == twin.observe("service", "cart", 200 * W, nxt)
+
+
+def test_a_lasting_shift_becomes_the_new_normal() -> None:
+    det, traffic = baseline(seed=9, adapt_after_windows=10)
+    verdicts = feed(det, traffic, 120, start=200, latency_factor=2.0)
+    assert verdicts and verdicts[0].window_start_ms <= 201 * W
+    assert all(v.window_start_ms < 300 * W for v in verdicts)  # adopted well before the end
+
+
+def test_a_flagged_window_is_not_learned() -> None:
+    det, traffic = baseline(seed=10, adapt_after_windows=1000)
+    verdicts = feed(det, traffic, 100, start=200, latency_factor=2.0)
+    assert len(verdicts) >= 95  # the outage stays anomalous: it never entered the baseline
+    assert verdicts[-1].expected == pytest.approx(verdicts[0].expected, rel=0.05)
+
+
+def test_attribution_ranks_the_injected_edge_first() -> None:
+    det = WindowDetector()
+    svc = Traffic(20)
+    peers = {"payment": Traffic(21, calls=100.0), "cart": Traffic(22, calls=300.0),
+             "currency": Traffic(23, calls=400.0)}
+    caller = Traffic(24)
+
+    def edges(**slow: float) -> list[dict[str, Any]]:
+        rows = [t.edge_row("checkout", p, latency_factor=slow.get(p, 1.0)) for p, t in peers.items()]
+        return rows + [caller.edge_row("frontend", "checkout", latency_factor=slow.get("frontend", 1.0))]
+
+    for i in range(200):
+        det.observe_window(i * W, [{"service": "checkout", **svc.row()}], edges())
+    bad = edges(payment=4.0, frontend=1.3)
+    verdicts = det.observe_window(200 * W, [{"service": "checkout", **svc.row(latency_factor=1.6)}], bad)
+    v = next(v for v in verdicts if v.entity == "checkout")
+    ranked = det.attribution(v, bad)
+    assert [r["edge"] for r in ranked][0] == "checkout->payment"
+    assert ranked[0]["peer"] == "payment" and ranked[0]["role"] == "client"
+    assert ranked[0]["metric"].endswith("_ms") and ranked[0]["deviation"] > ranked[1]["deviation"]
+    assert len(ranked) == 4  # every edge touching checkout, no other
+
+
+def test_edge_features_fall_back_to_client_latency_without_a_server_span() -> None:
+    db = {"client": "cart", "server": "redis-cart", "connection_type": "database", "requests": 40,
+          "failed": 1, "server_p50_ms": 0.0, "server_p95_ms": 0.0, "server_p99_ms": 0.0,
+          "client_p50_ms": 1.0, "client_p95_ms": 2.0, "client_p99_ms": 3.0}
+    assert features("edge", db) == (40, 1, 1.0, 2.0, 3.0)
+    n, k, *lat = features("service", {"calls": 0, "errors": 0, "p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0})
+    assert (n, k) == (0, 0) and all(math.isnan(v) for v in lat)
+
+
+def test_error_test_needs_evidence_and_effect() -> None:
+    test = ErrorRatioTest(window=60, grace_period=5)
+    for _ in range(60):
+        test.push(2, 1000, learn=True)  # 0.2%
+    assert test.assess(1, 3).score == 0.0  # 33% of 3 requests: not evidence
+    assert test.assess(1, 3, min_requests=20).score == 0.0
+    assert test.assess(30, 10_000).score == 0.0  # 0.3% of 10k: significant, but a tiny effect
+    assert test.assess(50, 1000).score > 0.9
+
+
+@pytest.mark.parametrize(("k", "n", "a", "b"), [(1, 10, 0.5, 9.5), (4, 30, 2.0, 50.0), (12, 40, 1.5, 300.0)])
+def test_beta_binomial_tail_matches_brute_force(k: int, n: int, a: float, b: float) -> None:
+    lg = math.lgamma
+
+    def pmf(j: int) -> float:
+        return math.exp(lg(n + 1) - lg(j + 1) - lg(n - j + 1) + lg(j + a) + lg(n - j + b)
+                        - lg(n + a + b) + lg(a + b) - lg(a) - lg(b))
+
+    assert math.isclose(sum(pmf(j) for j in range(n + 1)), 1.0, rel_tol=1e-9)
+    brute = sum(pmf(j) for j in range(k, n + 1))
+    assert math.exp(_beta_binomial_log_sf(k, n, a, b)) == pytest.approx(brute, rel=1e-9)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="detectors"):
+        AnomalySettings(detectors=("robust", "lstm"))
+    with pytest.raises(ValueError):
+        AnomalySettings(threshold=0.2, info=0.3)
+    assert AnomalySettings(window_size_ms=60_000).period_windows == 1440
+
+
+def test_autoencoder_member_runs_when_chosen() -> None:
+    settings = AnomalySettings(detectors=("robust", "autoencoder"), autoencoder_buffer_windows=120,
+                               autoencoder_retrain_windows=1000)
+    det = WindowDetector(settings)
+    traffic = Traffic(30)
+    feed(det, traffic, 260)  # its quietness on noise is the autoencoder's own business
+    v = feed(det, traffic, 2, start=260, latency_factor=4.0)[0]
+    assert v.metric.endswith("_ms")
+    assert "autoencoder" in {f["detector"] for f in v.factors}
