@@ -30,6 +30,8 @@ class AnomalyStage:
             grace_windows=cfg.grace_windows))
         self.tracker = IncidentTracker(self.window_ms, cfg.incident_gap_windows)
         self.last_window_ms = -1
+        self.pending: dict[int, float] = {}  # window start -> when it first became final
+        self.settle_s = 2.0 + 4 * rt.kafka.max_batch_wait.seconds
         self._warm = False
 
     async def warm_up(self) -> None:
@@ -51,25 +53,37 @@ class AnomalyStage:
         if per_entity:
             log.info("anomaly detection warmed up on %d entities from ClickHouse", len(per_entity))
 
-    async def on_final(self, health: list[dict], edges: list[dict]) -> None:
+    def on_final(self, window_starts: set[int]) -> None:
+        """Windows just made final; judged once they have settled (see `tick`)."""
+        now = time.monotonic()
+        for ws in window_starts:
+            if ws > self.last_window_ms:
+                self.pending.setdefault(ws, now)
+
+    async def tick(self) -> None:
+        """Judge settled windows, oldest first, from their complete final rows.
+
+        A window's keys can reach stage 2 in pieces (their notifications travel on other
+        partitions than the watermark that made the window final), so detection waits
+        `settle_s` after a window first became final and then reads every final row of it.
+        Judging a subset would make the late entities look absent: a false traffic drop.
+        """
         if not self._warm:
             await self.warm_up()
-        by_window: dict[int, tuple[list[dict], list[dict]]] = defaultdict(lambda: ([], []))
-        for r in health:
-            by_window[int(r["window_start"])][0].append(r)
-        for r in edges:
-            by_window[int(r["window_start"])][1].append(r)
-        out_rows: list[dict] = []
-        for ws in sorted(by_window):
+        now = time.monotonic()
+        for ws in sorted(self.pending):
+            if now - self.pending[ws] < self.settle_s:
+                break  # keep windows in order
+            del self.pending[ws]
             if ws <= self.last_window_ms:
-                continue  # a re-finalised window was already judged; learning twice would skew
+                continue  # judged already (re-finalised); learning twice would skew
             self.last_window_ms = ws
-            h_rows, e_rows = by_window[ws]
+            h_rows, e_rows = await self.rt.io_call(self.rt.store.window_final_rows, ws)
             verdicts = self.detector.observe_window(ws, h_rows, e_rows)
-            for v, a in zip(verdicts, self.tracker.assign(verdicts), strict=True):
-                out_rows.append(self._row(v, a.incident_id, a.new, e_rows))
-        if out_rows:
-            await self._publish(out_rows)
+            rows = [self._row(v, a.incident_id, a.new, e_rows)
+                    for v, a in zip(verdicts, self.tracker.assign(verdicts), strict=True)]
+            if rows:
+                await self._publish(rows)
 
     def _row(self, v: Any, incident_id: str, new: bool, edge_rows: list[dict]) -> dict:
         attribution = (self.detector.attribution(v, edge_rows) if v.entity_type == "service" else [])

@@ -106,6 +106,8 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
             return
         async with rt.lock2:
             await stage2.finalize_ready()
+            if stage2.anomaly is not None:
+                await stage2.anomaly.tick()
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -67,10 +67,6 @@ class Stage2:
         if edge_keys:
             partials = await self.rt.io_call(store.read_edge_partials, edge_keys)
             edge_rows = fin.final_edges(partials)
-        if self.anomaly is not None:
-            # Anomalies before final rows: a crash in between re-detects on replay, because
-            # detectors warm up from stored final rows and skip windows already there.
-            await self.anomaly.on_final(health_rows, edge_rows)
         if health_rows:
             await self.rt.io_call(store.insert_health_final, health_rows)
             self.rt.telemetry.inc("otel_insights_windows_finalized_total", len(health_rows),
@@ -79,6 +75,8 @@ class Stage2:
             await self.rt.io_call(store.insert_edges_final, edge_rows)
             self.rt.telemetry.inc("otel_insights_windows_finalized_total", len(edge_rows),
                                   table="service_edges")
+        if self.anomaly is not None:
+            self.anomaly.on_final({k[1] for k in health_keys} | {k[3] for k in edge_keys})
         newest_end = max([k[1] for k in health_keys] + [k[3] for k in edge_keys]) + fin.size_ms
         self.rt.telemetry.set("otel_insights_window_close_lag_seconds", time.time() - newest_end / 1000)
         fin.done(health_keys, edge_keys)

@@ -46,7 +46,7 @@ import numpy as np
 
 from processor.detect import stats
 from processor.detect.autoencoder import Autoencoder, StreamingAutoencoder
-from processor.detect.base import BaseDetector
+from processor.detect.base import BaseDetector, Detector
 from processor.detect.ensemble import Ensemble
 from processor.detect.ewma import EWMA
 from processor.detect.robust import RobustBaseline
@@ -68,6 +68,7 @@ class AnomalySettings:
     detectors: tuple[str, ...] = ("robust", "ewma", "seasonal")
     window_size_ms: int = 60_000
     min_requests: int = 20  # below this a window's errors/latency are not evidence
+    min_baseline_requests: int = 20  # traffic is watched once the usual volume reaches this
     threshold: float = 0.5  # score >= threshold -> a Verdict
     warning: float = 0.5
     critical: float = 0.8
@@ -88,6 +89,8 @@ class AnomalySettings:
     error_windows: int = 60
     error_ratio_unit: float = 0.003  # effect size: an error-ratio rise of this much is 1 sigma
     error_span_windows: int = 3  # errors are also tested summed over the last 2..span windows
+    rate_span_windows: int = 3  # and traffic drops (0 or 1: off) ...
+    rate_drop_unit: float = 0.1  # ... with this relative drop as 1 sigma of effect size
     min_tail_requests: float = 1.0  # a quantile q is scored when n * (1 - q) >= this (p99: n >= 100)
     seasonal_grace_windows: int = 60  # seasonal members score this long after their first reference
     forget_after_windows: int = 1440  # state of an entity absent this long is dropped
@@ -281,10 +284,15 @@ class Evidence(NamedTuple):
 class _Entity:
     """One entity's detectors and bookkeeping."""
 
-    __slots__ = ("ensemble", "seasonal", "errors", "volumes", "last_ms", "refused", "prev", "slots")
+    __slots__ = ("ensemble", "seasonal", "errors", "volumes", "last_ms", "refused", "prev", "slots",
+                 "rate_base", "recent_n")
 
     def __init__(self, ensemble: Ensemble, seasonal: Ensemble | None, errors: ErrorRatioTest) -> None:
         self.ensemble = ensemble
+        # The traffic member whose baseline the multi-window drop test uses (robust first).
+        self.rate_base = next((d for _, m, d in ensemble.members if m == RATE and isinstance(d, Detector)),
+                              None)
+        self.recent_n: list[int] = []  # request counts of the last windows, for that test
         self.seasonal = seasonal  # apart: it learns from the start but scores once warm
         self.errors = errors
         self.slots = 0  # windows since the state was created, gaps included
@@ -434,8 +442,10 @@ class WindowDetector:
                 st.ensemble.skip_one()
                 if st.seasonal is not None:
                     st.seasonal.skip_one()
-            for _ in range(min(gaps, st.errors.span)):  # error sums must not span the gap
-                st.errors.push(0, 0, learn=False)
+            if gaps > 0:  # multi-window sums must not span the gap
+                st.recent_n = []
+                for _ in range(min(gaps, st.errors.span)):
+                    st.errors.push(0, 0, learn=False)
             st.slots += gaps
         st.last_ms = ws
         st.slots += 1
@@ -457,6 +467,9 @@ class WindowDetector:
                     for a in assessments for f in a.factors]
         if err is not None and err.score >= s.info:
             evidence.append(Evidence(ERRORS, k / n, err.expected, err.deviation, "binomial", err.score))
+        drop = self._sustained_drop(st, float(x[0]), n)
+        if drop is not None and drop.score >= s.info:
+            evidence.append(drop)
         evidence.sort(key=lambda e: -e.score)
         scores = dict.fromkeys(FEATURES, 0.0)
         for e in evidence:
@@ -478,6 +491,36 @@ class WindowDetector:
                        top.observed, top.expected, top.deviation,
                        tuple(dict.fromkeys(e.detector for e in firing)), [e._asdict() for e in evidence])
 
+    def _sustained_drop(self, st: _Entity, x_rate: float, n: int) -> Evidence | None:
+        """Traffic summed over the last 2..rate_span_windows windows against as many baselines.
+
+        On the square-root scale a sum of m windows keeps the per-window noise (Poisson and
+        multiplicative alike) while a lasting drop grows by sqrt(m): a 50% drop of 40
+        requests a minute is noise in one window and clear over three.
+        """
+        det = st.rate_base
+        if (det is None or not st.recent_n or math.isnan(x_rate) or det.n_learned < det.grace_period
+                or self.settings.traffic_direction == "up"):
+            return None
+        exp = det.explain_one(x_rate)
+        if not exp.deviation < 0.0:  # only below the baseline can a sum show a drop
+            return None
+        scale = (x_rate - exp.expected) / exp.deviation
+        lam = from_model(RATE, exp.expected)
+        best, best_m, total = 0.0, 1, n
+        for m, prev in enumerate(reversed(st.recent_n), start=2):
+            total += prev
+            # As for errors: significant (z_stat) and large (z_effect) — a baseline lagging a
+            # diurnal decline is significant over three windows, but only a few percent.
+            z_stat = (to_model(RATE, m * lam) - to_model(RATE, total)) / scale
+            z_effect = (1.0 - total / (m * lam)) / self.settings.rate_drop_unit if lam > 0 else 0.0
+            z = min(z_stat, z_effect)
+            if z > best:
+                best, best_m, observed = z, m, total / m
+        if best_m == 1:
+            return None
+        return Evidence(RATE, observed, lam, -best, "sustained", stats.squash(best))
+
     def _vector(self, st: _Entity, feats: tuple[int, int, float, float, float]) -> np.ndarray:
         """The window on the model scale, NaN where it is no evidence (members skip NaN)."""
         s = self.settings
@@ -485,7 +528,7 @@ class WindowDetector:
         enough = n >= s.min_requests
         # Traffic is judged against the volume the entity normally has: a drop to 3 requests
         # from 600 is the anomaly, so its guard uses the baseline volume, not this window's.
-        rate_ok = enough or st.baseline_volume() >= s.min_requests
+        rate_ok = n >= s.min_baseline_requests or st.baseline_volume() >= s.min_baseline_requests
         # A quantile with fewer than min_tail_requests requests above it is the max, not a p99.
         tail, nan = s.min_tail_requests, math.nan
         return np.array([to_model(RATE, n) if rate_ok else nan,
@@ -512,6 +555,7 @@ class WindowDetector:
             st.seasonal.learn_one(learn)
         # Requests below the guard still count in the errors' multi-window sums.
         st.errors.push(k, n, learn=enough and not math.isnan(learn[4]))
+        st.recent_n = (st.recent_n + [n])[-(s.rate_span_windows - 1):] if s.rate_span_windows > 1 else []
         if not math.isnan(learn[0]) or math.isnan(x[0]):  # a refused drop is not the new volume
             st.volumes.append(float(n))
             if len(st.volumes) > s.volume_history_windows:

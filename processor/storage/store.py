@@ -83,6 +83,13 @@ WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
 ORDER BY window_start, client, server, connection_type"""
 
 
+_ONE_WINDOW = """
+WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+  AND window_start < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')"""
+_WINDOW_HEALTH = _RECENT_HEALTH.split("\nWHERE")[0] + _ONE_WINDOW + "\nORDER BY service"
+_WINDOW_EDGES = _RECENT_EDGES.split("\nWHERE")[0] + _ONE_WINDOW + "\nORDER BY client, server, connection_type"
+
+
 def _row_values(columns: list[str], row: dict[str, Any]) -> list[Any]:
     try:
         values = [row[c] for c in columns]
@@ -150,6 +157,13 @@ class Store:
     def insert_anomalies(self, rows: Sequence[dict[str, Any]]) -> None:
         """One row per anomalous entity window (factors as a JSON string)."""
         self._insert("anomalies", ANOMALY_COLUMNS, rows)
+
+    def window_final_rows(self, window_start_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """All final health and edge rows of one window."""
+        params = {"since_ms": int(window_start_ms), "until_ms": int(window_start_ms) + 1}
+        health = self.backend.query(self._sql(_WINDOW_HEALTH), params)
+        edges = self.backend.query(self._sql(_WINDOW_EDGES), params)
+        return [_ms_keys(r) for r in health], [_ms_keys(r) for r in edges]
 
     def recent_final_rows(self, since_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Final health and edge rows since `since_ms`, oldest first, to warm detectors up."""

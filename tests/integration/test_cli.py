@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    # Wide enough that rich does not elide names in tables (CI has no terminal).
     return subprocess.run([sys.executable, "-m", "processor.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=dict(os.environ, COLUMNS="200"))
 
 
 def test_validate_config_reports_every_problem_on_its_own_line(tmp_path) -> None:
