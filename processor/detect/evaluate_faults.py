@@ -157,20 +157,25 @@ def _span_ms(f: FaultSpec, window_ms: int, tail: int) -> tuple[int, int]:
     return start_ms - start_ms % window_ms, end_ms - end_ms % window_ms + tail * window_ms
 
 
-def _detections(res: RunResult, cells: dict[tuple[str, str], Cell]) -> None:
-    """Add each fault of a run to its cell: detected or not, and after how many windows."""
+def _detections(res: RunResult, cells: dict[tuple[str, str], Cell]) -> list[dict[str, Any]]:
+    """Add each fault of a run to its cell; returns one line per fault (delay None: missed)."""
     w_ms = res.spec.window_s * 1000
+    out = []
     for lf in res.faults:
         lo, hi = _span_ms(lf.spec, w_ms, DETECT_WINDOWS)
         targets = detecting_entities(lf.spec)
         hits = [ws for et, e, ws, _m, _s in res.verdicts if lo <= ws <= hi and (et, e) in targets]
         cell = cells[(lf.kind, lf.size)]
         cell.faults += 1
-        if hits:
-            delay = (min(hits) - lo) // w_ms
+        delay = (min(hits) - lo) // w_ms if hits else None
+        if delay is not None:
             cell.detected_late += 1
             cell.delays.append(delay)
             cell.detected += delay <= DETECT_WINDOWS
+        out.append({"kind": lf.kind, "size": lf.size, "target": lf.spec.target,
+                    "magnitude": lf.spec.magnitude, "onset_window": (lo - res.first_ms) // w_ms,
+                    "windows": (hi - lo) // w_ms - DETECT_WINDOWS + 1, "delay_windows": delay})
+    return out
 
 
 def _explained(res: RunResult) -> tuple[int, int, int, float]:
@@ -195,12 +200,13 @@ def score_runs(results: Sequence[RunResult]) -> dict[str, Any]:
     cells: dict[tuple[str, str], Cell] = {(k, s): Cell() for k, s, _ in SIZES}
     total_alarms = explained = blip_alarms = clean_alarms = 0
     quiet_entity_days = clean_entity_days = 0.0
+    per_fault: list[dict[str, Any]] = []
     for res in results:
         if res.spec.name == "clean":
             clean_alarms += len(alarms(res.verdicts, res.spec.window_s * 1000))
             clean_entity_days += res.entities * (res.end_ms - res.first_ms) / (DAY_S * 1000)
             continue
-        _detections(res, cells)
+        per_fault += _detections(res, cells)
         n, ok, blips, quiet = _explained(res)
         total_alarms, explained, blip_alarms = total_alarms + n, explained + ok, blip_alarms + blips
         quiet_entity_days += quiet
@@ -226,6 +232,7 @@ def score_runs(results: Sequence[RunResult]) -> dict[str, Any]:
         "false_alarms_per_entity_day_quiet": _ratio_f(total_alarms - explained, quiet_entity_days),
         "observe_us": 1e6 * sum(r.detect_s for r in results) / entity_windows if entity_windows else None,
         "entity_windows": entity_windows,
+        "faults": per_fault,
     }
 
 
@@ -282,23 +289,23 @@ def _num(v: float | None, fmt: str = ".2f") -> str:
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"Injected faults: detection within {DETECT_WINDOWS} windows of onset")
-    for col in ("kind", "size", "faults", "recall", "recall (any time)", "median delay", "mean delay"):
-        table.add_column(col, justify="left" if col in ("kind", "size") else "right")
-    magnitudes = {f"{k}/{s}": m for k, s, m in SIZES}
-    for key, c in report["cells"].items():
-        kind, size = key.split("/")
-        table.add_row(kind, f"{size} ({magnitudes[key]:g})", str(c["faults"]), _pct(c["recall"]),
-                      _pct(c["recall_any"]), _num(c["median_delay_windows"], ".1f"),
-                      _num(c["mean_delay_windows"]))
+    table = Table(title=f"Injected faults: detected within {DETECT_WINDOWS} windows of onset")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("size", no_wrap=True)
+    for col in ("faults", "recall", "any time", "delay med/mean"):
+        table.add_column(col, justify="right", no_wrap=True)
+
+    def row(kind: str, size: str, c: dict[str, Any]) -> None:
+        delay = f"{_num(c['median_delay_windows'], '.1f')} / {_num(c['mean_delay_windows'], '.1f')}"
+        table.add_row(kind, size, str(c["faults"]), _pct(c["recall"]), _pct(c["recall_any"]), delay)
+
+    for kind, size, magnitude in SIZES:
+        row(kind, f"{size} {magnitude:g}", report["cells"][f"{kind}/{size}"])
     table.add_section()
     for kind, c in report["kinds"].items():
-        table.add_row(kind, "all", str(c["faults"]), _pct(c["recall"]), _pct(c["recall_any"]),
-                      _num(c["median_delay_windows"], ".1f"), _num(c["mean_delay_windows"]))
-    o = report["overall"]
+        row(kind, "all", c)
     table.add_section()
-    table.add_row("[b]overall[/b]", "", str(o["faults"]), _pct(o["recall"]), _pct(o["recall_any"]),
-                  _num(o["median_delay_windows"], ".1f"), _num(o["mean_delay_windows"]))
+    row("[b]overall[/b]", "", report["overall"])
     console.print(table)
     summary = Table(title="Alarms", show_header=False)
     summary.add_column("figure")

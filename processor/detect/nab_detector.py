@@ -56,17 +56,15 @@ class _Tail:
             return 0.0
         if v > self._u:
             return (self._log_tail + (v - self._u) / self._beta) / _LN10
-        # Linear interpolation of the CDF between stored quantiles (np.interp, minus its overhead).
+        # P(X >= v), so a value tied with much of the history (a flat or quantised series) is
+        # not rare: P(X < v) interpolated between the stored quantiles around v.
         qs, probs = self._qs, self._probs_list
-        i = bisect.bisect_right(qs, v)
+        i = bisect.bisect_left(qs, v)  # qs[i - 1] < v <= qs[i]; v <= u keeps i < len(qs)
         if i == 0:
             return 0.0
-        if i == len(qs):
-            cdf = probs[-1]
-        else:
-            lo, hi = qs[i - 1], qs[i]
-            cdf = probs[i - 1] + (probs[i] - probs[i - 1]) * ((v - lo) / (hi - lo))
-        return -math.log10(1.0 - cdf)
+        lo, hi = qs[i - 1], qs[i]
+        below = probs[i - 1] + (probs[i] - probs[i - 1]) * ((v - lo) / (hi - lo))
+        return -math.log10(1.0 - below)
 
     def learn(self, v: float) -> None:
         self._ring.push(v)
@@ -88,8 +86,7 @@ class _Engine:
     last ``history`` base values), the step from the previous base value (scale: MAD of
     steps), and the mean of the value feature over the last ``short`` rows (a sustained
     shift that no single row shows). Each has its own :class:`_Tail`; the evidence is the
-    largest surprise, capped at log10(values calibrated on) + ``cap`` decades, because a
-    history of n values cannot vouch for a tail probability far below 1/n.
+    largest surprise.
     """
 
     def __init__(self, d: NabDetector, period: int) -> None:
@@ -158,7 +155,7 @@ class NabDetector(Detector):
     baselines (see :class:`_Engine`: value vs long median, step vs typical step, short mean
     of the value deviation). Every feature's deviation becomes a tail probability against
     that feature's *own* history on this series, so "rare" means the same on a quiet series
-    and a spiky one; the evidence ``sur`` is the largest -log10 tail probability.
+    and a spiky one; the evidence is the largest -log10 tail probability.
 
     **Seasonality.** Every ``period_check`` values the autocorrelation of the last
     ``history`` raw values is searched (beyond its first drop below 0.2, up to
@@ -166,22 +163,26 @@ class NabDetector(Detector):
     x[t-2P], ...)`` over ``season_cycles`` periods (it is kept while the peak stays >=
     ``acf_off``). A switch rebuilds the features by replaying the raw history it holds.
 
-    **Reporting.** The score is ``sur / (sur + scale)`` on rows that report and 0 on the
-    rest. A row reports if its evidence is larger than every one of the previous
+    **Reporting.** A row reports if its evidence is larger than each of the previous
     ``refractory`` rows' and, within ``refractory`` rows of the last report, at least
-    ``escalation`` times that report's evidence: a new anomaly shows once, at its start,
-    a growing one again as it grows, and its continuation stays quiet.
+    ``escalation`` times that report's (unless that one already reached the cap): a new
+    anomaly shows once, at its start, a growing one again as it grows, and its
+    continuation stays quiet (NAB rewards only the first detection in a window and
+    charges every other one outside it). A reporting row scores
+    ``e / (e + scale)`` with e its evidence capped at log10(n) + ``evidence_cap`` decades
+    (n values calibrated on: n values cannot vouch for a probability far below 1/n); 0.5
+    is then a 1-in-100,000 deviation. Every other row scores 0.
 
     No look-ahead, no labels, one configuration for every series. Memory is bounded:
-    rings of ``history`` values (x3 features' ``tail_history``). The state is a clock of
-    learned values (NaNs are skipped, not counted).
+    rings of ``history`` values and three of ``tail_history``. The clock is the count of
+    learned values (NaNs are skipped, not counted). About 20 us per value.
 
     >>> import numpy as np
-    >>> xs = 10 + np.random.default_rng(1).normal(0, 1, 400)
-    >>> xs[300] = 25.0
+    >>> xs = 10 + np.random.default_rng(1).normal(0, 1, 1000)
+    >>> xs[800] = 25.0
     >>> s = NabDetector().process_many(xs)
-    >>> int(np.argmax(s)), bool(s[300] > 0.4), bool(s[:300].max() < s[300]), float(s[301])
-    (300, True, True, 0.0)
+    >>> int(np.argmax(s)), round(float(s[800]), 2), float(s[801]), bool(s[:800].max() < 0.45)
+    (800, 0.49, 0.0, True)
     """
 
     def __init__(
@@ -275,12 +276,14 @@ class NabDetector(Detector):
     def _reports(self, sur: float, row: int) -> bool:
         """Whether evidence ``sur`` at ``row`` is news (see the class docstring).
 
-        Compared uncapped: two anomalies both at the evidence cap score the same, but a blip
-        that reached the cap must not mask a far larger spike right after it.
+        Compared uncapped, so a blip just under the cap does not mask a far larger spike
+        right after it; but once a report has reached the cap nothing can say more.
         """
         if self._recent and sur <= self._recent[0][1]:
             return False
-        return row - self._anchor_row > self.refractory or sur >= self._anchor * self.escalation
+        if row - self._anchor_row > self.refractory:
+            return True
+        return sur >= self._anchor * self.escalation and self._anchor < self._engine.cap()
 
     def _score(self, x: float) -> float:
         _, _, sur = self._evaluate(x)

@@ -1,10 +1,15 @@
 """WindowDetector: per-entity anomaly detection on final health/edge windows -> Verdicts, attribution.
 
-The pipeline's stage 2 calls it once per final window and entity. Per entity it keeps one
+The pipeline's stage 2 calls it once per final window and entity. Per entity it keeps an
 :class:`~processor.detect.ensemble.Ensemble` over the window vector (rate, p50, p95, p99,
-error ratio) with direction-aware members per metric (latency and errors up, traffic down),
-plus an exact binomial test for the error ratio: an error ratio is a count over a count,
-and a median/MAD of mostly-zero ratios calls one stray error in 40 requests a 5-sigma event.
+error ratio) with direction-aware members per metric (latency up, traffic down): robust
+median/MAD and EWMA, plus seasonal members in a second ensemble that scores once a day of
+history is in. Latency is scored as log(ms), the request count on a square-root scale
+(:func:`to_model`). Counts get exact tests over sums of the last 1-3 windows: the error
+ratio a beta-binomial tail (a median/MAD of mostly-zero ratios calls one stray error in 40
+requests a 5-sigma event), traffic a lasting drop. A score in [threshold, critical) alarms
+only if its metric was suspicious in the previous window too, and a flagged value is not
+learned (the Thresholded convention) until it has lasted ``adapt_after_windows``.
 
 Contract with the caller (see :meth:`WindowDetector.observe_window`):
 

@@ -97,6 +97,21 @@ def test_traffic_drop_is_flagged_and_a_surge_is_not() -> None:
     assert [v.metric for v in feed(both, traffic, 2, start=200, calls_factor=3.0)][:1] == ["rate"]
 
 
+@pytest.mark.parametrize("seed", [4, 7])
+def test_a_lasting_halving_of_low_traffic_is_caught_by_the_multi_window_sum(seed: int) -> None:
+    def run(**settings: Any) -> list[Verdict]:
+        det = WindowDetector(AnomalySettings(**settings))
+        traffic = Traffic(seed, calls=40.0)
+        assert feed(det, traffic, 200) == []
+        return feed(det, traffic, 3, start=200, calls_factor=0.45)
+
+    verdicts = run()
+    assert verdicts and verdicts[0].window_start_ms <= 202 * W
+    assert "sustained" in verdicts[0].detectors and verdicts[0].metric == "rate"
+    assert verdicts[0].expected == pytest.approx(40, rel=0.15)
+    assert run(rate_span_windows=1) == []  # one window at a time it stays in the noise
+
+
 def test_a_service_that_disappears_is_flagged_through_observe_window() -> None:
     det = WindowDetector()
     cart, ad = Traffic(1), Traffic(2)

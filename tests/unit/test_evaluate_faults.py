@@ -100,6 +100,8 @@ def test_scoring_counts_detections_delays_and_false_alarms() -> None:
     assert report["precision"] == 4 / 5
     assert report["false_alarms_per_entity_day_clean"] == 1 / 20  # one merged alarm, 10 entities x 2 days
     assert report["false_alarms_per_entity_day_quiet"] > 0
+    assert [(f["target"], f["onset_window"], f["delay_windows"]) for f in report["faults"]] == [
+        ("payment", 100, 1), ("cart", 300, 4), ("checkout->payment", 500, 1)]
 
 
 def test_tiny_end_to_end_run_reports_a_consistent_structure(tmp_path: Path) -> None:
