@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
 from typing import Any
 
 from pipelines.runtime import Runtime
 from processor.config.components import AnomalyConfig
-from processor.detect.incidents import IncidentTracker, edge_entity
+from processor.detect.incidents import IncidentTracker
 from processor.detect.window import AnomalySettings, WindowDetector
 
 log = logging.getLogger("otel_insights.anomaly")
@@ -38,20 +37,17 @@ class AnomalyStage:
         """Rebuild detector state from stored final windows, and open incidents."""
         since = int(time.time() * 1000) - self.cfg.history.ms
         health, edges = await self.rt.io_call(self.rt.store.recent_final_rows, since)
-        per_entity: dict[tuple[str, str], list[dict]] = defaultdict(list)
-        for r in health:
-            per_entity[("service", r["service"])].append(r)
-        for r in edges:
-            per_entity[("edge", edge_entity(r["client"], r["server"]))].append(r)
-        for (etype, entity), rows in per_entity.items():
-            self.detector.warm_up(etype, entity, rows)
-            self.last_window_ms = max(self.last_window_ms, int(rows[-1]["window_start"]))
+        # Replayed window by window, exactly as live: absences count the same way.
+        windows = self.detector.replay(health, edges)
+        starts = [int(r["window_start"]) for r in (*health, *edges)]
+        if starts:
+            self.last_window_ms = max(starts)
         horizon = int(time.time() * 1000) - (self.cfg.incident_gap_windows + 2) * self.window_ms
         recent = await self.rt.io_call(self.rt.store.named_query, "anomalies", horizon)
         self.tracker.seed({**r, "window_start": _ms(r["window_start"])} for r in recent)
         self._warm = True
-        if per_entity:
-            log.info("anomaly detection warmed up on %d entities from ClickHouse", len(per_entity))
+        if windows:
+            log.info("anomaly detection warmed up on %d stored windows", windows)
 
     def on_final(self, window_starts: set[int]) -> None:
         """Windows just made final; judged once they have settled (see `tick`)."""

@@ -194,12 +194,22 @@ evaluate_app = typer.Typer(no_args_is_help=True, help="Score anomaly detectors o
 app.add_typer(evaluate_app, name="evaluate")
 
 
-@evaluate_app.command("nab", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@evaluate_app.command("nab", add_help_option=False,
+                      context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def evaluate_nab(ctx: typer.Context) -> None:
     """NAB scoring (standard / low-FP / low-FN): --data DIR [--windows FILE] [--detector ...] [--out DIR]."""
     from processor.detect.nab.cli import main as nab_main
 
     raise typer.Exit(nab_main(list(ctx.args), out))
+
+
+@evaluate_app.command("faults", add_help_option=False,
+                      context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def evaluate_faults(ctx: typer.Context) -> None:
+    """Injected faults in generated traffic: precision, recall, F1, delay, false alarms per entity-day."""
+    from processor.detect.evaluate_faults import main as faults_main
+
+    raise typer.Exit(faults_main(list(ctx.args), out))
 
 
 @app.command()
