@@ -80,6 +80,7 @@ class AnomalyStage:
                     for v, a in zip(verdicts, self.tracker.assign(verdicts), strict=True)]
             if rows:
                 await self._publish(rows)
+            self.rt.telemetry.set("otel_insights_anomaly_judged_window_seconds", ws / 1000)
 
     def _row(self, v: Any, incident_id: str, new: bool, edge_rows: list[dict]) -> dict:
         attribution = (self.detector.attribution(v, edge_rows) if v.entity_type == "service" else [])
