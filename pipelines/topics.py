@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,10 +14,16 @@ from processor.errors import OtelInsightsError
 
 async def _partitions(bootstrap: list[str], topics: list[str]) -> dict[str, int]:
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # our one error line says it; no client noise
     try:
         await c.start()
     except Exception as exc:
+        await c.stop()
         raise OtelInsightsError(f"cannot reach Kafka at {','.join(bootstrap)}: {exc}") from exc
+    finally:
+        client_log.setLevel(level)
     try:
         out = {}
         all_topics = await c.topics()

@@ -65,6 +65,11 @@ def fetch(cfg: Config, name: str, since: str) -> list[dict[str, Any]]:
                            "it with the prometheus exporter enabled so queries can go through it") from exc
     try:
         return rows_to_jsonable(store.named_query(name, since_ms))
+    except StorageError as exc:
+        if "UNKNOWN_DATABASE" in str(exc) or "UNKNOWN_TABLE" in str(exc):
+            raise StorageError(f"no otel-insights tables in {cfg.clickhouse.endpoint} yet: run "
+                               "`otel-insights migrate --config ...` or start the pipeline") from exc
+        raise
     finally:
         store.close()
 

@@ -87,3 +87,16 @@ def test_query_says_what_to_do_when_the_store_is_held_and_nobody_answers(tmp_pat
         assert err and "in use by pid" in done.stderr and "Traceback" not in done.stderr
     finally:
         holder.kill()
+
+
+def test_run_with_unreachable_kafka_exits_with_one_clear_line(tmp_path) -> None:
+    from processor.localstack import free_port
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"receivers:\n  kafka: {{brokers: ['127.0.0.1:{free_port()}']}}\nexporters:\n"
+                   f"  clickhouse: {{endpoint: 'chdb://{tmp_path / 'db'}'}}\n"
+                   "service:\n  pipelines:\n    traces: {receivers: [kafka], exporters: [clickhouse]}\n")
+    done = cli("run", "--config", str(cfg))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: cannot reach Kafka"), done.stderr
+    assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr
