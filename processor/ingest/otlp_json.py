@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from processor.errors import DecodeError
+from processor.otlp.decode_json import load_document
 
 # OTLP/JSON spells ids as hex, while protobuf's JSON mapping expects base64 for bytes
 # fields. ParseDict accepts both camelCase and snake_case names, so convert both spellings.
@@ -47,15 +47,7 @@ def parse_otlp_json(body: bytes) -> TracesData:
     Unknown fields are ignored, as the OTLP spec requires of receivers.
     Raises DecodeError for anything that is not valid OTLP/JSON.
     """
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DecodeError(f"request body is not JSON: {e}") from None
-    if isinstance(doc, list):
-        # rotel's kafka exporter writes the bare resourceSpans array.
-        doc = {"resourceSpans": doc}
-    if not isinstance(doc, dict):
-        raise DecodeError("OTLP/JSON request must be a JSON object")
+    doc = load_document(body)
     for rs in _dicts(doc, "resourceSpans", "resource_spans"):
         for ss in _dicts(rs, "scopeSpans", "scope_spans"):
             for span in _dicts(ss, "spans"):

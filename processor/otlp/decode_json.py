@@ -34,9 +34,8 @@ _STATUSES: dict[Any, int] = {
 }
 
 
-def decode_json(payload: bytes, ctx: DecodeContext) -> SpanBatch:
-    if not payload.strip():
-        return SpanBatch.empty()
+def load_document(payload: bytes) -> dict[str, Any]:
+    """Parse an OTLP/JSON payload into its top-level object (DecodeError when it is not one)."""
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -46,6 +45,13 @@ def decode_json(payload: bytes, ctx: DecodeContext) -> SpanBatch:
         doc = {"resourceSpans": doc}
     if not isinstance(doc, dict):
         raise DecodeError(f"OTLP/JSON payload must be a JSON object, not {type(doc).__name__}")
+    return doc
+
+
+def decode_json(payload: bytes, ctx: DecodeContext) -> SpanBatch:
+    if not payload.strip():
+        return SpanBatch.empty()
+    doc = load_document(payload)
     try:
         return _decode_document(doc, ctx)
     except (TypeError, AttributeError, KeyError, ValueError) as exc:
