@@ -133,7 +133,7 @@ def generate(
     """Synthetic OTLP traffic shaped like the OpenTelemetry demo shop, with labelled faults."""
     import time
 
-    from processor.generate import FaultSpec, ShopGenerator, paced
+    from processor.generate import ShopGenerator, paced
     from processor.generate.demo_traffic import parse_fault, run_http
 
     try:
@@ -154,7 +154,6 @@ def generate(
 
         n = asyncio.run(send_kafka(traces, brokers.split(","), topic, encoding))
     err.print(f"sent {n} traces")
-    _ = FaultSpec
 
 
 @app.command()

@@ -28,6 +28,11 @@ class Emission:
     edges: list[dict] = field(default_factory=list)
     watermark_ms: int = 0
 
+    def extend(self, other: Emission) -> Emission:
+        self.health += other.health
+        self.edges += other.edges
+        return self
+
     def health_keys(self) -> list[tuple[str, int]]:
         return [(r["service"], r["window_start"]) for r in self.health]
 
@@ -87,18 +92,11 @@ class PartitionAggregator:
         """
         self.windows.add_edges(self.store.flush_all())
         em = self._emit(self.windows.close(self.windows.ready()))
-        more = self._emit(self.windows.dirty())
-        em.health += more.health
-        em.edges += more.edges
-        return em
+        return em.extend(self._emit(self.windows.dirty()))
 
     def flush_dirty(self) -> Emission:
         """Shutdown: emit closed windows and, provisionally, open ones that changed."""
-        em = self.flush_closed()
-        more = self._emit(self.windows.dirty())
-        em.health += more.health
-        em.edges += more.edges
-        return em
+        return self.flush_closed().extend(self._emit(self.windows.dirty()))
 
     def _emit(self, windows: list[tuple[int, WindowPartial]]) -> Emission:
         em = Emission(watermark_ms=self.windows.closed_until_ns // NS_PER_MS)
