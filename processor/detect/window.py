@@ -5,7 +5,8 @@ The pipeline's stage 2 calls it once per final window and entity. Per entity it 
 error ratio) with direction-aware members per metric (latency up, traffic down): robust
 median/MAD and EWMA, plus seasonal members in a second ensemble that scores once a day of
 history is in. Latency is scored as log(ms), the request count on a square-root scale
-(:func:`to_model`). Counts get exact tests over sums of the last 1-3 windows: the error
+(:func:`~processor.detect.entity_vector.to_model`). Counts get exact tests
+(:mod:`processor.detect.counts`) over sums of the last 1-3 windows: the error
 ratio a beta-binomial tail (a median/MAD of mostly-zero ratios calls one stray error in 40
 requests a 5-sigma event), traffic a lasting drop. A score in [threshold, critical) alarms
 only if its metric was suspicious in the previous window too, and a flagged value is not
@@ -45,85 +46,32 @@ import math
 import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from processor.detect import stats
+from processor.detect.attribution import rank_edges
 from processor.detect.autoencoder import Autoencoder, StreamingAutoencoder
 from processor.detect.base import BaseDetector, Detector
+from processor.detect.counts import ErrorRatioTest, sustained_drop
 from processor.detect.ensemble import Ensemble
+from processor.detect.entity_vector import (
+    EDGE,
+    ERRORS,
+    FEATURES,
+    LATENCY,
+    RATE,
+    SERVICE,
+    Evidence,
+    edge_entity,
+    features,
+    from_model,
+    to_model,
+)
 from processor.detect.ewma import EWMA
 from processor.detect.robust import RobustBaseline
 from processor.detect.seasonal import Seasonal
-
-SERVICE, EDGE = "service", "edge"
-RATE, ERRORS = "rate", "error_ratio"
-LATENCY = ("p50_ms", "p95_ms", "p99_ms")
-FEATURES = (RATE, *LATENCY, ERRORS)  # the entity vector, in this order
-DETECTORS = ("robust", "ewma", "seasonal", "autoencoder")
-DAY_MS = 86_400_000
-STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class AnomalySettings:
-    """Detector choice and thresholds (``processors.anomaly`` in config); defaults tuned on seeds != the report's."""
-
-    detectors: tuple[str, ...] = ("robust", "ewma", "seasonal")
-    window_size_ms: int = 60_000
-    min_requests: int = 20  # below this a window's errors/latency are not evidence
-    min_baseline_requests: int = 20  # traffic is watched once the usual volume reaches this
-    threshold: float = 0.5  # score >= threshold -> a Verdict
-    warning: float = 0.5
-    critical: float = 0.8
-    info: float = 0.3  # members scoring at least this are listed as factors
-    grace_windows: int = 10  # learned windows before a detector scores
-    robust_windows: int = 60
-    ewma_alpha: float = 0.05
-    seasonal_lags: tuple[int, ...] = (1, 7)  # in periods (days)
-    seasonal_period_windows: int | None = None  # None: windows per day
-    traffic_direction: str = "down"  # "both" also flags surges
-    adapt_after_windows: int = 30  # a shift flagged this long becomes the new normal
-    # A score in [threshold, critical) alarms only if the metric's previous window scored at
-    # least confirm_level (0: single windows alarm); a critical score alarms at once.
-    confirm_level: float = 0.3
-    latency_min_scale: float = 0.05  # latency is scored in log space: sigma never below ~5%
-    rate_min_relative_scale: float = 0.05
-    volume_history_windows: int = 30  # baseline volume (median) for the traffic guard
-    error_windows: int = 60
-    error_ratio_unit: float = 0.003  # effect size: an error-ratio rise of this much is 1 sigma
-    error_span_windows: int = 3  # errors are also tested summed over the last 2..span windows
-    rate_span_windows: int = 3  # and traffic drops (0 or 1: off) ...
-    rate_drop_unit: float = 0.1  # ... with this relative drop as 1 sigma of effect size
-    min_tail_requests: float = 1.0  # a quantile q is scored when n * (1 - q) >= this (p99: n >= 100)
-    seasonal_grace_windows: int = 60  # seasonal members score this long after their first reference
-    forget_after_windows: int = 1440  # state of an entity absent this long is dropped
-    autoencoder_buffer_windows: int = 1440
-    autoencoder_retrain_windows: int = 720
-
-    def __post_init__(self) -> None:
-        unknown = set(self.detectors) - set(DETECTORS)
-        if unknown or not self.detectors:
-            raise ValueError(f"detectors: expected some of {DETECTORS}, got {self.detectors}")
-        if not 0.0 <= self.info <= self.threshold <= 1.0 or not self.warning <= self.critical:
-            raise ValueError("need 0 <= info <= threshold <= 1 and warning <= critical")
-        if self.confirm_level and not self.info <= self.confirm_level <= self.threshold:
-            raise ValueError("confirm_level must be 0 or in [info, threshold]")
-        stats.check_direction(self.traffic_direction)
-        if self.window_size_ms <= 0 or self.min_requests < 0:
-            raise ValueError("window_size_ms must be > 0 and min_requests >= 0")
-
-    @property
-    def period_windows(self) -> int:
-        return self.seasonal_period_windows or max(1, DAY_MS // self.window_size_ms)
-
-    def severity(self, score: float) -> str | None:
-        if score >= self.critical:
-            return "critical"
-        if score >= self.warning:
-            return "warning"
-        return "info" if score >= self.info else None
+from processor.detect.settings import STATE_VERSION, AnomalySettings
 
 
 @dataclass
@@ -146,144 +94,6 @@ class Verdict:
         return asdict(self)
 
 
-def edge_entity(row: Mapping[str, Any]) -> str:
-    """The entity name of an edge row: "client->server" (a FaultSpec target spells edges the same)."""
-    return f"{row['client']}->{row['server']}"
-
-
-def features(entity_type: str, row: Mapping[str, Any]) -> tuple[int, int, float, float, float]:
-    """(requests, errors, p50, p95, p99) of a final row; latency NaN when absent (stored as 0).
-
-    Edges use server-side latency, client-side when there is no server span (database edges).
-    """
-    if entity_type == SERVICE:
-        n, k = int(row.get("calls", 0)), int(row.get("errors", 0))
-        lat = [float(row.get(m, 0.0) or 0.0) for m in LATENCY]
-    else:
-        n, k = int(row.get("requests", 0)), int(row.get("failed", 0))
-        side = "server" if float(row.get("server_p95_ms", 0.0) or 0.0) > 0.0 else "client"
-        lat = [float(row.get(f"{side}_{m}", 0.0) or 0.0) for m in LATENCY]
-    p50, p95, p99 = (v if v > 0.0 and n > 0 else math.nan for v in lat)
-    return n, k, p50, p95, p99
-
-
-class ErrorAssessment(NamedTuple):
-    score: float
-    expected: float  # baseline error ratio
-    deviation: float  # (ratio - expected) / binomial sigma
-
-
-class ErrorRatioTest:
-    """Error ratio scored as a count: beta-binomial tail of k errors in n against the recent pool.
-
-    The baseline is the pooled ratio over the last ``window`` learned windows (Jeffreys prior),
-    and the predictive distribution of the errors in n requests is beta-binomial, so a short
-    history is not over-trusted. Evidence: the Gaussian-equivalent z of P(X >= k). Effect size:
-    (ratio - baseline) / ``unit``. A window's score is the squash of the smaller of the two, so
-    a significant but tiny rise (0.10% -> 0.12% over a million requests) and a large but
-    unsurprising one (1 error in 3 requests) both stay quiet. The test also runs on the sums
-    of the last 2..``span`` windows and keeps the strongest: 5% errors on 45 requests a
-    minute is 2 errors per window — noise in one window, clear in three.
-
-    Not a BaseDetector: its input is a pair (errors, requests), not one float.
-    """
-
-    def __init__(self, window: int = 60, grace_period: int = 10, unit: float = 0.003,
-                 span: int = 3) -> None:
-        self.window, self.grace_period, self.unit, self.span = window, grace_period, unit, span
-        self._ring: list[tuple[int, int]] = []  # learned windows
-        self._recent: list[tuple[int, int]] = []  # the last span - 1 windows, learned or not
-        self._k = self._n = 0
-        self.n_learned = 0
-
-    def expected(self) -> float:
-        return (self._k + 0.5) / (self._n + 1.0) if self._ring else math.nan
-
-    def assess(self, k: int, n: int, min_requests: int = 0) -> ErrorAssessment:
-        """Score of this window's k errors in n requests (with the recent windows); learns nothing.
-
-        Only sums over at least ``min_requests`` requests are tested (the volume guard).
-        """
-        p0 = self.expected()
-        if n <= 0 or self.n_learned < self.grace_period or math.isnan(p0):
-            return ErrorAssessment(0.0, p0, math.nan)
-        sigma1 = math.sqrt(max(p0 * (1.0 - p0), 1e-12) / n)
-        deviation = (k / n - p0) / sigma1
-        a, b = self._k + 0.5, self._n - self._k + 0.5
-        best = 0.0
-        kk, nn = k, n
-        for i in range(len(self._recent) + 1):
-            if i:
-                kk, nn = kk + self._recent[-i][0], nn + self._recent[-i][1]
-            z_effect = (kk / nn - p0) / self.unit
-            if nn < min_requests or not z_effect > max(stats.Z0, best):  # cheap test first
-                continue
-            z_stat = stats.z_from_log_tail(_beta_binomial_log_sf(kk, nn, a, b))
-            best = max(best, min(z_stat, z_effect))
-        return ErrorAssessment(stats.squash(best), p0, deviation)
-
-    def push(self, k: int, n: int, learn: bool) -> None:
-        """Record this window (n = 0 for one below the volume guard) and learn it if ``learn``."""
-        if self.span > 1:
-            self._recent.append((k, n))
-            if len(self._recent) > self.span - 1:
-                del self._recent[0]
-        if not learn or n <= 0:
-            return
-        self._ring.append((k, n))
-        self._k += k
-        self._n += n
-        if len(self._ring) > self.window:
-            k0, n0 = self._ring.pop(0)
-            self._k -= k0
-            self._n -= n0
-        self.n_learned += 1
-
-
-def _beta_binomial_log_sf(k: int, n: int, a: float, b: float) -> float:
-    """log P(X >= k) for X ~ BetaBinomial(n, a, b), summing the pmf upward from k (k above the mean)."""
-    if k <= 0:
-        return 0.0
-    lg = math.lgamma
-    log_pmf = (lg(n + 1) - lg(k + 1) - lg(n - k + 1) + lg(k + a) + lg(n - k + b) - lg(n + a + b)
-               + lg(a + b) - lg(a) - lg(b))
-    total = term = 1.0
-    for j in range(k, n):
-        term *= (n - j) / (j + 1) * (j + a) / (n - j - 1 + b)
-        total += term
-        if term < 1e-12 * total:
-            break
-    return log_pmf + math.log(total)
-
-
-def to_model(metric: str, v: float) -> float:
-    """The scale a metric is scored on: log for latency (a slowdown is "x2", and quantiles of
-    few requests are right-skewed), Anscombe's square root for the request count (Poisson
-    noise of equal size at 50 and at 5,000 requests), the ratio itself for errors."""
-    if metric == RATE:
-        return 2.0 * math.sqrt(v + 0.375) if v >= 0.0 else math.nan
-    if metric in LATENCY:
-        return math.log(v) if v > 0.0 else math.nan
-    return v
-
-
-def from_model(metric: str, v: float) -> float:
-    if metric == RATE:
-        return max(0.0, 0.25 * v * v - 0.375)
-    if metric in LATENCY:
-        return math.exp(v)
-    return v
-
-
-class Evidence(NamedTuple):
-    """One contributing factor of a verdict (a Verdict carries them as dicts)."""
-
-    metric: str
-    observed: float
-    expected: float
-    deviation: float
-    detector: str  # robust, ewma, seasonal, autoencoder or binomial
-    score: float
 
 
 class _Entity:
@@ -472,7 +282,8 @@ class WindowDetector:
                     for a in assessments for f in a.factors]
         if err is not None and err.score >= s.info:
             evidence.append(Evidence(ERRORS, k / n, err.expected, err.deviation, "binomial", err.score))
-        drop = self._sustained_drop(st, float(x[0]), n)
+        drop = sustained_drop(st.rate_base, st.recent_n, float(x[0]), n, s.traffic_direction,
+                              s.rate_drop_unit)
         if drop is not None and drop.score >= s.info:
             evidence.append(drop)
         evidence.sort(key=lambda e: -e.score)
@@ -495,36 +306,6 @@ class WindowDetector:
         return Verdict(entity_type, entity, ws, top.score, s.severity(top.score), top.metric,
                        top.observed, top.expected, top.deviation,
                        tuple(dict.fromkeys(e.detector for e in firing)), [e._asdict() for e in evidence])
-
-    def _sustained_drop(self, st: _Entity, x_rate: float, n: int) -> Evidence | None:
-        """Traffic summed over the last 2..rate_span_windows windows against as many baselines.
-
-        On the square-root scale a sum of m windows keeps the per-window noise (Poisson and
-        multiplicative alike) while a lasting drop grows by sqrt(m): a 50% drop of 40
-        requests a minute is noise in one window and clear over three.
-        """
-        det = st.rate_base
-        if (det is None or not st.recent_n or math.isnan(x_rate) or det.n_learned < det.grace_period
-                or self.settings.traffic_direction == "up"):
-            return None
-        exp = det.explain_one(x_rate)
-        if not exp.deviation < 0.0:  # only below the baseline can a sum show a drop
-            return None
-        scale = (x_rate - exp.expected) / exp.deviation
-        lam = from_model(RATE, exp.expected)
-        best, best_m, total = 0.0, 1, n
-        for m, prev in enumerate(reversed(st.recent_n), start=2):
-            total += prev
-            # As for errors: significant (z_stat) and large (z_effect) — a baseline lagging a
-            # diurnal decline is significant over three windows, but only a few percent.
-            z_stat = (to_model(RATE, m * lam) - to_model(RATE, total)) / scale
-            z_effect = (1.0 - total / (m * lam)) / self.settings.rate_drop_unit if lam > 0 else 0.0
-            z = min(z_stat, z_effect)
-            if z > best:
-                best, best_m, observed = z, m, total / m
-        if best_m == 1:
-            return None
-        return Evidence(RATE, observed, lam, -best, "sustained", stats.squash(best))
 
     def _vector(self, st: _Entity, feats: tuple[int, int, float, float, float]) -> np.ndarray:
         """The window on the model scale, NaN where it is no evidence (members skip NaN)."""
@@ -617,43 +398,3 @@ class WindowDetector:
         det = cls(settings)
         det._entities = entities
         return det
-
-
-def rank_edges(service: str, edge_rows: Iterable[Mapping[str, Any]],
-               baselines: Mapping[str, Mapping[str, tuple[float, float]]],
-               settings: AnomalySettings | None = None) -> list[dict[str, Any]]:
-    """Edges with ``service`` as client or server, ranked by their largest directed deviation.
-
-    ``baselines``: edge -> metric -> (expected, sigma). Deviation is in sigmas, counted in the
-    bad direction only (latency/errors up, traffic down). Returns [{edge, peer, role, metric,
-    observed, expected, deviation}], largest deviation first; edges with no baseline are left out.
-    """
-    s = settings or AnomalySettings()
-    out: list[dict[str, Any]] = []
-    for row in edge_rows:
-        client, server = str(row["client"]), str(row["server"])
-        if service not in (client, server):
-            continue
-        name = edge_entity(row)
-        base = baselines.get(name) or {}
-        n, k, p50, p95, p99 = features(EDGE, row)
-        observed = {RATE: float(n), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-                    ERRORS: k / n if n else math.nan}
-        best: dict[str, Any] | None = None
-        for metric, value in observed.items():
-            if metric not in base or math.isnan(value):
-                continue
-            if metric != RATE and n < s.min_requests:
-                continue
-            expected, sigma = base[metric]
-            diff = to_model(metric, value) - to_model(metric, expected)
-            dev = diff / sigma if sigma > 0 else 0.0
-            bad = stats.directed(dev, s.traffic_direction if metric == RATE else "up")
-            if best is None or bad > best["deviation"]:
-                best = {"edge": name, "peer": server if client == service else client,
-                        "role": "client" if client == service else "server", "metric": metric,
-                        "observed": value, "expected": expected, "deviation": bad}
-        if best is not None:
-            out.append(best)
-    out.sort(key=lambda d: -d["deviation"])
-    return out

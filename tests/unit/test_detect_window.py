@@ -8,14 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from processor.detect.window import (
-    AnomalySettings,
-    ErrorRatioTest,
-    Verdict,
-    WindowDetector,
-    _beta_binomial_log_sf,
-    features,
-)
+from processor.detect.counts import ErrorRatioTest, beta_binomial_log_sf
+from processor.detect.entity_vector import features
+from processor.detect.window import AnomalySettings, Verdict, WindowDetector
 
 W = 60_000  # window size, ms
 P50, P95, P99 = 20.0, 60.0, 100.0
@@ -266,7 +261,7 @@ def test_beta_binomial_tail_matches_brute_force(k: int, n: int, a: float, b: flo
 
     assert math.isclose(sum(pmf(j) for j in range(n + 1)), 1.0, rel_tol=1e-9)
     brute = sum(pmf(j) for j in range(k, n + 1))
-    assert math.exp(_beta_binomial_log_sf(k, n, a, b)) == pytest.approx(brute, rel=1e-9)
+    assert math.exp(beta_binomial_log_sf(k, n, a, b)) == pytest.approx(brute, rel=1e-9)
 
 
 def test_settings_are_validated() -> None:

@@ -1,0 +1,63 @@
+"""An entity window as the detectors see it: its features, and the scales they are scored on."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+SERVICE, EDGE = "service", "edge"
+RATE, ERRORS = "rate", "error_ratio"
+LATENCY = ("p50_ms", "p95_ms", "p99_ms")
+FEATURES = (RATE, *LATENCY, ERRORS)  # the entity vector, in this order
+
+
+def edge_entity(row: Mapping[str, Any]) -> str:
+    """The entity name of an edge row: "client->server" (a FaultSpec target spells edges the same)."""
+    return f"{row['client']}->{row['server']}"
+
+
+def features(entity_type: str, row: Mapping[str, Any]) -> tuple[int, int, float, float, float]:
+    """(requests, errors, p50, p95, p99) of a final row; latency NaN when absent (stored as 0).
+
+    Edges use server-side latency, client-side when there is no server span (database edges).
+    """
+    if entity_type == SERVICE:
+        n, k = int(row.get("calls", 0)), int(row.get("errors", 0))
+        lat = [float(row.get(m, 0.0) or 0.0) for m in LATENCY]
+    else:
+        n, k = int(row.get("requests", 0)), int(row.get("failed", 0))
+        side = "server" if float(row.get("server_p95_ms", 0.0) or 0.0) > 0.0 else "client"
+        lat = [float(row.get(f"{side}_{m}", 0.0) or 0.0) for m in LATENCY]
+    p50, p95, p99 = (v if v > 0.0 and n > 0 else math.nan for v in lat)
+    return n, k, p50, p95, p99
+
+
+def to_model(metric: str, v: float) -> float:
+    """The scale a metric is scored on: log for latency (a slowdown is "x2", and quantiles of
+    few requests are right-skewed), Anscombe's square root for the request count (Poisson
+    noise of equal size at 50 and at 5,000 requests), the ratio itself for errors."""
+    if metric == RATE:
+        return 2.0 * math.sqrt(v + 0.375) if v >= 0.0 else math.nan
+    if metric in LATENCY:
+        return math.log(v) if v > 0.0 else math.nan
+    return v
+
+
+def from_model(metric: str, v: float) -> float:
+    if metric == RATE:
+        return max(0.0, 0.25 * v * v - 0.375)
+    if metric in LATENCY:
+        return math.exp(v)
+    return v
+
+
+class Evidence(NamedTuple):
+    """One contributing factor of a verdict (a Verdict carries them as dicts)."""
+
+    metric: str
+    observed: float
+    expected: float
+    deviation: float
+    detector: str  # robust, ewma, seasonal, autoencoder or binomial
+    score: float
