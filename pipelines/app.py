@@ -6,7 +6,8 @@ Stream topology (read this file to see all of it):
         │  └─ not keyed by trace id ─▶ <rekey_topic> ─▶ stage1
         └─ undecodable ─▶ <dlq topic>
   <partials_topic> ──stage2──▶ final rows (ClickHouse service_health / service_edges)
-                        └─ processors.anomaly ─▶ anomalies table + <anomaly topic> (incidents)
+                        └─ processors.anomaly (on the owner of partials partition 0)
+                               ─▶ anomalies table + <anomaly topic> (incidents)
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
         from pipelines.anomalies import AnomalyStage
 
         anomaly = AnomalyStage(rt, cfg.anomaly, app.topic(cfg.anomaly.topic, **raw))
-    stage2 = Stage2(rt, anomaly)
+    stage2 = Stage2(rt)
     wait_s = kafka.max_batch_wait.seconds
     stage1_topics = {kafka.traces.topic, kafka.rekey_topic}
 
@@ -106,8 +107,10 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
             return
         async with rt.lock2:
             await stage2.finalize_ready()
-            if stage2.anomaly is not None:
-                await stage2.anomaly.tick()
+            if anomaly is not None:
+                owner = any(tp.topic == kafka.partials_topic and tp.partition == 0
+                            for tp in app.consumer.assignment())
+                await anomaly.tick(owner)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -129,6 +132,11 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "partitions": len(rt.aggregators), "time": time.time()})
+
+    if anomaly is not None:
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def stop_training(sender: object, **kw: object) -> None:
+            anomaly.close()
 
     app.stage1 = stage1  # type: ignore[attr-defined]
     app.stage2 = stage2  # type: ignore[attr-defined]

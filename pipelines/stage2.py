@@ -13,9 +13,8 @@ log = logging.getLogger("otel_insights.stage2")
 
 
 class Stage2:
-    def __init__(self, rt: Runtime, anomaly: Any = None) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.anomaly = anomaly  # pipelines.anomalies.AnomalyStage when detection is configured
         self.held: list[tuple[Any, list[tuple]]] = []  # (event, keys it announced)
         self._seeded = False
 
@@ -75,8 +74,6 @@ class Stage2:
             await self.rt.io_call(store.insert_edges_final, edge_rows)
             self.rt.telemetry.inc("otel_insights_windows_finalized_total", len(edge_rows),
                                   table="service_edges")
-        if self.anomaly is not None:
-            self.anomaly.on_final({k[1] for k in health_keys} | {k[3] for k in edge_keys})
         newest_end = max([k[1] for k in health_keys] + [k[3] for k in edge_keys]) + fin.size_ms
         self.rt.telemetry.set("otel_insights_window_close_lag_seconds", time.time() - newest_end / 1000)
         fin.done(health_keys, edge_keys)

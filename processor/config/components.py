@@ -241,6 +241,18 @@ class KafkaExporter(Frozen):
     topic: NonEmptyStr = "otel-insights-dlq"
 
 
+class AutoencoderConfig(Frozen):
+    """`processors.anomaly.autoencoder`: per-entity models trained from ClickHouse history."""
+
+    retrain_interval: PositiveDuration = Duration.parse("6h")  # also how stale a stored model may be at start
+    training_window: PositiveDuration = Duration.parse("48h")  # newest final windows it trains on
+    # History an entity needs before it gets a model: a whole day, so the model has seen the
+    # daily cycle (one trained on a morning calls the afternoon peak an anomaly).
+    min_history: PositiveDuration = Duration.parse("24h")
+    hidden: tuple[Positive, ...] = Field(default=(8, 3), min_length=1)  # encoder widths (mirrored decoder)
+    epochs: Positive = 60
+
+
 class AnomalyConfig(Frozen):
     """`processors.anomaly`: detection on final windows (runs when listed in the pipeline)."""
 
@@ -254,6 +266,7 @@ class AnomalyConfig(Frozen):
     incident_gap_windows: Positive = 2  # consecutive anomalous windows within this gap: one incident
     history: Duration = Duration.parse("24h")  # final windows replayed from ClickHouse at start
     topic: NonEmptyStr = "otel-insights-anomalies"
+    autoencoder: AutoencoderConfig = AutoencoderConfig()  # used when detectors lists autoencoder
 
     @model_validator(mode="after")
     def _ordered(self) -> AnomalyConfig:

@@ -16,9 +16,13 @@ from processor.detect.exceptions import ModelFormatError
 from processor.detect.mlp import MLP
 from processor.detect.ring import Ring
 
-FORMAT_VERSION = 1
-# Calibration keeps the error quantiles up to TAIL_LEVEL and an exponential tail beyond it
-# (peaks over threshold): a fixed-size summary, not the training errors themselves.
+FORMAT_VERSION = 2  # 2: generalised Pareto tail, per-feature min_std
+# Calibration keeps the error quantiles up to TAIL_LEVEL and a generalised Pareto tail beyond
+# it (peaks over threshold, as in SPOT): a fixed-size summary, not the training errors. The
+# shape is fitted because squared reconstruction errors of real windows are heavy-tailed (one
+# feature's spike dominates the sum): an exponential tail called ordinary spikes 5-sigma
+# events there, while Gaussian-like errors keep a shape near 0 (the exponential).
+MAX_SHAPE = 0.5  # the moment estimate holds below 1/2; heavier tails are capped there
 TAIL_LEVEL = 0.9
 LEVELS = np.linspace(0.0, TAIL_LEVEL, 91)
 MIN_CALIBRATION_ROWS = 10
@@ -38,7 +42,7 @@ class Autoencoder(Parametrised):
     """Batch-trained MLP autoencoder; reconstruction error -> score via its error distribution.
 
     ``fit(X)`` standardises each feature with the training mean and std (std floored by
-    ``min_std`` and ``min_relative_std * |mean|``), trains a ``d -> hidden -> ... -> d``
+    ``min_std``, one value or one per feature, and ``min_relative_std * |mean|``), trains a ``d -> hidden -> ... -> d``
     network (tanh, mirrored decoder) with Adam from ``seed``, and calibrates on a held-out
     ``validation_fraction`` of the rows (errors on rows the network trained on are too
     optimistic): the error's tail probability P(E >= e) becomes a Gaussian-equivalent z
@@ -50,7 +54,7 @@ class Autoencoder(Parametrised):
     >>> t = rng.normal(size=(400, 1))
     >>> X = np.hstack([t, 2 * t, -t]) + rng.normal(0, 0.05, (400, 3))  # one latent factor
     >>> model = Autoencoder(hidden=(4, 1), epochs=200, seed=0).fit(X)
-    >>> model.score_one(np.array([1.0, 2.0, -1.0])), model.score_one(np.array([1.0, -2.0, -1.0])) > 0.9
+    >>> model.score_one(np.array([1.0, 2.0, -1.0])), model.score_one(np.array([1.0, -2.0, -1.0])) > 0.5
     (0.0, True)
     >>> int(np.argmax(model.contributions(np.array([1.0, -2.0, -1.0]))))
     1
@@ -64,7 +68,7 @@ class Autoencoder(Parametrised):
         learning_rate: float = 3e-3,
         weight_decay: float = 1e-5,
         validation_fraction: float = 0.2,
-        min_std: float = 1e-6,
+        min_std: float | tuple[float, ...] = 1e-6,
         min_relative_std: float = 0.01,
         z0: float = stats.Z0,
         tau: float = stats.TAU,
@@ -87,7 +91,7 @@ class Autoencoder(Parametrised):
         self._mean = np.empty(0)
         self._std = np.empty(0)
         self._quantiles = np.empty(0)
-        self._tail = (math.nan, math.nan)  # (threshold u, mean excess beta)
+        self._tail = (math.nan, math.nan, 0.0)  # (threshold u, scale sigma, shape xi)
 
     @property
     def is_fitted(self) -> bool:
@@ -108,7 +112,10 @@ class Autoencoder(Parametrised):
         rng = np.random.default_rng(self.seed)
         self._mean = data.mean(axis=0)
         std = data.std(axis=0)
-        self._std = np.maximum(np.maximum(std, self.min_std), self.min_relative_std * np.abs(self._mean))
+        floor = np.asarray(self.min_std, dtype=np.float64)
+        if floor.ndim and floor.size != data.shape[1]:
+            raise ValueError(f"min_std has {floor.size} values for {data.shape[1]} features")
+        self._std = np.maximum(np.maximum(std, floor), self.min_relative_std * np.abs(self._mean))
         z = (data - self._mean) / self._std
         order = rng.permutation(len(z))
         n_val = int(len(z) * self.validation_fraction)
@@ -125,11 +132,22 @@ class Autoencoder(Parametrised):
         q = np.quantile(errors, LEVELS)
         u = float(q[-1])
         excess = errors[errors > u] - u
-        beta = float(excess.mean()) if excess.size else 0.0
+        m = float(excess.mean()) if excess.size else 0.0
+        v = float(excess.var()) if excess.size > 1 else 0.0
+        # Method of moments for the generalised Pareto: xi = (1 - m^2/v) / 2, sigma = m (1 - xi).
+        xi = min(max(0.5 * (1.0 - m * m / v), 0.0), MAX_SHAPE) if v > 0 else 0.0
+        sigma = m * (1.0 - xi)
         # A degenerate calibration set (all errors equal) must not make every error infinite.
-        beta = max(beta, 1e-3 * (u - float(q[0])), 1e-6 * u, 1e-12)
+        sigma = max(sigma, 1e-3 * (u - float(q[0])), 1e-6 * u, 1e-12)
         self._quantiles = q
-        self._tail = (u, beta)
+        self._tail = (u, sigma, xi)
+
+    def _log_tail_above(self, e: Any) -> Any:
+        """log P(E >= e) for e above the threshold u (generalised Pareto beyond P(E >= u))."""
+        u, sigma, xi = self._tail
+        y = np.maximum(np.asarray(e, dtype=np.float64) - u, 0.0) / sigma
+        tail = -np.log1p(xi * y) / xi if xi > 1e-9 else -y
+        return math.log(1.0 - TAIL_LEVEL) + tail
 
     def _net_or_raise(self) -> MLP:
         if self._net is None:
@@ -151,12 +169,12 @@ class Autoencoder(Parametrised):
         return self._errors_z(self._standardise(np.asarray(X, dtype=np.float64)))
 
     def log_tail(self, errors: np.ndarray) -> np.ndarray:
-        """log P(E >= e) under the calibration errors (quantile body, exponential tail)."""
-        u, beta = self._tail
+        """log P(E >= e) under the calibration errors (quantile body, Pareto tail)."""
+        u = self._tail[0]
         e = np.asarray(errors, dtype=np.float64)
         body = np.maximum(1.0 - np.interp(e, self._quantiles, LEVELS), 1.0 - TAIL_LEVEL)
         with np.errstate(divide="ignore"):
-            return np.where(e <= u, np.log(body), math.log(1.0 - TAIL_LEVEL) - (e - u) / beta)
+            return np.where(e <= u, np.log(body), self._log_tail_above(e))
 
     def score(self, X: Any) -> np.ndarray:
         """Scores in [0, 1] of the rows of X."""
@@ -168,9 +186,8 @@ class Autoencoder(Parametrised):
         z = self._standardise(np.asarray(x, dtype=np.float64))
         r = self._net_or_raise().forward(z) - z
         e = float(r @ r) / r.size
-        u, beta = self._tail
-        if e > u:
-            log_p = math.log(1.0 - TAIL_LEVEL) - (e - u) / beta
+        if e > self._tail[0]:
+            log_p = float(self._log_tail_above(e))
         else:
             body = 1.0 - float(np.interp(e, self._quantiles, LEVELS))
             log_p = math.log(max(body, 1.0 - TAIL_LEVEL))
@@ -232,12 +249,14 @@ class Autoencoder(Parametrised):
             )
         params = json.loads(str(arrays["params"]))
         params["hidden"] = tuple(params["hidden"])
+        if isinstance(params.get("min_std"), list):
+            params["min_std"] = tuple(params["min_std"])
         model = cls(**params)
         model._net = MLP.from_arrays(arrays, int(arrays["n_layers"]))
         model._mean, model._std = arrays["mean"], arrays["std"]
         model._quantiles = arrays["quantiles"]
-        u, beta = arrays["tail"].tolist()
-        model._tail = (float(u), float(beta))
+        u, sigma, xi = arrays["tail"].tolist()
+        model._tail = (float(u), float(sigma), float(xi))
         return model
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 SERVICE, EDGE = "service", "edge"
@@ -61,3 +61,14 @@ class Evidence(NamedTuple):
     deviation: float
     detector: str  # robust, ewma, seasonal, autoencoder or binomial
     score: float
+
+
+def group_by_window(health_rows: Iterable[Mapping[str, Any]], edge_rows: Iterable[Mapping[str, Any]]
+                    ) -> Iterator[tuple[int, list[Mapping[str, Any]], list[Mapping[str, Any]]]]:
+    """Final rows (``window_start`` in ms) grouped into (window_start, health, edges), oldest first."""
+    by: dict[int, tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]] = {}
+    for i, rows in enumerate((health_rows, edge_rows)):
+        for row in rows:
+            by.setdefault(int(row["window_start"]), ([], []))[i].append(row)
+    for ws in sorted(by):
+        yield ws, by[ws][0], by[ws][1]

@@ -30,6 +30,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from processor.detect.autoencoder import Autoencoder
+from processor.detect.entity_models import ModelSpec, TrainingSet, train_models
 from processor.detect.faults_scenario import (
     SIZES,
     LabelledFault,
@@ -41,6 +43,9 @@ from processor.detect.faults_scenario import (
 from processor.detect.window import AnomalySettings, WindowDetector
 from processor.generate import FaultSpec, ShopGenerator
 
+RETRAIN_HOURS = 6  # the autoencoder schedule (processors.anomaly.autoencoder defaults)
+TRAINING_HOURS = 48
+MIN_HISTORY_HOURS = 24  # a model sees a whole day (the diurnal cycle) before it scores
 DETECT_WINDOWS = 2
 TAIL_WINDOWS = 5
 MERGE_WINDOWS = 2
@@ -93,7 +98,10 @@ def run_one(spec: RunSpec) -> RunResult:
     verdicts: list[tuple[str, str, int, str, float]] = []
     entities: set[tuple[str, str]] = set()
     n_obs, detect_s = 0, 0.0
-    for wr in window_rows(gen, windows * spec.window_s, window_ns):
+    trainer = _ScheduledTraining(spec) if "autoencoder" in spec.settings.detectors else None
+    for i, wr in enumerate(window_rows(gen, windows * spec.window_s, window_ns)):
+        if trainer is not None:
+            trainer.maybe_train(i, det)
         entities.update(("service", r["service"]) for r in wr.health)
         entities.update(("edge", f"{r['client']}->{r['server']}") for r in wr.edges)
         n_obs += len(wr.health) + len(wr.edges)
@@ -102,9 +110,28 @@ def run_one(spec: RunSpec) -> RunResult:
         detect_s += time.process_time() - t
         if wr.window_start_ms >= first_ms:
             verdicts.extend((v.entity_type, v.entity, v.window_start_ms, v.metric, v.score) for v in found)
+        if trainer is not None:
+            trainer.history.add_window(wr.health, wr.edges, exclude={(v.entity_type, v.entity) for v in found})
     end_ms = (START_NS + windows * window_ns) // 10**6
     return RunResult(spec, verdicts, sched.faults, sched.blips, len(entities), first_ms, end_ms,
                      n_obs, detect_s, time.perf_counter() - t_wall)
+
+
+class _ScheduledTraining:
+    """The pipeline's autoencoder schedule in simulated time: every ``RETRAIN_WINDOWS`` windows,
+    once an entity has ``ModelSpec.min_windows`` usable ones (trained in process here)."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        per_hour = max(1, 3600 // spec.window_s)
+        self.every = RETRAIN_HOURS * per_hour
+        self.spec = ModelSpec(min_windows=MIN_HISTORY_HOURS * per_hour, max_windows=TRAINING_HOURS * per_hour)
+        self.history = TrainingSet(spec.settings.min_requests, self.spec.max_windows)
+
+    def maybe_train(self, i: int, det: WindowDetector) -> None:
+        if i < self.spec.min_windows or (i - self.spec.min_windows) % self.every:
+            return
+        blobs = train_models(self.history.matrices(), self.spec)
+        det.load_models({k: Autoencoder.from_bytes(b) for k, b in blobs.items()})
 
 
 @dataclass

@@ -44,8 +44,6 @@ class AnomalySettings:
     min_tail_requests: float = 1.0  # a quantile q is scored when n * (1 - q) >= this (p99: n >= 100)
     seasonal_grace_windows: int = 60  # seasonal members score this long after their first reference
     forget_after_windows: int = 1440  # state of an entity absent this long is dropped
-    autoencoder_buffer_windows: int = 1440
-    autoencoder_retrain_windows: int = 720
 
     def __post_init__(self) -> None:
         unknown = set(self.detectors) - set(DETECTORS)

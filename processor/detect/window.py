@@ -51,10 +51,11 @@ from typing import Any
 import numpy as np
 
 from processor.detect.attribution import rank_edges
-from processor.detect.autoencoder import Autoencoder, StreamingAutoencoder
+from processor.detect.autoencoder import Autoencoder
 from processor.detect.base import BaseDetector, Detector
 from processor.detect.counts import ErrorRatioTest, sustained_drop
 from processor.detect.ensemble import Ensemble
+from processor.detect.entity_models import score_vector, vector_features, window_vectors
 from processor.detect.entity_vector import (
     EDGE,
     ERRORS,
@@ -66,6 +67,7 @@ from processor.detect.entity_vector import (
     edge_entity,
     features,
     from_model,
+    group_by_window,
     to_model,
 )
 from processor.detect.ewma import EWMA
@@ -94,6 +96,9 @@ class Verdict:
         return asdict(self)
 
 
+
+
+_VECTOR = "vector"  # the autoencoder's key in _Entity.prev
 
 
 class _Entity:
@@ -129,6 +134,20 @@ class WindowDetector:
     def __init__(self, settings: AnomalySettings | None = None) -> None:
         self.settings = settings or AnomalySettings()
         self._entities: dict[tuple[str, str], _Entity] = {}
+        # Autoencoders are trained elsewhere (on stored history, on a schedule) and loaded.
+        self._models: dict[tuple[str, str], Autoencoder] = {}
+
+    def load_models(self, models: Mapping[tuple[str, str], Autoencoder]) -> None:
+        """Use these fitted autoencoders ((entity_type, entity) -> model) from the next window on.
+
+        Ignored unless "autoencoder" is among the settings' detectors; a model whose width
+        does not match the entity's vector is skipped when scoring.
+        """
+        if "autoencoder" in self.settings.detectors:
+            self._models.update(models)
+
+    def models(self) -> dict[tuple[str, str], Autoencoder]:
+        return dict(self._models)
 
     # -- building ---------------------------------------------------------------------------
     def _members(self, seasonal: bool) -> tuple[tuple[str, str | None, BaseDetector[Any]], ...]:
@@ -152,12 +171,6 @@ class WindowDetector:
                 members.append((f"{metric}.ewma", metric, EWMA(
                     alpha=s.ewma_alpha, direction=direction, grace_period=s.grace_windows,
                     min_scale=lo, min_relative_scale=rel)))
-        if "autoencoder" in s.detectors and not seasonal:
-            members.append(("vector.autoencoder", None, StreamingAutoencoder(
-                Autoencoder(hidden=(8, 3), epochs=60, seed=0),
-                buffer_size=s.autoencoder_buffer_windows,
-                retrain_every=s.autoencoder_retrain_windows,
-                grace_period=min(s.autoencoder_buffer_windows, 240))))
         return tuple(members)
 
     def _new_entity(self) -> _Entity:
@@ -174,16 +187,18 @@ class WindowDetector:
 
     # -- the per-window step ----------------------------------------------------------------
     def observe(self, entity_type: str, entity: str, window_start_ms: int,
-                row: Mapping[str, Any]) -> Verdict | None:
+                row: Mapping[str, Any], vector: np.ndarray | None = None) -> Verdict | None:
         """Score one final window of an entity against its past, then learn it; a Verdict if anomalous.
 
         ``row`` is a final_health row (services) or final_edges row (edges); only the counts
-        and quantiles are read. Windows at or before the entity's last are ignored.
+        and quantiles are read. ``vector`` is the entity's window vector for its autoencoder
+        (:func:`~processor.detect.entity_models.window_vectors`; :meth:`observe_window` passes
+        it). Windows at or before the entity's last are ignored.
         """
         st = self._entity(entity_type, entity, window_start_ms)
         if st is None:
             return None
-        return self._step(st, entity_type, entity, window_start_ms, features(entity_type, row))
+        return self._step(st, entity_type, entity, window_start_ms, features(entity_type, row), vector)
 
     def observe_missing(self, entity_type: str, entity: str, window_start_ms: int) -> Verdict | None:
         """A tracked entity had no row in this window: zero traffic (the extreme drop)."""
@@ -204,11 +219,13 @@ class WindowDetector:
         """
         out: list[Verdict] = []
         seen: set[tuple[str, str]] = set()
+        health_rows, edge_rows = list(health_rows), list(edge_rows)
+        vectors = window_vectors(health_rows, edge_rows, self.settings.min_requests) if self._models else {}
         for kind, rows in ((SERVICE, health_rows), (EDGE, edge_rows)):
             for row in rows:
                 name = str(row["service"]) if kind == SERVICE else edge_entity(row)
                 seen.add((kind, name))
-                v = self.observe(kind, name, window_start_ms, row)
+                v = self.observe(kind, name, window_start_ms, row, vectors.get((kind, name)))
                 if v is not None:
                     out.append(v)
         for key in [k for k in self._entities if k not in seen]:
@@ -230,15 +247,13 @@ class WindowDetector:
         return n
 
     def replay(self, health_rows: Iterable[Mapping[str, Any]], edge_rows: Iterable[Mapping[str, Any]]) -> int:
-        """Warm up from stored final rows of every entity (e.g. ``Store.recent_final_rows``):
+        """Warm up from stored final rows of every entity (e.g. ``Store.final_rows_between``):
         grouped by window and fed through :meth:`observe_window`, verdicts dropped; returns windows."""
-        by: dict[int, tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]] = {}
-        for i, rows in enumerate((health_rows, edge_rows)):
-            for row in rows:
-                by.setdefault(int(row["window_start"]), ([], []))[i].append(row)
-        for ws in sorted(by):
-            self.observe_window(ws, *by[ws])
-        return len(by)
+        n = 0
+        for ws, health, edges in group_by_window(health_rows, edge_rows):
+            self.observe_window(ws, health, edges)
+            n += 1
+        return n
 
     def _entity(self, entity_type: str, entity: str, ws: int) -> _Entity | None:
         key = (entity_type, entity)
@@ -267,7 +282,7 @@ class WindowDetector:
         return st
 
     def _step(self, st: _Entity, entity_type: str, entity: str, ws: int,
-              feats: tuple[int, int, float, float, float]) -> Verdict | None:
+              feats: tuple[int, int, float, float, float], vector: np.ndarray | None = None) -> Verdict | None:
         s = self.settings
         n, k = feats[0], feats[1]
         enough = n >= s.min_requests
@@ -286,19 +301,30 @@ class WindowDetector:
                               s.rate_drop_unit)
         if drop is not None and drop.score >= s.info:
             evidence.append(drop)
+        model = self._models.get((entity_type, entity)) if vector is not None else None
+        if model is not None and vector is not None and vector.size == model.n_features:
+            vector_score, found = score_vector(model, vector, vector_features(entity_type), s.info,
+                                               s.traffic_direction)
+            evidence.extend(found)
+        else:
+            vector_score = math.nan
         evidence.sort(key=lambda e: -e.score)
         scores = dict.fromkeys(FEATURES, 0.0)
         for e in evidence:
-            scores[e.metric] = max(scores[e.metric], e.score)
+            scores[e.metric] = max(scores.get(e.metric, 0.0), e.score)
         assessed = [not math.isnan(v) for v in x[:4]] + [err is not None]
         # One noisy window is common in low-volume quantiles and counts: a moderate score
         # needs its metric's previous window to have been suspicious too; a critical one
         # alarms at once. Errors need no confirmation: their multi-window sums already are one.
+        # The autoencoder's factors share one score: its confirmation is by vector, not metric.
         firing = [e for e in evidence if e.score >= s.critical or (e.score >= s.threshold and (
-            e.metric == ERRORS or st.prev[e.metric] >= s.confirm_level))]
+            e.metric == ERRORS or st.prev.get(_VECTOR if e.detector == "autoencoder" else e.metric, 0.0)
+            >= s.confirm_level))]
         for j, metric in enumerate(FEATURES):
             if assessed[j]:  # a window without evidence neither confirms nor clears
                 st.prev[metric] = scores[metric]
+        if not math.isnan(vector_score):
+            st.prev[_VECTOR] = vector_score
         self._learn(st, x, scores, assessed, k, n, enough)
         if not firing:
             return None

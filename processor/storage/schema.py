@@ -42,7 +42,12 @@ ANOMALY_COLUMNS = [
     "detected_at", "window_start", "window_end", "entity_type", "entity", "incident_id",
     "metric", "observed", "expected", "score", "severity", "detectors", "factors",
 ]  # fmt: skip
-TIME_COLUMNS = frozenset({"window_start", "window_end", "detected_at"})
+MODEL_COLUMNS = [
+    "kind", "entity_type", "entity", "format_version", "trained_at", "trained_from",
+    "trained_until", "windows", "model",
+]  # fmt: skip
+TIME_COLUMNS = frozenset({"window_start", "window_end", "detected_at", "trained_at", "trained_from",
+                          "trained_until"})
 
 _WINDOW = """
     window_start DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
@@ -176,6 +181,27 @@ ORDER BY (group_id, topic, partition)""",
 {_PARTITION}
 ORDER BY (entity_type, entity, window_start)
 {{ttl_clause}}""",
+        ),
+    ),
+    Migration(
+        5,
+        "anomaly models",
+        (
+            # One row per trained model: the newest per entity is the live one, older ones
+            # stay a while so an anomaly can be traced to the model that scored it.
+            """CREATE TABLE IF NOT EXISTS {db}.anomaly_models {on_cluster} (
+    kind LowCardinality(String),
+    entity_type LowCardinality(String),
+    entity String CODEC(ZSTD(1)),
+    format_version UInt16,
+    trained_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    trained_from DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    trained_until DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    windows UInt32,
+    model String CODEC(ZSTD(1))
+) ENGINE = MergeTree
+ORDER BY (kind, entity_type, entity, trained_at)
+TTL toDateTime(trained_at) + INTERVAL 30 DAY""",
         ),
     ),
 )

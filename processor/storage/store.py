@@ -21,6 +21,7 @@ from processor.storage.schema import (
     EDGE_PARTIAL_COLUMNS,
     HEALTH_FINAL_COLUMNS,
     HEALTH_PARTIAL_COLUMNS,
+    MODEL_COLUMNS,
     TIME_COLUMNS,
     check_database_name,
     migrate,
@@ -67,27 +68,58 @@ ORDER BY service, window_start DESC
 LIMIT {windows:UInt32} BY service"""
 
 
-_RECENT_HEALTH = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
+_FINAL_HEALTH = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
        toUnixTimestamp64Milli(window_end) AS window_end_ms, service, calls, errors, error_rate,
        p50_ms, p95_ms, p99_ms, health
 FROM {db}.service_health FINAL
 WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+  AND window_start < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')
 ORDER BY window_start, service"""
 
-_RECENT_EDGES = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
+_FINAL_EDGES = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
        toUnixTimestamp64Milli(window_end) AS window_end_ms, client, server, connection_type, requests, failed,
        error_rate, server_p50_ms, server_p95_ms, server_p99_ms,
        client_p50_ms, client_p95_ms, client_p99_ms
 FROM {db}.service_edges FINAL
 WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+  AND window_start < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')
 ORDER BY window_start, client, server, connection_type"""
 
+# Window starts only: no FINAL needed, a replaced row has the same start.
+_FINAL_WINDOW_STARTS = """SELECT DISTINCT ws FROM (
+    SELECT toUnixTimestamp64Milli(window_start) AS ws FROM {db}.service_health
+    WHERE window_start > fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')
+      AND window_start < fromUnixTimestamp64Milli({before_ms:Int64}, 'UTC')
+    UNION ALL
+    SELECT toUnixTimestamp64Milli(window_start) AS ws FROM {db}.service_edges
+    WHERE window_start > fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC')
+      AND window_start < fromUnixTimestamp64Milli({before_ms:Int64}, 'UTC')
+)
+ORDER BY ws"""
 
-_ONE_WINDOW = """
+_LATEST_MODELS = """SELECT kind, entity_type, entity, format_version,
+       toUnixTimestamp64Milli(trained_at) AS trained_at_ms, windows, model
+FROM {db}.anomaly_models
+WHERE kind = {kind:String}
+ORDER BY kind, entity_type, entity, trained_at DESC
+LIMIT 1 BY kind, entity_type, entity"""
+
+_ANOMALOUS_WINDOWS = """SELECT DISTINCT toUnixTimestamp64Milli(window_start) AS ws, entity_type, entity
+FROM {db}.anomalies
 WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
   AND window_start < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')"""
-_WINDOW_HEALTH = _RECENT_HEALTH.split("\nWHERE")[0] + _ONE_WINDOW + "\nORDER BY service"
-_WINDOW_EDGES = _RECENT_EDGES.split("\nWHERE")[0] + _ONE_WINDOW + "\nORDER BY client, server, connection_type"
+
+_FIRST_FINAL_WINDOW = """SELECT min(ws) AS first_ms, count() AS n FROM (
+    SELECT toUnixTimestamp64Milli(min(window_start)) AS ws FROM {db}.service_health
+    WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+    HAVING count() > 0
+    UNION ALL
+    SELECT toUnixTimestamp64Milli(min(window_start)) AS ws FROM {db}.service_edges
+    WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+    HAVING count() > 0
+)"""
+
+END_OF_TIME_MS = 2**62
 
 
 def _row_values(columns: list[str], row: dict[str, Any]) -> list[Any]:
@@ -158,19 +190,44 @@ class Store:
         """One row per anomalous entity window (factors as a JSON string)."""
         self._insert("anomalies", ANOMALY_COLUMNS, rows)
 
+    def insert_models(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Trained detector models (`MODEL_COLUMNS`; ``model`` is text, e.g. base64 of the bytes)."""
+        self._insert("anomaly_models", MODEL_COLUMNS, rows)
+
+    def latest_models(self, kind: str) -> list[dict[str, Any]]:
+        """The newest stored model of ``kind`` per entity (``trained_at_ms`` in epoch ms)."""
+        return self.backend.query(self._sql(_LATEST_MODELS), {"kind": kind})
+
     def window_final_rows(self, window_start_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """All final health and edge rows of one window."""
-        params = {"since_ms": int(window_start_ms), "until_ms": int(window_start_ms) + 1}
-        health = self.backend.query(self._sql(_WINDOW_HEALTH), params)
-        edges = self.backend.query(self._sql(_WINDOW_EDGES), params)
+        return self.final_rows_between(window_start_ms, window_start_ms + 1)
+
+    def final_rows_between(self, since_ms: int, until_ms: int = END_OF_TIME_MS
+                           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Final health and edge rows with since_ms <= window_start < until_ms, oldest first."""
+        params = {"since_ms": int(since_ms), "until_ms": int(until_ms)}
+        health = self.backend.query(self._sql(_FINAL_HEALTH), params)
+        edges = self.backend.query(self._sql(_FINAL_EDGES), params)
         return [_ms_keys(r) for r in health], [_ms_keys(r) for r in edges]
 
-    def recent_final_rows(self, since_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Final health and edge rows since `since_ms`, oldest first, to warm detectors up."""
-        params = {"since_ms": int(since_ms)}
-        health = self.backend.query(self._sql(_RECENT_HEALTH), params)
-        edges = self.backend.query(self._sql(_RECENT_EDGES), params)
-        return [_ms_keys(r) for r in health], [_ms_keys(r) for r in edges]
+    def anomalous_windows(self, since_ms: int, until_ms: int) -> dict[int, set[tuple[str, str]]]:
+        """window start (ms) -> the (entity_type, entity) pairs flagged in it."""
+        out: dict[int, set[tuple[str, str]]] = {}
+        for r in self.backend.query(self._sql(_ANOMALOUS_WINDOWS), {"since_ms": int(since_ms),
+                                                                    "until_ms": int(until_ms)}):
+            out.setdefault(int(r["ws"]), set()).add((str(r["entity_type"]), str(r["entity"])))
+        return out
+
+    def first_final_window(self, since_ms: int) -> int | None:
+        """Start (epoch ms) of the oldest stored final window at or after since_ms; None if none."""
+        rows = self.backend.query(self._sql(_FIRST_FINAL_WINDOW), {"since_ms": int(since_ms)})
+        return int(rows[0]["first_ms"]) if rows and int(rows[0]["n"]) else None
+
+    def final_window_starts(self, after_ms: int, before_ms: int) -> list[int]:
+        """Starts (epoch ms) of the windows with final rows, after_ms < start < before_ms, ascending."""
+        rows = self.backend.query(self._sql(_FINAL_WINDOW_STARTS),
+                                  {"after_ms": int(after_ms), "before_ms": int(before_ms)})
+        return [int(r["ws"]) for r in rows]
 
     # ------------------------------------------------------------------ partial reads
 

@@ -32,7 +32,7 @@ processors:
   servicegraph:
     store: {{ttl: 1s, max_items: 100000}}
   windows: {{size: {window}, allowed_lateness: {lateness}, idle_timeout: 2s}}
-  anomaly: {{grace_windows: 8, history: 1h, topic: {topic}-anomalies}}
+  anomaly: {{grace_windows: 8, history: 1h, topic: {topic}-anomalies{anomaly_options}}}
 exporters:
   clickhouse: {{endpoint: "chdb://{chdb}", database: otel_insights, ttl: 0s, create_schema: true}}
   prometheus: {{endpoint: "127.0.0.1:{port}"}}
@@ -103,13 +103,15 @@ class Pipeline:
 
 def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: str = "otlp_proto",
                   window: str = "2s", rekey: str = "auto", lateness: str = "2s",
-                  batch: int = 200, anomaly: bool = False) -> Pipeline:
+                  batch: int = 200, anomaly: bool = False, anomaly_options: str = "") -> Pipeline:
+    """A worker config; ``anomaly_options`` is extra flow-style YAML for processors.anomaly."""
     port = free_port()
     cfg = tmp / f"{group}.yaml"
     cfg.write_text(CONFIG.format(bootstrap=bootstrap, group=group, topic=topic, encoding=encoding,
                                  chdb=tmp / f"{group}-chdb", port=port, window=window, rekey=rekey,
                                  lateness=lateness, batch=batch,
-                                 anomaly=", anomaly" if anomaly else ""))
+                                 anomaly=", anomaly" if anomaly else "",
+                                 anomaly_options=f", {anomaly_options}" if anomaly_options else ""))
     return Pipeline(cfg, port, tmp / f"{group}.log")
 
 

@@ -3,19 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from processor.config import load_config
+from processor.detect.autoencoder import Autoencoder
 from processor.generate import FaultSpec, ShopGenerator
 from processor.generate.sinks import send_kafka
-from tests.integration.harness import make_pipeline, wait_until
+from processor.storage.open import open_store
+from processor.storage.store import Store
+from tests.integration.harness import Pipeline, make_pipeline, wait_until
 
 pytestmark = pytest.mark.integration
 W_NS = 2_000_000_000
 LATENCY_METRICS = {"p50_ms", "p95_ms", "p99_ms", "server_p50_ms", "server_p95_ms", "server_p99_ms",
                    "client_p50_ms", "client_p95_ms", "client_p99_ms"}
+
+
+@contextlib.contextmanager
+def _store(p: Pipeline) -> Iterator[Store]:
+    """The stopped worker's ClickHouse store (chdb: one process at a time)."""
+    store = open_store(load_config(p.config_path).clickhouse)  # type: ignore[arg-type]
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _traffic(start: int, faults: list[FaultSpec], seconds: int = 70) -> tuple[list, int]:
+    gen = ShopGenerator(seed=41, rate=120, start_ns=start, faults=faults)
+    # Traffic that simply stops would end in a genuine traffic drop: send whole windows only.
+    traces = [t for t in gen.traces(seconds) if t.end_ns < start + seconds * 10**9]
+    return traces, max(t.end_ns for t in traces) // W_NS * W_NS
+
+
+def _wait_judged(p: Pipeline, last_window: int) -> None:
+    # Detection judges a window a few seconds after it is final: wait for the last one.
+    wait_until(lambda: p.metric("otel_insights_anomaly_judged_window_seconds") * 1e9
+               >= last_window - W_NS, 120, "detectors to judge every window", p)
 
 
 def _run(broker, new_topic, unique_name, tmp_path, faults_at: float | None):
@@ -25,17 +55,12 @@ def _run(broker, new_topic, unique_name, tmp_path, faults_at: float | None):
     if faults_at is not None:
         faults = [FaultSpec("latency_shift", "product-catalog", start + int(faults_at * 1e9),
                             start + int((faults_at + 10) * 1e9), 5.0)]
-    gen = ShopGenerator(seed=41, rate=120, start_ns=start, faults=faults)
-    # Traffic that simply stops would end in a genuine traffic drop: send whole windows only.
-    traces = [t for t in gen.traces(70) if t.end_ns < start + 70 * 10**9]
-    last_window = max(t.end_ns for t in traces) // W_NS * W_NS
+    traces, last_window = _traffic(start, faults)
     p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("a"), anomaly=True).start()
     try:
         asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
-        # Detection judges a window a few seconds after it is final: wait for the last one.
-        wait_until(lambda: p.metric("otel_insights_anomaly_judged_window_seconds") * 1e9
-                   >= last_window - W_NS, 120, "detectors to judge every window", p)
-        return start, p.query("anomalies"), p.metric("otel_insights_anomalies_total")
+        _wait_judged(p, last_window)
+        return start, p.query("anomalies"), p.metric("otel_insights_anomalies_total"), p, last_window
     finally:
         p.stop()
 
@@ -47,7 +72,7 @@ def _ns(iso: str) -> int:
 
 
 def test_latency_fault_becomes_one_incident_on_the_right_entity(broker, new_topic, unique_name, tmp_path) -> None:
-    start, rows, counted = _run(broker, new_topic, unique_name, tmp_path, faults_at=44.0)
+    start, rows, counted, p, last_window = _run(broker, new_topic, unique_name, tmp_path, faults_at=44.0)
     assert rows, "no anomaly detected for a 5x latency shift"
     fault_from, fault_to = start + 44 * 10**9, start + 54 * 10**9
     inside = [r for r in rows if fault_from - 2 * W_NS <= _ns(r["window_start"]) < fault_to + 2 * W_NS]
@@ -62,7 +87,60 @@ def test_latency_fault_becomes_one_incident_on_the_right_entity(broker, new_topi
     assert factors["factors"] and factors["factors"][0]["observed"] > factors["factors"][0]["expected"]
     assert counted == len(rows)
 
+    # A worker that dies after the fault's windows are final but before they are judged:
+    # rewind the stored progress mark to before the fault and drop the verdicts. The
+    # restarted worker must judge those windows (and only those) again.
+    mark = fault_from - 4 * W_NS
+    with _store(p) as store:
+        group = load_config(p.config_path).kafka.group_id  # type: ignore[union-attr]
+        topic = load_config(p.config_path).anomaly.topic  # type: ignore[union-attr]
+        store.save_watermarks(group, topic, {0: mark // 10**6})
+        store.backend.command(f"TRUNCATE TABLE {store.database}.anomalies")
+    p.start()
+    try:
+        _wait_judged(p, last_window)
+        again = p.query("anomalies")
+    finally:
+        p.stop()
+    assert "judging from" in p.log()
+    assert {(r["entity"], r["window_start"]) for r in again} == {(r["entity"], r["window_start"]) for r in rows}
+
 
 def test_fault_free_traffic_produces_no_anomaly(broker, new_topic, unique_name, tmp_path) -> None:
-    _, rows, _ = _run(broker, new_topic, unique_name, tmp_path, faults_at=None)
+    _, rows, _, _, _ = _run(broker, new_topic, unique_name, tmp_path, faults_at=None)
     assert rows == []
+
+
+def test_autoencoders_train_on_stored_windows_are_stored_and_reload(broker, new_topic, unique_name,
+                                                                  tmp_path) -> None:
+    topic = new_topic("spans")
+    start = (time.time_ns() // W_NS - 120) * W_NS
+    traces, last_window = _traffic(start, [])
+    options = ("detectors: [robust, ewma, autoencoder], "
+               "autoencoder: {retrain_interval: 10s, min_history: 40s, hidden: [4, 2], epochs: 20}")
+    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("ae"), anomaly=True,
+                      anomaly_options=options).start()
+    try:
+        asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
+        _wait_judged(p, last_window)
+        # Training is due at start (nothing stored) and every 10 s: one of them has the windows.
+        models = wait_until(lambda: p.metric("otel_insights_anomaly_models"), 90, "trained models", p)
+        assert p.metric("otel_insights_anomaly_model_trainings_total", outcome="ok") >= 1
+        assert p.metric("otel_insights_anomaly_model_trainings_total", outcome="failed") == 0
+    finally:
+        p.stop()
+    with _store(p) as store:
+        stored = store.latest_models("autoencoder")
+    assert len(stored) == models
+    entities = {(r["entity_type"], r["entity"]) for r in stored}
+    assert ("service", "frontend") in entities and any(t == "edge" for t, _ in entities)
+    for r in stored:
+        model = Autoencoder.from_bytes(base64.b64decode(r["model"]))
+        assert model.n_features == (7 if r["entity_type"] == "service" else 5)
+        assert r["windows"] >= 20
+    # A restart loads the stored models instead of starting without them.
+    p.start()
+    try:
+        wait_until(lambda: p.metric("otel_insights_anomaly_models") == models, 60, "models reloaded", p)
+    finally:
+        p.stop()

@@ -349,10 +349,12 @@ def test_migrate_is_idempotent_and_recorded(backend: Backend) -> None:
         )
         by_name = {t["name"]: t for t in tables}
         assert sorted(by_name) == [
-            "anomalies", "pipeline_watermarks", "schema_migrations", "service_edges",
+            "anomalies", "anomaly_models", "pipeline_watermarks", "schema_migrations", "service_edges",
             "service_edges_partial", "service_health", "service_health_partial",
         ]  # fmt: skip
-        assert all(t["engine"] == "ReplacingMergeTree" for t in tables)
+        # Model history is kept (newest read with LIMIT BY); everything else replaces.
+        assert by_name.pop("anomaly_models")["engine"] == "MergeTree"
+        assert all(t["engine"] == "ReplacingMergeTree" for t in by_name.values())
         health_ddl = by_name["service_health"]["create_table_query"]
         assert "PARTITION BY toDate(window_start)" in health_ddl
         assert f"toIntervalSecond({TTL_SECONDS})" in health_ddl
@@ -580,6 +582,41 @@ def test_watermarks_round_trip(store: Store) -> None:
     store.save_watermarks("stage1", "partials", {0: 7})
     assert store.load_watermarks("stage1", "otlp_spans") == {0: 1_500, 1: 2_000, 65535: 5}
     assert store.load_watermarks("stage2", "otlp_spans") == {0: 9}
+
+
+def test_detection_reads_windows_anomalies_and_newest_models(backend: Backend) -> None:
+    s = Store(backend, _unique_db())
+    s.migrate(TTL_SECONDS)
+    try:
+        assert s.first_final_window(0) is None and s.final_window_starts(0, 2**62) == []
+        s.insert_health_final([health_final("cart", w, 100, 20.0, 1) for w in (3, 5)])
+        s.insert_health_final([health_final("cart", 5, 120, 20.0, 2)])  # re-finalised: replaces
+        s.insert_edges_final([edge_final("web", "cart", w, np.full(10, 5.0), 0, 1) for w in (4, 5)])
+        ms = [BASE_MS + w * MINUTE_MS for w in range(7)]
+        assert s.first_final_window(0) == ms[3] and s.first_final_window(ms[3] + 1) == ms[4]
+        assert s.final_window_starts(ms[3], ms[6]) == [ms[4], ms[5]]  # both bounds exclusive
+        health, edges = s.final_rows_between(ms[4], ms[6])
+        assert [(r["window_start"], r["calls"]) for r in health] == [(ms[5], 120)]
+        assert [r["window_start"] for r in edges] == [ms[4], ms[5]]
+        s.insert_anomalies([{"detected_at": ms[6], "window_start": ms[5], "window_end": ms[6],
+                             "entity_type": t, "entity": e, "incident_id": "inc-1", "metric": "rate",
+                             "observed": 1.0, "expected": 2.0, "score": 0.9, "severity": "critical",
+                             "detectors": ["robust"], "factors": "{}"}
+                            for t, e in (("service", "cart"), ("edge", "web->cart"))])
+        assert s.anomalous_windows(ms[0], ms[6]) == {ms[5]: {("service", "cart"), ("edge", "web->cart")}}
+        assert s.anomalous_windows(ms[0], ms[5]) == {}
+
+        def model(entity: str, at: int, blob: str) -> dict[str, Any]:
+            return {"kind": "autoencoder", "entity_type": "service", "entity": entity, "format_version": 1,
+                    "trained_at": at, "trained_from": at - 1000, "trained_until": at, "windows": 240,
+                    "model": blob}
+
+        s.insert_models([model("cart", ms[1], "old"), model("cart", ms[2], "new"), model("web", ms[1], "w")])
+        latest = {r["entity"]: (r["model"], r["trained_at_ms"]) for r in s.latest_models("autoencoder")}
+        assert latest == {"cart": ("new", ms[2]), "web": ("w", ms[1])}
+        assert s.latest_models("other") == []
+    finally:
+        backend.command(f"DROP DATABASE IF EXISTS {s.database}")
 
 
 def test_recent_health_p95_returns_last_windows_oldest_first(store: Store) -> None:

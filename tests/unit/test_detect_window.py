@@ -272,12 +272,46 @@ def test_settings_are_validated() -> None:
     assert AnomalySettings(window_size_ms=60_000).period_windows == 1440
 
 
-def test_autoencoder_member_runs_when_chosen() -> None:
-    settings = AnomalySettings(detectors=("robust", "autoencoder"), autoencoder_buffer_windows=120,
-                               autoencoder_retrain_windows=1000)
-    det = WindowDetector(settings)
+def _fan_window(det: WindowDetector, i: int, traffic: Traffic, callers: tuple[str, ...]) -> list[Verdict]:
+    """cart called by ``callers`` (the same total traffic whoever calls it)."""
+    cart = traffic.row()
+    share = {"calls_factor": 1.0 / len(callers)}
+    edges = [traffic.edge_row(c, "cart", **share) for c in callers]
+    return det.observe_window(i * W, [{"service": "cart", **cart}], edges)
+
+
+def test_stored_autoencoder_flags_a_lost_caller_that_no_single_metric_shows() -> None:
+    from processor.detect.autoencoder import Autoencoder
+    from processor.detect.entity_models import ModelSpec, TrainingSet, train_models
+
+    settings = AnomalySettings(detectors=("robust", "ewma", "autoencoder"))
     traffic = Traffic(30)
-    feed(det, traffic, 260)  # its quietness on noise is the autoencoder's own business
-    v = feed(det, traffic, 2, start=260, latency_factor=4.0)[0]
-    assert v.metric.endswith("_ms")
-    assert "autoencoder" in {f["detector"] for f in v.factors}
+    history = TrainingSet(settings.min_requests, 1000)
+    det = WindowDetector(settings)
+    for i in range(300):
+        cart = traffic.row()
+        edges = [traffic.edge_row(c, "cart", calls_factor=0.5) for c in ("web", "api")]
+        assert det.observe_window(i * W, [{"service": "cart", **cart}], edges) == []
+        history.add_window([{"service": "cart", **cart}], edges)
+    spec = ModelSpec(hidden=(6, 3), epochs=40, min_windows=200, max_windows=1000)
+    models = {k: Autoencoder.from_bytes(b) for k, b in train_models(history.matrices(), spec).items()}
+    assert ("service", "cart") in models and ("edge", "web->cart") in models
+    plain = WindowDetector.from_bytes(det.state_bytes())  # the same state, no models
+    det.load_models(models)
+    with_model: list[Verdict] = []
+    without: list[Verdict] = []
+    for i in range(300, 302):  # api stops calling; web carries all of cart's traffic
+        with_model += _fan_window(det, i, traffic, ("web",))
+        without += _fan_window(plain, i, traffic, ("web",))
+    assert not [v for v in without if v.entity == "cart"]  # no single metric of cart moved
+    cart = [v for v in with_model if v.entity == "cart"]
+    assert cart and cart[0].metric == "fan_in" and "autoencoder" in cart[0].detectors
+    assert cart[0].observed == 1 and cart[0].expected == pytest.approx(2, abs=0.5)
+
+
+def test_models_are_ignored_unless_the_autoencoder_is_chosen() -> None:
+    from processor.detect.autoencoder import Autoencoder
+
+    det = WindowDetector(AnomalySettings(detectors=("robust",)))
+    det.load_models({("service", "cart"): Autoencoder()})
+    assert det.models() == {}
