@@ -81,8 +81,8 @@ class EWMA(Detector):
         if self.n_learned == 0:
             return 0.0
         # Student-t -> Gaussian with n - 1 dof: guards the warm-up, fades as values accumulate.
-        z = stats.t_to_z((x - self._mean) / self._scale(), self.n_learned - 1)
-        return stats.squash(stats.directed(z, self.direction), self.z0, self.tau)
+        return stats.squash_t((x - self._mean) / self._scale(), self.n_learned - 1, self.direction,
+                              self.z0, self.tau)
 
     def explain_one(self, x: float) -> Explanation:
         if self.n_learned == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from typing import Any
 
 import numpy as np
@@ -59,29 +60,56 @@ class RobustBaseline(Detector):
         self.min_scale = min_scale
         self.min_relative_scale = min_relative_scale
         self._ring = Ring(window)
-        # Median/scale are recomputed lazily: learning is O(1), the first score after it sorts.
+        # The ring's values kept sorted as well (bisect in, bisect out): the median is an
+        # index and the MAD a binary search (stats.median_mad_sorted_list), not a fresh sort.
+        # Derived state: not pickled, rebuilt from the ring (__setstate__).
+        self._sorted: list[float] = []
+        # Median/scale are recomputed lazily: the first score after a learn refreshes them.
         self._stale = True
         self._med = float("nan")
         self._scale = float("nan")
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_sorted"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._sorted = sorted(self._ring.filled().tolist())
+
     def _stats(self) -> tuple[float, float]:
         if self._stale:
-            med, scale = stats.median_mad_sorted(np.sort(self._ring.filled()))
+            med, scale = stats.median_mad_sorted_list(self._sorted)
             self._med = med
             self._scale = stats.floor_scale(scale, med, self.min_scale, self.min_relative_scale)
             self._stale = False
         return self._med, self._scale
 
     def _learn(self, x: float) -> None:
-        self._ring.push(x)
+        ring, srt = self._ring, self._sorted
+        if ring.size == ring.capacity:  # the oldest value leaves the window
+            del srt[bisect_left(srt, ring.buf.item(ring.pos))]
+        insort(srt, float(x))
+        ring.push(x)
         self._stale = True
 
     def _score(self, x: float) -> float:
-        if self._ring.size == 0:
+        size = self._ring.size
+        if size == 0:
             return 0.0
+        if self._stale and self.z0 >= 0.0:
+            # Most values sit well inside the baseline: the median is two list reads, and the
+            # scale is never below its floors, so a value within z0 floors of the median scores
+            # 0 whatever the MAD is (|x - med| / scale <= |x - med| / floor, rounding included);
+            # the MAD waits until a value comes close enough to need it.
+            srt = self._sorted
+            med = (srt[(size - 1) // 2] + srt[size // 2]) * 0.5
+            floor = max(self.min_scale, self.min_relative_scale * abs(med), stats.TINY_SCALE)
+            if stats.directed((x - med) / floor, self.direction) <= self.z0:
+                return 0.0
         med, scale = self._stats()
-        z = stats.t_to_z((x - med) / scale, self._ring.size - 1)
-        return stats.squash(stats.directed(z, self.direction), self.z0, self.tau)
+        return stats.squash_t((x - med) / scale, self._ring.size - 1, self.direction, self.z0, self.tau)
 
     def explain_one(self, x: float) -> Explanation:
         if self._ring.size == 0:
@@ -139,6 +167,7 @@ class RobustBaseline(Detector):
             self._ring.extend(part)
         out[i:][rest_usable] = scores
         self.n_learned += int(learned.size)
+        self._sorted = sorted(self._ring.filled().tolist())
         self._stale = True
         return out
 

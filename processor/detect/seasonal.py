@@ -74,11 +74,15 @@ class Seasonal(Detector):
             {lag * period - j for lag in self.lags for j in range(-half_width, half_width + 1)}
         )
         self._ring = Ring(self._agos_list[-1], dtype=np.float32)
+        # Indexing a memoryview of the ring gives Python floats at half the cost of
+        # ndarray.item(); derived, so not pickled (the view cannot be) and rebuilt on load.
+        self._view = self._ring.buf.data
         self._slots = 0  # slots seen (values and gaps): the clock
         self._resid = float("nan")  # EW mean of |x - expected|
         self._n_resid = 0
-        self._cache_slot = -1
-        self._cache: tuple[float, float] = (float("nan"), float("nan"))
+        self._cache_slot = -1  # the slot _cache and _refs belong to
+        self._cache: tuple[float, float | None] = (float("nan"), float("nan"))  # (expected, spread or None)
+        self._refs: list[float] = []  # references of that slot, ascending
 
     @property
     def clocked(self) -> bool:
@@ -94,36 +98,75 @@ class Seasonal(Detector):
         for v in values:
             self.learn_one(v)
 
-    def _references(self) -> tuple[float, float]:
-        """(expected, spread) for the slot about to be filled; NaN expected when no references."""
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_view"]
+        state["_refs"] = []  # the per-slot cache is rebuilt on demand
+        state["_cache_slot"] = -1
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._refs = []
+        self._cache_slot = -1
+        self._view = self._ring.buf.data
+
+    def _expected(self) -> float:
+        """Median of the references for the slot about to be filled; NaN when there are none.
+
+        Cached per slot with the sorted references: the spread (their MAD) is only worked out
+        when a value comes close enough to the floors to need it (:meth:`_references`).
+        """
         if self._cache_slot == self._slots:
-            return self._cache
-        ring = self._ring
-        buf, pos, cap, size = ring.buf, ring.pos, ring.capacity, ring.size
+            return self._cache[0]
+        ring, view = self._ring, self._view
+        pos, cap, size = ring.pos, ring.capacity, ring.size
         # A handful of references: plain Python beats numpy's per-call overhead here.
-        refs = []
+        refs: list[float] = []
         for ago in self._agos_list:
             if ago > size:
                 break
-            v = float(buf[(pos - ago) % cap])
+            v = view[(pos - ago) % cap]
             if v == v:
                 refs.append(v)
-        if not refs:
-            result = (float("nan"), float("nan"))
-        else:
-            result = stats.median_mad_small(refs)
-        self._cache_slot, self._cache = self._slots, result
-        return result
+        refs.sort()
+        n = len(refs)
+        expected = (refs[(n - 1) // 2] + refs[n // 2]) * 0.5 if n else float("nan")
+        self._cache_slot, self._cache, self._refs = self._slots, (expected, None), refs
+        return expected
+
+    def _references(self) -> tuple[float, float]:
+        """(expected, spread) for the slot about to be filled; NaN expected when no references.
+
+        As ``stats.median_mad_small`` of the references, worked out in two steps.
+        """
+        expected = self._expected()
+        spread = self._cache[1]
+        if spread is None:
+            spread = stats.mad_scale_small(self._refs, expected) if self._refs else float("nan")
+            self._cache = (expected, spread)
+        return expected, spread
+
+    def _floor(self, expected: float) -> float:
+        """What the scale is never below, whatever the spread: all of :meth:`_scale` but it."""
+        resid = stats.MEAN_AD_TO_SIGMA * self._resid if self._n_resid else 0.0
+        return max(resid, self.min_scale, self.min_relative_scale * abs(expected), stats.TINY_SCALE)
 
     def _scale(self, expected: float, spread: float) -> float:
         resid = stats.MEAN_AD_TO_SIGMA * self._resid if self._n_resid else 0.0
-        return stats.floor_scale(max(spread, resid), expected, self.min_scale, self.min_relative_scale)
+        # stats.floor_scale(max(spread, resid), ...) flattened: one call fewer per score and learn.
+        return max(spread, resid, self.min_scale, self.min_relative_scale * abs(expected), stats.TINY_SCALE)
 
     def _score(self, x: float) -> float:
-        expected, spread = self._references()
+        expected = self._expected()
         if expected != expected:  # NaN: nothing to compare with yet
             return 0.0
-        z = (x - expected) / self._scale(expected, spread)
+        d = x - expected
+        # Within z0 floors of the expected value the score is 0 whatever the spread (the scale
+        # is at least the floor, and division rounds monotonically): skip working it out.
+        if self.z0 >= 0.0 and stats.directed(d / self._floor(expected), self.direction) <= self.z0:
+            return 0.0
+        z = d / self._scale(expected, self._references()[1])
         return stats.squash(stats.directed(z, self.direction), self.z0, self.tau)
 
     def explain_one(self, x: float) -> Explanation:
@@ -133,11 +176,12 @@ class Seasonal(Detector):
         return Explanation(expected, (float(x) - expected) / self._scale(expected, spread))
 
     def _learn(self, x: float) -> None:
-        expected, spread = self._references()
+        expected = self._expected()
         if expected == expected:
             r = abs(x - expected)
-            if self._n_resid:
-                r = min(r, self.resid_cap * self._scale(expected, spread))
+            # The cap only bites when r exceeds resid_cap scales; below resid_cap floors it cannot.
+            if self._n_resid and not (self.resid_cap >= 0.0 and r <= self.resid_cap * self._floor(expected)):
+                r = min(r, self.resid_cap * self._scale(*self._references()))
             self._n_resid += 1
             # Plain mean for the first 1/alpha residuals, then exponential forgetting.
             w = max(self.alpha, 1.0 / self._n_resid)
