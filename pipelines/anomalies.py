@@ -133,6 +133,23 @@ class AnomalyStage:
         starts = await self.rt.io_call(self.rt.store.final_window_starts, after, before)
         for ws in starts:
             self.pending.setdefault(ws, now)
+        if self.cfg.judge_empty_windows and self.last_window_ms >= 0:
+            self._queue_silence(final_before, now)
+
+    def _queue_silence(self, final_before: int, now: float) -> None:
+        """Queue windows with no rows at all that no input can still fill.
+
+        Such a window must be final (its end at or before the watermark; with every input
+        idle that bound is open) and end an idle timeout before the wall clock, after which
+        an input that has sent nothing is taken to have nothing to send. Only windows after
+        one already judged: silence before the first data is not an outage.
+        """
+        now_ms = int(time.time() * 1000)
+        bound = min(final_before, now_ms - self.rt.config.windows.idle_timeout.ms)
+        first = max(self.last_window_ms, max(self.pending, default=-1)) + self.window_ms
+        first = max(first, now_ms - self.cfg.history.ms - (now_ms - self.cfg.history.ms) % self.window_ms)
+        for ws in range(first, bound - self.window_ms + 1, self.window_ms):
+            self.pending.setdefault(ws, now)
 
     async def _judge(self, ws: int) -> None:
         h_rows, e_rows = await self.rt.io_call(self.rt.store.window_final_rows, ws)

@@ -266,6 +266,9 @@ class AnomalyConfig(Frozen):
     incident_gap_windows: Positive = 2  # consecutive anomalous windows within this gap: one incident
     history: Duration = Duration.parse("24h")  # final windows replayed from ClickHouse at start
     topic: NonEmptyStr = "otel-insights-anomalies"
+    # A window in which nothing arrived at all, once every input partition is idle past it,
+    # is judged as zero traffic for every tracked entity: a total outage leaves only silence.
+    judge_empty_windows: bool = True
     autoencoder: AutoencoderConfig = AutoencoderConfig()  # used when detectors lists autoencoder
 
     @model_validator(mode="after")

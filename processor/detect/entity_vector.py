@@ -72,3 +72,20 @@ def group_by_window(health_rows: Iterable[Mapping[str, Any]], edge_rows: Iterabl
             by.setdefault(int(row["window_start"]), ([], []))[i].append(row)
     for ws in sorted(by):
         yield ws, by[ws][0], by[ws][1]
+
+
+def merge_edge_rows(edge_rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One row per edge entity (client->server): a pair seen under two connection types (a
+    direct call and a messaging hop) is one entity. Counts add up; quantiles are those of the
+    busier row (the stored sketches are not at hand here)."""
+    merged: dict[str, Mapping[str, Any]] = {}
+    for row in edge_rows:
+        name = edge_entity(row)
+        held = merged.get(name)
+        if held is None:
+            merged[name] = row
+            continue
+        busier = row if int(row.get("requests", 0)) > int(held.get("requests", 0)) else held
+        merged[name] = {**busier, "requests": int(row.get("requests", 0)) + int(held.get("requests", 0)),
+                        "failed": int(row.get("failed", 0)) + int(held.get("failed", 0))}
+    return list(merged.values())

@@ -39,6 +39,7 @@ from processor.detect.faults_scenario import (
     make_schedule,
     related_entities,
     window_rows,
+    with_silences,
 )
 from processor.detect.window import AnomalySettings, WindowDetector
 from processor.generate import FaultSpec, ShopGenerator
@@ -99,7 +100,8 @@ def run_one(spec: RunSpec) -> RunResult:
     entities: set[tuple[str, str]] = set()
     n_obs, detect_s = 0, 0.0
     trainer = _ScheduledTraining(spec) if "autoencoder" in spec.settings.detectors else None
-    for i, wr in enumerate(window_rows(gen, windows * spec.window_s, window_ns)):
+    for i, wr in enumerate(with_silences(window_rows(gen, windows * spec.window_s, window_ns),
+                                         spec.window_s * 1000)):
         if trainer is not None:
             trainer.maybe_train(i, det)
         entities.update(("service", r["service"]) for r in wr.health)

@@ -9,7 +9,7 @@ latency sides (0 for an absent side, as ``Finalizer.final_edges`` stores it).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,21 @@ class WindowRows:
     window_start_ms: int
     health: list[dict[str, Any]]
     edges: list[dict[str, Any]]
+
+
+def with_silences(windows: Iterable[WindowRows], window_ms: int) -> Iterator[WindowRows]:
+    """The windows plus an empty one for every window in between that had no traffic at all.
+
+    What the pipeline judges with ``processors.anomaly.judge_empty_windows``: a total outage
+    (the entry service stops, so nothing downstream runs) leaves no rows, only silence.
+    """
+    last: int | None = None
+    for wr in windows:
+        if last is not None:
+            for ws in range(last + window_ms, wr.window_start_ms, window_ms):
+                yield WindowRows(ws, [], [])
+        last = wr.window_start_ms
+        yield wr
 
 
 def _quantiles(values: list[float]) -> tuple[float, float, float]:

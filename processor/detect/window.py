@@ -68,6 +68,7 @@ from processor.detect.entity_vector import (
     features,
     from_model,
     group_by_window,
+    merge_edge_rows,
     to_model,
 )
 from processor.detect.ewma import EWMA
@@ -219,7 +220,7 @@ class WindowDetector:
         """
         out: list[Verdict] = []
         seen: set[tuple[str, str]] = set()
-        health_rows, edge_rows = list(health_rows), list(edge_rows)
+        health_rows, edge_rows = list(health_rows), merge_edge_rows(edge_rows)
         vectors = window_vectors(health_rows, edge_rows, self.settings.min_requests) if self._models else {}
         for kind, rows in ((SERVICE, health_rows), (EDGE, edge_rows)):
             for row in rows:

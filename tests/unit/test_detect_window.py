@@ -315,3 +315,19 @@ def test_models_are_ignored_unless_the_autoencoder_is_chosen() -> None:
     det = WindowDetector(AnomalySettings(detectors=("robust",)))
     det.load_models({("service", "cart"): Autoencoder()})
     assert det.models() == {}
+
+
+def test_an_edge_under_two_connection_types_is_one_entity_with_summed_counts() -> None:
+    det = WindowDetector(AnomalySettings(grace_windows=5))
+    traffic = Traffic(4, calls=200.0)
+    for i in range(40):
+        direct = traffic.edge_row("checkout", "email")
+        queued = {**traffic.edge_row("checkout", "email"), "connection_type": "messaging_system"}
+        assert det.observe_window(i * W, [], [direct, queued]) == []
+    # The queue path stops: half the pair's traffic is gone. Dropping the second row (as a
+    # repeat of the window) would have hidden it, and summing shows it.
+    verdicts = []
+    for i in range(40, 43):
+        verdicts += det.observe_window(i * W, [], [traffic.edge_row("checkout", "email")])
+    assert det.entities() == [("edge", "checkout->email")]
+    assert verdicts and verdicts[0].metric == "rate" and verdicts[0].expected > 300
