@@ -145,6 +145,39 @@ def bench_e2e(n_spans: int, batch: int) -> None:
           f"worker RSS {rss_kb // 1024} MB)")
 
 
+def bench_detect_share(seconds: int, rate: float) -> None:
+    """Stage-2 and detection wall time inside a real worker (its busy-time counters)."""
+    from processor.generate.sinks import send_kafka
+    from processor.localstack import LocalBroker
+    from tests.integration.harness import make_pipeline
+
+    window_s = 2
+    start = (time.time_ns() // 10**9 - seconds - 30) // window_s * window_s * 10**9
+    gen = ShopGenerator(seed=3, rate=rate, start_ns=start)
+    traces = [t for t in gen.traces(seconds) if t.end_ns < start + seconds * 10**9]
+    last_window_s = max(t.end_ns for t in traces) // 10**9 // window_s * window_s
+    with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        broker.create_topic("bench", 3)
+        asyncio.run(send_kafka(traces, [broker.bootstrap], "bench"))
+        p = make_pipeline(Path(tmp), broker.bootstrap, "bench", "bench", window=f"{window_s}s", anomaly=True)
+        p.start()
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if p.metric("otel_insights_anomaly_judged_window_seconds") >= last_window_s - window_s:
+                break
+            time.sleep(1.0)
+        busy = {step: p.metric("otel_insights_stage_busy_seconds_total", step=step)
+                for step in ("stage1", "stage2", "detection")}
+        rows = p.metric("otel_insights_windows_finalized_total")
+        p.stop()
+    share = busy["detection"] / (busy["stage2"] + busy["detection"])
+    print(f"  detection in a worker: {seconds} s of traffic at {rate:.0f} traces/s, {window_s} s windows, "
+          f"{rows:,.0f} final rows")
+    print(f"    busy seconds: stage1 {busy['stage1']:.2f}, stage2 {busy['stage2']:.2f}, "
+          f"detection {busy['detection']:.2f} -> detection is {100 * share:.1f}% of stage 2 + detection "
+          f"({1e6 * busy['detection'] / max(rows, 1):.0f} us per final row judged)")
+
+
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -157,12 +190,17 @@ def main() -> None:
     ap.add_argument("--spans", type=int, default=400_000)
     ap.add_argument("--e2e", action="store_true", help="also run through the local broker into chdb")
     ap.add_argument("--batch", type=int, default=2000, help="receivers.kafka.max_batch_records for --e2e")
+    ap.add_argument("--detect", type=int, default=0, metavar="SECONDS",
+                    help="also measure detection's share of stage 2 in a worker on this much traffic")
+    ap.add_argument("--rate", type=float, default=200.0, help="traces/s for --detect")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cpus {os.cpu_count()}")
     bench_inprocess(args.spans)
     bench_store_memory(100_000)
     if args.e2e:
         bench_e2e(args.spans, args.batch)
+    if args.detect:
+        bench_detect_share(args.detect, args.rate)
     print(f"  bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
 
 

@@ -21,12 +21,14 @@ from processor.detect.autoencoder import Autoencoder
 from processor.detect.entity_vector import group_by_window
 from processor.detect.incidents import IncidentTracker
 from processor.detect.window import AnomalySettings, WindowDetector
+from processor.storage.store import END_OF_TIME_MS
 
 log = logging.getLogger("otel_insights.anomaly")
 SCHEMA_VERSION = 1
 PROGRESS_PARTITION = 0  # progress is kept in pipeline_watermarks under (group, anomaly topic, 0)
 REPLAY_CHUNK_WINDOWS = 60  # stored windows per ClickHouse read during warm-up
-DISCOVER_EVERY_S = 2.0  # look for newly final windows at least this often
+SAVE_PROGRESS_EVERY_S = 5.0  # a crash re-judges at most this much (one window at 60 s windows)
+DISCOVER_EVERY_S = 2.0  # how often to look for the first stored window, before any
 
 
 class AnomalyStage:
@@ -52,7 +54,13 @@ class AnomalyStage:
         self.last_window_ms = -1  # newest window judged (or replayed as judged)
         self.pending: dict[int, float] = {}  # final window start -> when it was first seen final
         self._warm = False
-        self._discovered: tuple[int | None, float] = (None, 0.0)  # (final_before_ms, monotonic)
+        self._first_query_at = 0.0
+        self._saved_ms, self._saved_at = -1, 0.0  # progress mark last stored, and when
+        self.all_local = False
+        # Rows stage 2 wrote here, by window; trusted only for windows after local_after (the
+        # newest window that had rows before this worker started judging with every partition).
+        self.local: dict[int, tuple[dict[str, dict], dict[tuple[str, str, str], dict]]] = {}
+        self.local_after = -1
 
     async def warm_up(self) -> None:
         """Rebuild detector state from stored final windows, and open incidents.
@@ -80,6 +88,10 @@ class AnomalyStage:
                 windows += 1
         if judged is not None:  # windows older than `history` are not judged late
             self.last_window_ms = max(self.last_window_ms, judged, since - self.window_ms)
+        # Windows with rows stored before this start are read back when judged, never taken
+        # from the rows this process writes (it may not write all of theirs).
+        unjudged = await self.rt.io_call(self.rt.store.final_window_starts, self.last_window_ms, END_OF_TIME_MS)
+        self.local_after = max(self.local_after, self.last_window_ms, *unjudged)
         horizon = now_ms - (self.cfg.incident_gap_windows + 2) * self.window_ms
         recent = await self.rt.io_call(self.rt.store.named_query, "anomalies", horizon)
         self.tracker.seed({**r, "window_start": _ms(r["window_start"])} for r in recent)
@@ -87,8 +99,12 @@ class AnomalyStage:
         log.info("anomaly detection warmed up on %d stored window(s)%s", windows,
                  f"; judging from {judged + self.window_ms} on" if judged is not None else "")
 
-    async def tick(self, owner: bool) -> None:
+    async def tick(self, owner: bool, all_local: bool = False) -> None:
         """Judge settled final windows, oldest first, from their complete final rows.
+
+        ``owner``: this worker owns partials partition 0 (it judges). ``all_local``: it owns
+        every partials partition, so it finalises every row itself and can judge from the
+        rows it wrote instead of reading them back.
 
         A window's rows can be written by several workers, a little apart, so detection
         waits `settle_s` after a window was first seen final, then reads every final row of
@@ -103,10 +119,16 @@ class AnomalyStage:
         self.owner = True
         if not self._warm:
             await self.warm_up()
+        if all_local and not self.all_local:
+            # Rows finalised before now may have been written elsewhere: read those back.
+            self.local_after = max(self.local_after, self.last_window_ms, max(self.local, default=-1),
+                                   max(self.pending, default=-1))
+        self.all_local = all_local
         if self.trainer is not None and self.trainer.due():
             self.trainer.start(self._use_models)
         await self._discover()
         now = time.monotonic()
+        judged = False
         for ws in sorted(self.pending):
             if now - self.pending[ws] < self.settle_s:
                 break  # keep windows in order
@@ -114,55 +136,72 @@ class AnomalyStage:
             if ws <= self.last_window_ms:
                 continue  # judged already (re-finalised); learning twice would skew
             await self._judge(ws)
+            judged = True
+        if judged:
+            self.rt.telemetry.set("otel_insights_anomaly_judged_window_seconds", self.last_window_ms / 1000)
+        if self.last_window_ms > self._saved_ms and now - self._saved_at >= SAVE_PROGRESS_EVERY_S:
+            # After the outputs: a crash before this re-judges those windows (at least once).
+            await self.rt.io_call(self.rt.store.save_watermarks, self.rt.kafka.group_id, self.cfg.topic,
+                                  {PROGRESS_PARTITION: self.last_window_ms})
+            self._saved_ms, self._saved_at = self.last_window_ms, now
+
+    def remember(self, health_rows: list[dict], edge_rows: list[dict]) -> None:
+        """Final rows stage 2 just wrote: the judge's own copy, so it need not read them back."""
+        if not self.owner:
+            return
+        # A re-finalised row replaces the earlier one.
+        for r in health_rows:
+            if int(r["window_start"]) > self.last_window_ms:
+                self.local.setdefault(int(r["window_start"]), ({}, {}))[0][r["service"]] = r
+        for r in edge_rows:
+            if int(r["window_start"]) > self.last_window_ms:
+                key = (r["client"], r["server"], r["connection_type"])
+                self.local.setdefault(int(r["window_start"]), ({}, {}))[1][key] = r
 
     async def _discover(self) -> None:
-        """Queue the windows that are final on every input partition and have stored rows."""
+        """Queue every window that is final on every input and can no longer fill.
+
+        Final: its end is at or before the lowest watermark of the active inputs (with every
+        input idle that bound is open). Can no longer fill: it also ends an idle timeout
+        before the wall clock, after which an input that sent nothing has nothing to send.
+        Whether the window has rows is found when it is judged.
+        """
         final_before = self.rt.finalizer.final_before_ms()
         if final_before is None:
             return
-        last, at = self._discovered
-        now = time.monotonic()
-        if final_before == last and now - at < DISCOVER_EVERY_S:
-            return
-        self._discovered = (final_before, now)
-        after = max(self.last_window_ms, max(self.pending, default=-1))
-        # A window is final once its end is at or before the watermark: start < final_before - size + 1.
-        before = min(final_before - self.window_ms + 1, int(time.time() * 1000) + self.window_ms)
-        if before <= after + 1:
-            return
-        starts = await self.rt.io_call(self.rt.store.final_window_starts, after, before)
-        for ws in starts:
-            self.pending.setdefault(ws, now)
-        if self.cfg.judge_empty_windows and self.last_window_ms >= 0:
-            self._queue_silence(final_before, now)
-
-    def _queue_silence(self, final_before: int, now: float) -> None:
-        """Queue windows with no rows at all that no input can still fill.
-
-        Such a window must be final (its end at or before the watermark; with every input
-        idle that bound is open) and end an idle timeout before the wall clock, after which
-        an input that has sent nothing is taken to have nothing to send. Only windows after
-        one already judged: silence before the first data is not an outage.
-        """
         now_ms = int(time.time() * 1000)
         bound = min(final_before, now_ms - self.rt.config.windows.idle_timeout.ms)
-        first = max(self.last_window_ms, max(self.pending, default=-1)) + self.window_ms
-        first = max(first, now_ms - self.cfg.history.ms - (now_ms - self.cfg.history.ms) % self.window_ms)
-        for ws in range(first, bound - self.window_ms + 1, self.window_ms):
+        start = max(self.last_window_ms, max(self.pending, default=-1))
+        if start < 0:  # nothing judged yet: start at the first window with data
+            first = min(self.local, default=None)
+            if first is None and time.monotonic() - self._first_query_at >= DISCOVER_EVERY_S:
+                self._first_query_at = time.monotonic()
+                first = await self.rt.io_call(self.rt.store.first_final_window, now_ms - self.cfg.history.ms)
+            if first is None:
+                return
+            start = first - self.window_ms
+        oldest = now_ms - self.cfg.history.ms
+        start = max(start, oldest - oldest % self.window_ms - self.window_ms)
+        now = time.monotonic()
+        for ws in range(start + self.window_ms, bound - self.window_ms + 1, self.window_ms):
             self.pending.setdefault(ws, now)
 
     async def _judge(self, ws: int) -> None:
-        h_rows, e_rows = await self.rt.io_call(self.rt.store.window_final_rows, ws)
+        held = self.local.pop(ws, None)
+        for old in [w for w in self.local if w < ws]:
+            del self.local[old]
+        if self.all_local and ws > self.local_after:
+            h_rows, e_rows = (list(held[0].values()), list(held[1].values())) if held else ([], [])
+        else:
+            h_rows, e_rows = await self.rt.io_call(self.rt.store.window_final_rows, ws)
+        self.last_window_ms = ws
+        if not h_rows and not e_rows and not self.cfg.judge_empty_windows:
+            return  # no data: a gap for the detectors, not zero traffic
         verdicts = self.detector.observe_window(ws, h_rows, e_rows)
         rows = [self._row(v, a.incident_id, a.new, e_rows)
                 for v, a in zip(verdicts, self.tracker.assign(verdicts), strict=True)]
         if rows:
             await self._publish(rows)
-        self.last_window_ms = ws
-        # After the outputs: a crash before this line re-judges the window (at least once).
-        await self.rt.io_call(self.rt.store.save_watermarks, self.rt.kafka.group_id, self.cfg.topic,
-                              {PROGRESS_PARTITION: ws})
-        self.rt.telemetry.set("otel_insights_anomaly_judged_window_seconds", ws / 1000)
 
     def _use_models(self, models: dict[tuple[str, str], Autoencoder]) -> None:
         self.detector.load_models(models)

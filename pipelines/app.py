@@ -12,11 +12,14 @@ Stream topology (read this file to see all of it):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import faust
@@ -42,6 +45,7 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
         kafka.group_id,
         broker=[f"kafka://{b}" for b in kafka.brokers],
         store="memory://",
+        datadir=_faust_dir(kafka.group_id),
         autodiscover=False,
         topic_allow_declare=False,  # topics are created up front (see pipelines.topics)
         topic_disable_leader=True,
@@ -75,7 +79,7 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
         from pipelines.anomalies import AnomalyStage
 
         anomaly = AnomalyStage(rt, cfg.anomaly, app.topic(cfg.anomaly.topic, **raw))
-    stage2 = Stage2(rt)
+    stage2 = Stage2(rt, on_final=anomaly.remember if anomaly is not None else None)
     wait_s = kafka.max_batch_wait.seconds
     stage1_topics = {kafka.traces.topic, kafka.rekey_topic}
 
@@ -83,13 +87,15 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
     async def stage1_agent(stream: Any) -> None:
         async for events in stream.take_events(kafka.max_batch_records, within=wait_s):
             async with rt.lock1:
-                await _guarded(app, rt, stage1.process, list(events))
+                with _busy(rt, "stage1"):
+                    await _guarded(app, rt, stage1.process, list(events))
 
     @app.agent(partials, name="stage2")
     async def stage2_agent(stream: Any) -> None:
         async for events in stream.take_events(2000, within=wait_s):
             async with rt.lock2:
-                await _guarded(app, rt, stage2.process, list(events))
+                with _busy(rt, "stage2"):
+                    await _guarded(app, rt, stage2.process, list(events))
 
     @app.timer(1.0)
     async def stage1_timer() -> None:
@@ -97,8 +103,10 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
             return
         assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()
                     if tp.topic in stage1_topics}
+        backlog = await _backlog(app, rt, assigned)
         async with rt.lock1:
-            await stage1.tick(assigned)
+            with _busy(rt, "stage1"):
+                await stage1.tick(assigned, backlog)
         await _report_lag(app, rt, stage1_topics)
 
     @app.timer(0.5)
@@ -106,11 +114,12 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
         if rt.failed:
             return
         async with rt.lock2:
-            await stage2.finalize_ready()
+            with _busy(rt, "stage2"):
+                await stage2.finalize_ready()
             if anomaly is not None:
-                owner = any(tp.topic == kafka.partials_topic and tp.partition == 0
-                            for tp in app.consumer.assignment())
-                await anomaly.tick(owner)
+                mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.partials_topic}
+                with _busy(rt, "detection"):
+                    await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -143,6 +152,24 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
     return app
 
 
+def _faust_dir(group_id: str) -> str:
+    """faust's data directory: our tables live in memory, but faust still makes one; keep
+    it out of the working directory."""
+    path = os.path.join(tempfile.gettempdir(), "otel-insights-faust", group_id)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _busy(rt: Runtime, step: str) -> Iterator[None]:
+    """Count the wall time of a step: which stage saturates, and what detection costs."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        rt.telemetry.inc("otel_insights_stage_busy_seconds_total", time.perf_counter() - t0, step=step)
+
+
 async def _guarded(app: faust.App, rt: Runtime, fn: Any, events: list[Any]) -> None:
     """Run a stage step; an unexpected error stops the worker instead of skipping records.
 
@@ -159,6 +186,31 @@ async def _guarded(app: faust.App, rt: Runtime, fn: Any, events: list[Any]) -> N
         log.critical("internal error, stopping so a restart replays from the last safe offset: %r", exc,
                      exc_info=True)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _backlog(app: faust.App, rt: Runtime, assigned: set[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Assigned stage-1 partitions whose log end is past what stage 1 has processed.
+
+    Processed: the aggregator's next offset; before its first record, the fetch position.
+    (A transactional producer's trailing commit marker would read as a backlog of one;
+    the collectors' Kafka exporters do not write transactions.)
+    """
+    out: set[tuple[str, int]] = set()
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        key = (tp.topic, tp.partition)
+        if key not in assigned:
+            continue
+        try:
+            end = consumer.highwater(tp)
+            agg = rt.aggregators.get(key)
+            done = agg.next_offset if agg is not None and agg.next_offset >= 0 else await consumer.position(tp)
+        except Exception as exc:  # unknown is not a backlog: idleness then works as before
+            log.debug("backlog of %s unknown: %s", key, exc)
+            continue
+        if end is not None and done is not None and end > done:
+            out.add(key)
+    return out
 
 
 async def _report_lag(app: faust.App, rt: Runtime, topics: set[str]) -> None:

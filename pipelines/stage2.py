@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pipelines.runtime import Runtime
@@ -13,8 +14,9 @@ log = logging.getLogger("otel_insights.stage2")
 
 
 class Stage2:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, on_final: Callable[[list[dict], list[dict]], None] | None = None) -> None:
         self.rt = rt
+        self.on_final = on_final  # sees every final row written (the anomaly judge keeps them)
         self.held: list[tuple[Any, list[tuple]]] = []  # (event, keys it announced)
         self._seeded = False
 
@@ -74,6 +76,8 @@ class Stage2:
             await self.rt.io_call(store.insert_edges_final, edge_rows)
             self.rt.telemetry.inc("otel_insights_windows_finalized_total", len(edge_rows),
                                   table="service_edges")
+        if self.on_final is not None:
+            self.on_final(health_rows, edge_rows)
         newest_end = max([k[1] for k in health_keys] + [k[3] for k in edge_keys]) + fin.size_ms
         self.rt.telemetry.set("otel_insights_window_close_lag_seconds", time.time() - newest_end / 1000)
         fin.done(health_keys, edge_keys)

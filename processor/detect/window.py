@@ -288,6 +288,7 @@ class WindowDetector:
         n, k = feats[0], feats[1]
         enough = n >= s.min_requests
         x = self._vector(st, feats)
+        xl = x.tolist()  # plain floats for the scalar checks below (numpy indexing is slow)
         assessments = [st.ensemble.assess(x)]
         if st.seasonal is not None and st.slots > s.period_windows * min(s.seasonal_lags) \
                 + s.seasonal_grace_windows:
@@ -298,7 +299,7 @@ class WindowDetector:
                     for a in assessments for f in a.factors]
         if err is not None and err.score >= s.info:
             evidence.append(Evidence(ERRORS, k / n, err.expected, err.deviation, "binomial", err.score))
-        drop = sustained_drop(st.rate_base, st.recent_n, float(x[0]), n, s.traffic_direction,
+        drop = sustained_drop(st.rate_base, st.recent_n, xl[0], n, s.traffic_direction,
                               s.rate_drop_unit)
         if drop is not None and drop.score >= s.info:
             evidence.append(drop)
@@ -309,11 +310,12 @@ class WindowDetector:
             evidence.extend(found)
         else:
             vector_score = math.nan
-        evidence.sort(key=lambda e: -e.score)
         scores = dict.fromkeys(FEATURES, 0.0)
-        for e in evidence:
-            scores[e.metric] = max(scores.get(e.metric, 0.0), e.score)
-        assessed = [not math.isnan(v) for v in x[:4]] + [err is not None]
+        if evidence:  # almost never: most windows are quiet
+            evidence.sort(key=lambda e: -e.score)
+            for e in evidence:
+                scores[e.metric] = max(scores.get(e.metric, 0.0), e.score)
+        assessed = [not math.isnan(v) for v in xl[:4]] + [err is not None]
         # One noisy window is common in low-volume quantiles and counts: a moderate score
         # needs its metric's previous window to have been suspicious too; a critical one
         # alarms at once. Errors need no confirmation: their multi-window sums already are one.
@@ -326,7 +328,7 @@ class WindowDetector:
                 st.prev[metric] = scores[metric]
         if not math.isnan(vector_score):
             st.prev[_VECTOR] = vector_score
-        self._learn(st, x, scores, assessed, k, n, enough)
+        self._learn(st, x, xl, scores, assessed, k, n, enough)
         if not firing:
             return None
         top = firing[0]
@@ -350,26 +352,33 @@ class WindowDetector:
                          to_model("p99_ms", p99) if enough and n * 0.01 >= tail else nan,
                          k / n if enough else nan])
 
-    def _learn(self, st: _Entity, x: np.ndarray, scores: dict[str, float], assessed: list[bool],
-               k: int, n: int, enough: bool) -> None:
+    def _learn(self, st: _Entity, x: np.ndarray, xl: list[float], scores: dict[str, float],
+               assessed: list[bool], k: int, n: int, enough: bool) -> None:
         """Thresholded convention per metric: a flagged value is not learned (the incident stays
         out of the baseline) unless it has lasted adapt_after_windows (then it is the new level)."""
         s = self.settings
-        learn = x.copy()
+        learn = x
+        refused = [False] * len(FEATURES)
         for j, metric in enumerate(FEATURES):
             if scores[metric] >= s.threshold:
                 st.refused[metric] += 1
                 if st.refused[metric] <= s.adapt_after_windows:
+                    if learn is x:
+                        learn = x.copy()
                     learn[j] = math.nan
+                    refused[j] = True
             elif assessed[j]:
                 st.refused[metric] = 0
         st.ensemble.learn_one(learn)
         if st.seasonal is not None:
             st.seasonal.learn_one(learn)
         # Requests below the guard still count in the errors' multi-window sums.
-        st.errors.push(k, n, learn=enough and not math.isnan(learn[4]))
-        st.recent_n = (st.recent_n + [n])[-(s.rate_span_windows - 1):] if s.rate_span_windows > 1 else []
-        if not math.isnan(learn[0]) or math.isnan(x[0]):  # a refused drop is not the new volume
+        st.errors.push(k, n, learn=enough and not (refused[4] or math.isnan(xl[4])))
+        if s.rate_span_windows > 1:
+            st.recent_n.append(n)
+            if len(st.recent_n) > s.rate_span_windows - 1:
+                del st.recent_n[0]
+        if not refused[0] or math.isnan(xl[0]):  # a refused drop is not the new volume
             st.volumes.append(float(n))
             if len(st.volumes) > s.volume_history_windows:
                 del st.volumes[0]

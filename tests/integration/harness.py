@@ -32,9 +32,10 @@ processors:
   servicegraph:
     store: {{ttl: 1s, max_items: 100000}}
   windows: {{size: {window}, allowed_lateness: {lateness}, idle_timeout: 2s}}
-  anomaly: {{grace_windows: 8, history: 1h, topic: {topic}-anomalies{anomaly_options}}}
+  anomaly: {{grace_windows: 8, history: 1h, topic: {topic}-anomalies,
+            judge_empty_windows: {judge_empty}{anomaly_options}}}
 exporters:
-  clickhouse: {{endpoint: "chdb://{chdb}", database: otel_insights, ttl: 0s, create_schema: true}}
+  clickhouse: {{endpoint: "{clickhouse}", database: otel_insights, ttl: 0s, create_schema: true}}
   prometheus: {{endpoint: "127.0.0.1:{port}"}}
   kafka/dlq: {{topic: {topic}-dlq}}
 service:
@@ -103,15 +104,25 @@ class Pipeline:
 
 def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: str = "otlp_proto",
                   window: str = "2s", rekey: str = "auto", lateness: str = "2s",
-                  batch: int = 200, anomaly: bool = False, anomaly_options: str = "") -> Pipeline:
-    """A worker config; ``anomaly_options`` is extra flow-style YAML for processors.anomaly."""
+                  batch: int = 200, anomaly: bool = False, anomaly_options: str = "",
+                  clickhouse: str | None = None, judge_empty: bool = False) -> Pipeline:
+    """A worker config; ``anomaly_options`` is extra flow-style YAML for processors.anomaly.
+
+    Tests send traffic from the past that then stops: judging the silence after it (the
+    default in production) would rightly flag that stop, so it is off unless asked for.
+
+    ``clickhouse`` is an endpoint to share (e.g. a tests.chshim URL); by default each
+    group gets its own chdb directory under ``tmp``.
+    """
     port = free_port()
+    endpoint = clickhouse or f"chdb://{tmp / f'{group}-chdb'}"
     cfg = tmp / f"{group}.yaml"
     cfg.write_text(CONFIG.format(bootstrap=bootstrap, group=group, topic=topic, encoding=encoding,
-                                 chdb=tmp / f"{group}-chdb", port=port, window=window, rekey=rekey,
+                                 clickhouse=endpoint, port=port, window=window, rekey=rekey,
                                  lateness=lateness, batch=batch,
                                  anomaly=", anomaly" if anomaly else "",
-                                 anomaly_options=f", {anomaly_options}" if anomaly_options else ""))
+                                 anomaly_options=f", {anomaly_options}" if anomaly_options else "",
+                                 judge_empty=str(judge_empty).lower()))
     return Pipeline(cfg, port, tmp / f"{group}.log")
 
 

@@ -144,3 +144,23 @@ def test_autoencoders_train_on_stored_windows_are_stored_and_reload(broker, new_
         wait_until(lambda: p.metric("otel_insights_anomaly_models") == models, 60, "models reloaded", p)
     finally:
         p.stop()
+
+
+def test_total_silence_is_judged_as_a_traffic_drop(broker, new_topic, unique_name, tmp_path) -> None:
+    topic = new_topic("spans")
+    start = (time.time_ns() // W_NS - 30) * W_NS
+    traces, last_window = _traffic(start, [], seconds=50)  # ends about 10 s before now
+    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("quiet"), anomaly=True,
+                      judge_empty=True).start()
+    try:
+        asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
+        # Nothing more arrives: once the inputs are idle, the windows after the traffic are
+        # final with no rows, and every service that had traffic is missing from them.
+        rows = wait_until(lambda: [r for r in p.query("anomalies") if r["entity"] == "frontend"],
+                          120, "the silence to be flagged on frontend", p)
+        every = p.query("anomalies")
+    finally:
+        p.stop()
+    assert all(_ns(r["window_start"]) > last_window for r in every), "flagged before the traffic stopped"
+    assert rows[0]["entity_type"] == "service" and rows[0]["metric"] == "rate"
+    assert rows[0]["observed"] == 0 and rows[0]["expected"] > 20

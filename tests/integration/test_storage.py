@@ -3,7 +3,7 @@
 Every test that takes `backend`/`store` runs once per backend with identical SQL:
 - `chdb`: the embedded engine.
 - `http-adaptor`: HttpBackend and the real clickhouse-connect client talking the
-  ClickHouse HTTP protocol to a small in-test adaptor that hands each request to the
+  ClickHouse HTTP protocol to the test adaptor (tests/chshim.py) that hands each request to the
   same chdb engine. It covers HttpBackend's own code (parameter binding, Native
   inserts, result conversion) where no server exists; it is not a server.
 - `http`: a real ClickHouse server from OTEL_INSIGHTS_CLICKHOUSE_URL or a
@@ -12,25 +12,19 @@ Every test that takes `backend`/`store` runs once per backend with identical SQL
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
-import re
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from email.parser import BytesParser
-from email.policy import default as email_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pytest
@@ -42,6 +36,7 @@ from processor.storage.backends import Backend, ChdbBackend, parse_endpoint
 from processor.storage.schema import MIGRATIONS, applied_versions
 from processor.storage.sketch_sql import SKETCH_GAMMA, SKETCH_MIN_VALUE_MS, quantile_sql
 from processor.windows import sketch
+from tests.chshim import handler_for
 
 pytestmark = pytest.mark.integration
 
@@ -111,103 +106,9 @@ def chdb_backend(chdb_dir: str) -> Iterator[ChdbBackend]:
     backend.close()
 
 
-_FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
-
-
-class _AdaptorHandler(BaseHTTPRequestHandler):
-    """ClickHouse HTTP interface subset clickhouse-connect uses, executed by chdb."""
-
-    protocol_version = "HTTP/1.1"
-    engine: ChdbBackend  # set on the subclass made per adaptor
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        pass
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                chunk = self.rfile.read(size)
-                self.rfile.readline()
-                if size == 0:
-                    break
-                parts.append(chunk)
-            data = b"".join(parts)
-        else:
-            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        encoding = self.headers.get("Content-Encoding", "")
-        if encoding == "lz4":
-            import lz4.frame
-
-            return bytes(lz4.frame.decompress(data))
-        if encoding == "gzip":
-            return gzip.decompress(data)
-        if encoding == "deflate":
-            return zlib.decompress(data)
-        return data
-
-    def _handle(self) -> None:
-        url = urlsplit(self.path)
-        args = dict(parse_qsl(url.query, keep_blank_values=True))
-        body = self._body()
-        if url.path == "/ping":
-            return self._reply(200, b"Ok.\n")
-        content_type = self.headers.get("Content-Type", "")
-        if content_type.startswith("multipart/form-data"):
-            # Large parameter sets travel as form fields (query + param_*).
-            form = BytesParser(policy=email_policy).parsebytes(
-                f"Content-Type: {content_type}\r\n\r\n".encode() + body
-            )
-            for part in form.iter_parts():
-                name = part.get_param("name", header="content-disposition")
-                payload = part.get_payload(decode=True)
-                if isinstance(name, str) and isinstance(payload, bytes):
-                    args[name] = payload.decode()
-            body = b""
-        sql = args.get("query")
-        if sql is None and body[:6].upper() == b"INSERT":
-            # Inserts put "INSERT ... FORMAT Native\n" in front of the data.
-            head, _, body = body.partition(b"\n")
-            sql = head.decode()
-        elif sql is None:
-            sql, body = body.decode(), b""
-        # clickhouse-connect already sends parameters in ClickHouse's text form.
-        params = {k[len("param_") :]: v for k, v in args.items() if k.startswith("param_")}
-        match = _FORMAT_RE.search(sql)
-        fmt = match.group(1) if match else "TabSeparated"
-        core = sql[: match.start()] if match else sql
-        engine = self.engine
-        try:
-            with engine._lock:
-                if core.lstrip().upper().startswith("INSERT"):
-                    with engine._session.send_insert(core, fmt) as ins:
-                        ins.append(body)
-                        ins.finish()
-                    out = b""
-                else:
-                    out = engine._session.query(core, fmt, params=params).bytes()
-        except Exception as exc:
-            code = re.search(r"Code: (\d+)", str(exc))
-            headers = {"X-ClickHouse-Exception-Code": code.group(1) if code else "1"}
-            return self._reply(500, str(exc).encode(), headers)
-        self._reply(200, out, {"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC"})
-
-    def _reply(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = _handle
-
-
 @pytest.fixture(scope="module")
 def adaptor_backend(chdb_backend: ChdbBackend) -> Iterator[Backend]:
-    handler = type("Handler", (_AdaptorHandler,), {"engine": chdb_backend})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(chdb_backend))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     backend = open_backend(f"http://127.0.0.1:{server.server_address[1]}", timeout=30)

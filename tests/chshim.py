@@ -1,0 +1,227 @@
+"""Test-support ClickHouse HTTP front over chdb: the subset of the HTTP interface clickhouse-connect uses.
+
+It is not a server: one embedded chdb session executes every request, one at a time.
+It lets HttpBackend (and so several worker processes) share one real ClickHouse engine
+where no server exists; chdb itself allows one process per data directory.
+
+In-process: ``handler_for(engine)`` gives a handler class for ``ThreadingHTTPServer``.
+As a child process: ``python -m tests.chshim --data DIR --port 0`` prints the bound port
+(one line) on stdout and serves until SIGTERM; ``start_shim`` wraps that for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import default as email_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from processor.storage.backends import ChdbBackend
+
+REPO = Path(__file__).resolve().parents[1]
+_FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
+
+
+class AdaptorHandler(BaseHTTPRequestHandler):
+    """ClickHouse HTTP interface subset clickhouse-connect uses, executed by chdb."""
+
+    protocol_version = "HTTP/1.1"
+    engine: ChdbBackend  # set on the subclass made per adaptor (handler_for)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                chunk = self.rfile.read(size)
+                self.rfile.readline()
+                if size == 0:
+                    break
+                parts.append(chunk)
+            data = b"".join(parts)
+        else:
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        encoding = self.headers.get("Content-Encoding", "")
+        if encoding == "lz4":
+            import lz4.frame
+
+            return bytes(lz4.frame.decompress(data))
+        if encoding == "gzip":
+            return gzip.decompress(data)
+        if encoding == "deflate":
+            return zlib.decompress(data)
+        return data
+
+    def _handle(self) -> None:
+        url = urlsplit(self.path)
+        args = dict(parse_qsl(url.query, keep_blank_values=True))
+        body = self._body()
+        if url.path == "/ping":
+            return self._reply(200, b"Ok.\n")
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.startswith("multipart/form-data"):
+            # Large parameter sets travel as form fields (query + param_*).
+            form = BytesParser(policy=email_policy).parsebytes(
+                f"Content-Type: {content_type}\r\n\r\n".encode() + body
+            )
+            for part in form.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                payload = part.get_payload(decode=True)
+                if isinstance(name, str) and isinstance(payload, bytes):
+                    args[name] = payload.decode()
+            body = b""
+        sql = args.get("query")
+        if sql is None and body[:6].upper() == b"INSERT":
+            # Inserts put "INSERT ... FORMAT Native\n" in front of the data.
+            head, _, body = body.partition(b"\n")
+            sql = head.decode()
+        elif sql is None:
+            sql, body = body.decode(), b""
+        # clickhouse-connect already sends parameters in ClickHouse's text form.
+        params = {k[len("param_") :]: v for k, v in args.items() if k.startswith("param_")}
+        match = _FORMAT_RE.search(sql)
+        fmt = match.group(1) if match else "TabSeparated"
+        core = sql[: match.start()] if match else sql
+        engine = self.engine
+        try:
+            # One chdb session serves every connection thread: statements run one at a time.
+            with engine._lock:
+                if core.lstrip().upper().startswith("INSERT"):
+                    with engine._session.send_insert(core, fmt) as ins:
+                        ins.append(body)
+                        ins.finish()
+                    out = b""
+                else:
+                    out = engine._session.query(core, fmt, params=params).bytes()
+        except Exception as exc:
+            code = re.search(r"Code: (\d+)", str(exc))
+            headers = {"X-ClickHouse-Exception-Code": code.group(1) if code else "1"}
+            return self._reply(500, str(exc).encode(), headers)
+        self._reply(200, out, {"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC"})
+
+    def _reply(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _handle
+
+
+def handler_for(engine: ChdbBackend) -> type[AdaptorHandler]:
+    """A handler class bound to one chdb engine."""
+    return type("Handler", (AdaptorHandler,), {"engine": engine})
+
+
+# --------------------------------------------------------------------------- child process
+
+
+@dataclass
+class Shim:
+    """A running ``python -m tests.chshim`` child."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"chshim did not stop within {timeout_s}s:\n{self.log()}") from None
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def start_shim(data: Path, log_path: Path | None = None, timeout_s: float = 60) -> Shim:
+    """Start the shim on a free port over chdb directory ``data``; returns once /ping answers."""
+    log_path = log_path or data.with_name(data.name + "-chshim.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.chshim", "--data", str(data), "--port", "0"],
+            stdout=subprocess.PIPE, stderr=log, cwd=REPO, start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+
+    def fail(why: str) -> AssertionError:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        return AssertionError(f"chshim {why}:\n{log_path.read_text(errors='replace')[-4000:]}")
+
+    # chdb's import takes a few seconds: wait for the port line without blocking forever.
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    line = proc.stdout.readline() if ready else b""
+    if not line.strip().isdigit():
+        raise fail(f"printed no port (got {line!r})")
+    shim = Shim(proc, int(line), log_path)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise fail(f"exited {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{shim.url}/ping", timeout=5) as r:
+                if r.read() == b"Ok.\n":
+                    return shim
+        except OSError:
+            time.sleep(0.1)
+    raise fail("did not answer /ping")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chshim", description=__doc__)
+    parser.add_argument("--data", required=True, help="chdb data directory")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    engine = ChdbBackend(args.data)
+    server = ThreadingHTTPServer((args.host, args.port), handler_for(engine))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # serve_forever runs on a thread: shutdown() from the thread serving would deadlock.
+    thread = threading.Thread(target=server.serve_forever, name="chshim", daemon=True)
+    thread.start()
+    print(server.server_address[1], flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.shutdown()
+    server.server_close()
+    engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
