@@ -2,9 +2,11 @@
 
 One worker judges every entity: the one that owns partition 0 of the partials topic. Every
 stage-2 worker hears every input watermark, so the owner knows which windows are final
-everywhere and reads their rows from ClickHouse, whoever wrote them. One judge sees a
-service and its edges together (one incident), and no entity is judged twice. Detection
-is a few percent of stage 2, so it does not need to be spread.
+everywhere and reads their rows from ClickHouse, whoever wrote them (or, owning every
+partials partition, keeps the rows it wrote itself). One judge sees a service and its
+edges together (one incident), and no entity is judged twice. Detection costs a fraction
+of what stage 2 does per window (see the README's figures), so one judge keeps up with
+the stage-2 workers of a deployment of modest width.
 """
 
 from __future__ import annotations
