@@ -4,7 +4,9 @@ Two runs of the demo shop's traffic (diurnal rate, per-minute rate noise, harmle
 turned into final window rows without a broker (:mod:`processor.detect.faults_scenario`):
 one with a fault in every slot of 24 windows (4 kinds x 3 sizes, random targets and
 times), one fault-free. Both stream through one WindowDetector each, in window order, after
-an unscored warm-up. The runs are independent processes (``jobs``).
+an unscored warm-up, windows without any traffic included as the pipeline judges them
+(``judge_empty_windows``); with ``autoencoder`` among the detectors, models are trained on
+the pipeline's schedule. The runs are independent processes (``jobs``).
 
 Scoring:
 - a fault is detected if a verdict lands on a detecting entity (the target service; for an
@@ -120,8 +122,9 @@ def run_one(spec: RunSpec) -> RunResult:
 
 
 class _ScheduledTraining:
-    """The pipeline's autoencoder schedule in simulated time: every ``RETRAIN_WINDOWS`` windows,
-    once an entity has ``ModelSpec.min_windows`` usable ones (trained in process here)."""
+    """The pipeline's autoencoder schedule in simulated time: every ``RETRAIN_HOURS``, on the
+    last ``TRAINING_HOURS``, once an entity has ``MIN_HISTORY_HOURS`` of usable windows
+    (trained in process here; flagged windows stay out, as in the pipeline)."""
 
     def __init__(self, spec: RunSpec) -> None:
         per_hour = max(1, 3600 // spec.window_s)
