@@ -98,8 +98,11 @@ class AnomalyStage:
         recent = await self.rt.io_call(self.rt.store.named_query, "anomalies", horizon)
         self.tracker.seed({**r, "window_start": _ms(r["window_start"])} for r in recent)
         self._warm = True
-        log.info("anomaly detection warmed up on %d stored window(s)%s", windows,
-                 f"; judging from {judged + self.window_ms} on" if judged is not None else "")
+        resume = ""
+        if judged is not None:
+            resume = "; judging from " + time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime((self.last_window_ms + self.window_ms) / 1000)) + " on"
+        log.info("anomaly detection warmed up on %d stored window(s)%s", windows, resume)
 
     async def tick(self, owner: bool, all_local: bool = False) -> None:
         """Judge settled final windows, oldest first, from their complete final rows.
