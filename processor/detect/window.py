@@ -318,11 +318,12 @@ class WindowDetector:
         assessed = [not math.isnan(v) for v in xl[:4]] + [err is not None]
         # One noisy window is common in low-volume quantiles and counts: a moderate score
         # needs its metric's previous window to have been suspicious too; a critical one
-        # alarms at once. Errors need no confirmation: their multi-window sums already are one.
-        # The autoencoder's factors share one score: its confirmation is by vector, not metric.
+        # alarms at once. Errors and lasting drops need no confirmation: their multi-window
+        # sums already are one. The autoencoder's factors share one score: its confirmation
+        # is by vector, not metric.
         firing = [e for e in evidence if e.score >= s.critical or (e.score >= s.threshold and (
-            e.metric == ERRORS or st.prev.get(_VECTOR if e.detector == "autoencoder" else e.metric, 0.0)
-            >= s.confirm_level))]
+            e.metric == ERRORS or e.detector == "sustained"
+            or st.prev.get(_VECTOR if e.detector == "autoencoder" else e.metric, 0.0) >= s.confirm_level))]
         for j, metric in enumerate(FEATURES):
             if assessed[j]:  # a window without evidence neither confirms nor clears
                 st.prev[metric] = scores[metric]
