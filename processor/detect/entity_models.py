@@ -21,6 +21,7 @@ from processor.detect.entity_vector import (
     edge_entity,
     features,
     from_model,
+    merge_edge_rows,
     to_model,
 )
 
@@ -101,10 +102,11 @@ def window_vectors(health_rows: Iterable[Mapping[str, Any]], edge_rows: Iterable
     """Every judgeable entity vector of one window: (entity_type, entity) -> vector.
 
     Fan counts come from this window's edge rows. An edge seen under two connection types
-    (two rows, one entity name) is represented by its busier row. Training and scoring both
-    go through here, so a model is scored on exactly the vectors it was trained on.
+    (two rows, one entity name) is one entity (:func:`~processor.detect.entity_vector.merge_edge_rows`),
+    as the univariate detectors see it. Training and scoring both go through here, so a
+    model is scored on exactly the vectors it was trained on.
     """
-    edges = list(edge_rows)
+    edges = merge_edge_rows(edge_rows)
     fans = fan_counts(edges)
     out: dict[tuple[str, str], np.ndarray] = {}
     for row in health_rows:
@@ -112,16 +114,10 @@ def window_vectors(health_rows: Iterable[Mapping[str, Any]], edge_rows: Iterable
         v = window_vector(SERVICE, row, fans.get(name, (0, 0)), min_requests)
         if v is not None:
             out[(SERVICE, name)] = v
-    busiest: dict[str, Mapping[str, Any]] = {}
     for row in edges:
-        name = edge_entity(row)
-        held = busiest.get(name)
-        if held is None or int(row.get("requests", 0)) > int(held.get("requests", 0)):
-            busiest[name] = row
-    for name, row in busiest.items():
         v = window_vector(EDGE, row, None, min_requests)
         if v is not None:
-            out[(EDGE, name)] = v
+            out[(EDGE, edge_entity(row))] = v
     return out
 
 
