@@ -20,7 +20,6 @@ from pipelines.runtime import Runtime
 from pipelines.training import ModelTrainer
 from processor.config.components import AnomalyConfig
 from processor.detect.autoencoder import Autoencoder
-from processor.detect.entity_vector import group_by_window
 from processor.detect.incidents import IncidentTracker
 from processor.detect.window import AnomalySettings, WindowDetector
 from processor.storage.store import END_OF_TIME_MS
@@ -28,7 +27,6 @@ from processor.storage.store import END_OF_TIME_MS
 log = logging.getLogger("otel_insights.anomaly")
 SCHEMA_VERSION = 1
 PROGRESS_PARTITION = 0  # progress is kept in pipeline_watermarks under (group, anomaly topic, 0)
-REPLAY_CHUNK_WINDOWS = 60  # stored windows per ClickHouse read during warm-up
 SAVE_PROGRESS_EVERY_S = 5.0  # a crash re-judges at most this much (one window at 60 s windows)
 DISCOVER_EVERY_S = 2.0  # how often to look for the first stored window, before any
 
@@ -78,16 +76,11 @@ class AnomalyStage:
         judged = marks.get(PROGRESS_PARTITION)
         since = now_ms - self.cfg.history.ms
         until = judged + 1 if judged is not None else now_ms + self.window_ms
-        chunk = REPLAY_CHUNK_WINDOWS * self.window_ms
         windows = 0
-        # Read and replayed a chunk at a time: a day of windows never sits in memory at once.
-        first = await self.rt.io_call(self.rt.store.first_final_window, since)
-        for lo in range(until if first is None else first, until, chunk):
-            health, edges = await self.rt.io_call(self.rt.store.final_rows_between, lo, min(lo + chunk, until))
-            for ws, h, e in group_by_window(health, edges):
-                self.detector.observe_window(ws, h, e)
-                self.last_window_ms = max(self.last_window_ms, ws)
-                windows += 1
+        async for ws, h, e in self.rt.final_windows(since, until):
+            self.detector.observe_window(ws, h, e)
+            self.last_window_ms = ws
+            windows += 1
         if judged is not None:  # windows older than `history` are not judged late
             self.last_window_ms = max(self.last_window_ms, judged, since - self.window_ms)
         # Windows with rows stored before this start are read back when judged, never taken

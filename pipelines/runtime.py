@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from processor.aggregate.finalize import Finalizer, HealthRules
 from processor.aggregate.partition import Emission, PartitionAggregator
 from processor.config import Config
 from processor.config.components import KafkaReceiver
+from processor.detect.entity_vector import group_by_window
 from processor.graph import GraphSettings
 from processor.otlp.batch import StringTable
 from processor.otlp.decode import SpanDecoder
@@ -20,6 +22,7 @@ from processor.storage.store import Store
 from processor.telemetry import Telemetry
 
 log = logging.getLogger("otel_insights.pipeline")
+FINAL_WINDOWS_PER_READ = 60  # stored final windows per ClickHouse read when replaying history
 
 
 @dataclass
@@ -56,6 +59,20 @@ class Runtime:
                               h.latency_degraded_ratio, h.latency_critical_ratio, h.baseline_windows),
             expected_sources=set(self.expected_sources),
         )
+
+    async def final_windows(self, since_ms: int, until_ms: int
+                            ) -> AsyncIterator[tuple[int, list[Mapping[str, Any]], list[Mapping[str, Any]]]]:
+        """Stored final windows with since_ms <= start < until_ms, oldest first, as
+        (window_start, health rows, edge rows); read a chunk of windows at a time, so a day
+        of history never sits in memory at once."""
+        first = await self.io_call(self.store.first_final_window, since_ms)
+        if first is None:
+            return
+        chunk = FINAL_WINDOWS_PER_READ * self.config.windows.size.ms
+        for lo in range(first, until_ms, chunk):
+            health, edges = await self.io_call(self.store.final_rows_between, lo, min(lo + chunk, until_ms))
+            for window in group_by_window(health, edges):
+                yield window
 
     async def io_call(self, fn: Any, *args: Any) -> Any:
         """Run a store call on the ClickHouse thread, retrying while ClickHouse is down.

@@ -14,12 +14,10 @@ from typing import Any
 from pipelines.runtime import Runtime
 from processor.config.components import AutoencoderConfig
 from processor.detect.autoencoder import FORMAT_VERSION, Autoencoder
-from processor.detect.entity_models import ModelSpec, TrainingSet, train_models
-from processor.detect.entity_vector import group_by_window
+from processor.detect.entity_models import TrainingSet, model_spec, train_models
 
 log = logging.getLogger("otel_insights.training")
 KIND = "autoencoder"
-READ_CHUNK_WINDOWS = 60  # final windows per ClickHouse read: bounded memory, few round trips
 RETRY_AFTER_S = 600.0  # a failed training is retried this long after, not every tick
 
 
@@ -36,9 +34,7 @@ class ModelTrainer:
         self.cfg = cfg
         self.min_requests = min_requests
         self.window_ms = window_ms
-        min_windows = max(2, cfg.min_history.ms // window_ms)
-        self.spec = ModelSpec(hidden=tuple(cfg.hidden), epochs=cfg.epochs, min_windows=min_windows,
-                              max_windows=max(min_windows, cfg.training_window.ms // window_ms))
+        self.spec = model_spec(cfg, window_ms)
         self.trained_at_ms = 0  # of the newest models in use
         self._next_try = 0.0  # monotonic time before which no new training starts
         self.task: asyncio.Task[None] | None = None
@@ -78,14 +74,10 @@ class ModelTrainer:
         since_ms = until_ms - self.spec.max_windows * self.window_ms
         try:
             history = TrainingSet(self.min_requests, self.spec.max_windows)
-            chunk = READ_CHUNK_WINDOWS * self.window_ms
-            first = await self.rt.io_call(self.rt.store.first_final_window, since_ms)
-            for lo in range(until_ms if first is None else first, until_ms, chunk):
-                health, edges = await self.rt.io_call(self.rt.store.final_rows_between, lo, lo + chunk)
-                # Incidents stay out of what the models learn as normal.
-                flagged = await self.rt.io_call(self.rt.store.anomalous_windows, lo, lo + chunk)
-                for ws, h, e in group_by_window(health, edges):
-                    history.add_window(h, e, exclude=flagged.get(ws, ()))
+            # Incidents stay out of what the models learn as normal.
+            flagged = await self.rt.io_call(self.rt.store.anomalous_windows, since_ms, until_ms)
+            async for ws, h, e in self.rt.final_windows(since_ms, until_ms):
+                history.add_window(h, e, exclude=flagged.get(ws, ()))
             blobs = await self._in_child(train_models, history.matrices(), self.spec)
             rows = [{"kind": KIND, "entity_type": k[0], "entity": k[1], "format_version": FORMAT_VERSION,
                      "trained_at": until_ms, "trained_from": since_ms, "trained_until": until_ms,
@@ -128,7 +120,9 @@ class ModelTrainer:
             loop.call_soon_threadsafe(settle, None, exc)
 
         if self._pool is None:
-            # spawn, not fork: this process holds threads (I/O pool, Kafka client, chdb).
+            # spawn, not fork: this process holds threads (I/O pool, Kafka client, chdb). A Pool,
+            # not a ProcessPoolExecutor: shutdown must kill a training mid-way (terminate()),
+            # where the executor's exit handler would wait for it.
             self._pool = multiprocessing.get_context("spawn").Pool(1)
         self._pool.apply_async(fn, args, callback=done, error_callback=failed)
         return await fut
