@@ -103,11 +103,10 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
             return
         assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()
                     if tp.topic in stage1_topics}
-        backlog = await _backlog(app, rt, assigned)
+        backlog = await _lag_and_backlog(app, rt, assigned)
         async with rt.lock1:
             with _busy(rt, "stage1"):
                 await stage1.tick(assigned, backlog)
-        await _report_lag(app, rt, stage1_topics)
 
     @app.timer(0.5)
     async def stage2_timer() -> None:
@@ -188,14 +187,16 @@ async def _guarded(app: faust.App, rt: Runtime, fn: Any, events: list[Any]) -> N
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _backlog(app: faust.App, rt: Runtime, assigned: set[tuple[str, int]]) -> set[tuple[str, int]]:
-    """Assigned stage-1 partitions whose log end is past what stage 1 has processed.
+async def _lag_and_backlog(app: faust.App, rt: Runtime, assigned: set[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Set the consumer lag of each assigned input partition; return those with a backlog.
 
-    Processed: the aggregator's next offset; before its first record, the fetch position.
-    (A transactional producer's trailing commit marker would read as a backlog of one;
-    the collectors' Kafka exporters do not write transactions.)
+    Lag: log end offset - fetch position. Backlog: the log end is past what stage 1 has
+    processed (the aggregator's next offset; before its first record, the fetch position),
+    which counts fetched records still waiting in the stream too. A transactional
+    producer's trailing commit marker would read as a backlog of one; the collectors'
+    Kafka exporters do not write transactions.
     """
-    out: set[tuple[str, int]] = set()
+    backlog: set[tuple[str, int]] = set()
     consumer = app.consumer
     for tp in consumer.assignment():
         key = (tp.topic, tp.partition)
@@ -203,27 +204,17 @@ async def _backlog(app: faust.App, rt: Runtime, assigned: set[tuple[str, int]]) 
             continue
         try:
             end = consumer.highwater(tp)
-            agg = rt.aggregators.get(key)
-            done = agg.next_offset if agg is not None and agg.next_offset >= 0 else await consumer.position(tp)
-        except Exception as exc:  # unknown is not a backlog: idleness then works as before
-            log.debug("backlog of %s unknown: %s", key, exc)
+            pos = await consumer.position(tp)
+        except Exception as exc:  # unknown is no backlog (idleness works as before), and no metric
+            log.debug("offsets of %s unknown: %s", key, exc)
             continue
-        if end is not None and done is not None and end > done:
-            out.add(key)
-    return out
-
-
-async def _report_lag(app: faust.App, rt: Runtime, topics: set[str]) -> None:
-    """Consumer lag = log end offset - position, per assigned input partition."""
-    try:
-        client = app.consumer
-        for tp in client.assignment():
-            if tp.topic not in topics:
-                continue
-            hw = client.highwater(tp)
-            pos = await client.position(tp)
-            if hw is not None and pos is not None:
-                rt.telemetry.set("otel_insights_consumer_lag_records", max(0, hw - pos),
-                                 topic=tp.topic, partition=str(tp.partition))
-    except Exception as exc:  # metrics must never stop the pipeline
-        log.debug("lag metric unavailable: %s", exc)
+        if end is None:
+            continue
+        if pos is not None:
+            rt.telemetry.set("otel_insights_consumer_lag_records", max(0, end - pos),
+                             topic=tp.topic, partition=str(tp.partition))
+        agg = rt.aggregators.get(key)
+        done = agg.next_offset if agg is not None and agg.next_offset >= 0 else pos
+        if done is not None and end > done:
+            backlog.add(key)
+    return backlog

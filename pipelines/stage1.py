@@ -202,10 +202,7 @@ class Stage1:
                 self._advertised.pop(tp, None)
         for topic, partition in sorted(assigned):
             agg = await self.rt.aggregator(topic, partition)
-            if (topic, partition) in backlog:
-                self.rt.idle.discard((topic, partition))
-                await self.broadcast_watermark(agg, idle=False)
-            elif self.rt.is_idle(agg):
+            if (topic, partition) not in backlog and self.rt.is_idle(agg):
                 if (topic, partition) not in self.rt.idle:
                     self.rt.idle.add((topic, partition))
                     await self.emit(agg, agg.flush_idle(), idle=True)
@@ -213,4 +210,5 @@ class Stage1:
                 else:
                     await self.broadcast_watermark(agg, idle=True)
             else:
+                self.rt.idle.discard((topic, partition))
                 await self.broadcast_watermark(agg, idle=False)
