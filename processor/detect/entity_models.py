@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from processor.config.components import AutoencoderConfig
 from processor.detect.autoencoder import Autoencoder
 from processor.detect.entity_vector import (
     EDGE,
@@ -135,6 +136,13 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.min_windows < 2 or self.max_windows < self.min_windows:
             raise ValueError("need 2 <= min_windows <= max_windows")
+
+
+def model_spec(cfg: AutoencoderConfig, window_ms: int) -> ModelSpec:
+    """The ModelSpec of ``processors.anomaly.autoencoder`` for windows of ``window_ms``."""
+    min_windows = max(2, cfg.min_history.ms // window_ms)
+    return ModelSpec(hidden=tuple(cfg.hidden), epochs=cfg.epochs, min_windows=min_windows,
+                     max_windows=max(min_windows, cfg.training_window.ms // window_ms))
 
 
 class _Rows:

@@ -17,6 +17,12 @@ def edge_entity(row: Mapping[str, Any]) -> str:
     return f"{row['client']}->{row['server']}"
 
 
+def edge_endpoints(entity: str) -> tuple[str, str] | None:
+    """(client, server) of an edge entity name; None for a name that is not an edge."""
+    client, sep, server = entity.partition("->")
+    return (client, server) if sep else None
+
+
 def features(entity_type: str, row: Mapping[str, Any]) -> tuple[int, int, float, float, float]:
     """(requests, errors, p50, p95, p99) of a final row; latency NaN when absent (stored as 0).
 

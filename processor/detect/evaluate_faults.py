@@ -32,8 +32,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from processor.config.components import AutoencoderConfig
 from processor.detect.autoencoder import Autoencoder
-from processor.detect.entity_models import ModelSpec, TrainingSet, train_models
+from processor.detect.entity_models import TrainingSet, model_spec, train_models
 from processor.detect.faults_scenario import (
     SIZES,
     LabelledFault,
@@ -46,9 +47,6 @@ from processor.detect.faults_scenario import (
 from processor.detect.window import AnomalySettings, WindowDetector
 from processor.generate import FaultSpec, ShopGenerator
 
-RETRAIN_HOURS = 6  # the autoencoder schedule (processors.anomaly.autoencoder defaults)
-TRAINING_HOURS = 48
-MIN_HISTORY_HOURS = 24  # a model sees a whole day (the diurnal cycle) before it scores
 DETECT_WINDOWS = 2
 TAIL_WINDOWS = 5
 MERGE_WINDOWS = 2
@@ -122,14 +120,15 @@ def run_one(spec: RunSpec) -> RunResult:
 
 
 class _ScheduledTraining:
-    """The pipeline's autoencoder schedule in simulated time: every ``RETRAIN_HOURS``, on the
-    last ``TRAINING_HOURS``, once an entity has ``MIN_HISTORY_HOURS`` of usable windows
-    (trained in process here; flagged windows stay out, as in the pipeline)."""
+    """The pipeline's autoencoder schedule (``processors.anomaly.autoencoder`` defaults) in
+    simulated time: every ``retrain_interval``, on the last ``training_window``, once an entity
+    has ``min_history`` of usable windows (trained in process here; flagged windows stay
+    out, as in the pipeline)."""
 
     def __init__(self, spec: RunSpec) -> None:
-        per_hour = max(1, 3600 // spec.window_s)
-        self.every = RETRAIN_HOURS * per_hour
-        self.spec = ModelSpec(min_windows=MIN_HISTORY_HOURS * per_hour, max_windows=TRAINING_HOURS * per_hour)
+        cfg, window_ms = AutoencoderConfig(), spec.window_s * 1000
+        self.every = max(1, cfg.retrain_interval.ms // window_ms)
+        self.spec = model_spec(cfg, window_ms)
         self.history = TrainingSet(spec.settings.min_requests, self.spec.max_windows)
 
     def maybe_train(self, i: int, det: WindowDetector) -> None:

@@ -12,20 +12,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from processor.detect.entity_vector import edge_endpoints
+
 
 class Flagged(Protocol):
     entity_type: str
     entity: str
     window_start_ms: int
-
-
-def edge_entity(client: str, server: str) -> str:
-    return f"{client}->{server}"
-
-
-def edge_endpoints(entity: str) -> tuple[str, str] | None:
-    client, sep, server = entity.partition("->")
-    return (client, server) if sep else None
 
 
 @dataclass
