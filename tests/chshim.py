@@ -5,25 +5,22 @@ It lets HttpBackend (and so several worker processes) share one real ClickHouse 
 where no server exists; chdb itself allows one process per data directory.
 
 In-process: ``handler_for(engine)`` gives a handler class for ``ThreadingHTTPServer``.
-As a child process: ``python -m tests.chshim --data DIR --port 0`` prints the bound port
-(one line) on stdout and serves until SIGTERM; ``start_shim`` wraps that for tests.
+As a child process: ``python -m tests.chshim --data DIR --port 0`` prints
+``chshim: port N`` and serves until SIGTERM; ``start_shim`` wraps that for tests (a
+``tests.e2e.procs.ChildProcess`` like the other children the tests run).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import re
-import select
 import signal
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
 import zlib
-from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,8 +29,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from processor.storage.backends import ChdbBackend
+from tests.e2e.procs import ChildProcess
 
 REPO = Path(__file__).resolve().parents[1]
+_LISTENING = re.compile(r"chshim: port (\d+)")
 _FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 
 
@@ -136,68 +135,51 @@ def handler_for(engine: ChdbBackend) -> type[AdaptorHandler]:
 # --------------------------------------------------------------------------- child process
 
 
-@dataclass
-class Shim:
-    """A running ``python -m tests.chshim`` child."""
+class Shim(ChildProcess):
+    """A running ``python -m tests.chshim`` child over one chdb data directory."""
 
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
+    def __init__(self, data: Path, log_path: Path) -> None:
+        super().__init__([sys.executable, "-m", "tests.chshim", "--data", str(data), "--port", "0"],
+                         log_path, cwd=REPO)
+        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self, timeout_s: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"chshim did not stop within {timeout_s}s:\n{self.log()}") from None
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
+    def stop(self, timeout_s: float = 30) -> None:
+        super().stop(timeout_s)
+        if self.proc is not None and self.proc.returncode == -signal.SIGKILL:
+            raise AssertionError(f"chshim did not stop within {timeout_s}s:\n{self.log()}")
 
 
 def start_shim(data: Path, log_path: Path | None = None, timeout_s: float = 60) -> Shim:
     """Start the shim on a free port over chdb directory ``data``; returns once /ping answers."""
-    log_path = log_path or data.with_name(data.name + "-chshim.log")
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.chshim", "--data", str(data), "--port", "0"],
-            stdout=subprocess.PIPE, stderr=log, cwd=REPO, start_new_session=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout_s
+    shim = Shim(data, log_path or data.with_name(data.name + "-chshim.log"))
+    shim.start()
+    deadline = time.monotonic() + timeout_s  # chdb's import takes a few seconds
 
     def fail(why: str) -> AssertionError:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        return AssertionError(f"chshim {why}:\n{log_path.read_text(errors='replace')[-4000:]}")
+        ChildProcess.stop(shim, timeout_s=5)  # the shim is broken anyway: no stop assertion
+        return AssertionError(f"chshim {why}:\n{shim.log()}")
 
-    # chdb's import takes a few seconds: wait for the port line without blocking forever.
-    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-    line = proc.stdout.readline() if ready else b""
-    if not line.strip().isdigit():
-        raise fail(f"printed no port (got {line!r})")
-    shim = Shim(proc, int(line), log_path)
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise fail(f"exited {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{shim.url}/ping", timeout=5) as r:
-                if r.read() == b"Ok.\n":
-                    return shim
-        except OSError:
-            time.sleep(0.1)
-    raise fail("did not answer /ping")
+            shim.check_alive()
+        except AssertionError:
+            raise fail("exited") from None
+        if not shim.port:
+            m = _LISTENING.search(shim.log_path.read_text(errors="replace"))
+            shim.port = int(m[1]) if m else 0
+        if shim.port:
+            try:
+                with urllib.request.urlopen(f"{shim.url}/ping", timeout=5) as r:
+                    if r.read() == b"Ok.\n":
+                        return shim
+            except OSError:
+                pass
+        time.sleep(0.1)
+    raise fail("did not answer /ping" if shim.port else "printed no port")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     # serve_forever runs on a thread: shutdown() from the thread serving would deadlock.
     thread = threading.Thread(target=server.serve_forever, name="chshim", daemon=True)
     thread.start()
-    print(server.server_address[1], flush=True)
+    print(f"chshim: port {server.server_address[1]}", flush=True)
     while not stop.wait(0.5):
         pass
     server.shutdown()

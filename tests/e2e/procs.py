@@ -21,15 +21,16 @@ _LISTENING = re.compile(r"gateway: grpc=(\d+) http=(\d+)")
 class ChildProcess:
     """A child process logging to a file, stopped with SIGTERM (then SIGKILL) on exit."""
 
-    def __init__(self, argv: list[str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], log_path: Path, cwd: Path | None = None) -> None:
         self.argv = argv
         self.log_path = log_path
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True,
+                                         start_new_session=True, cwd=self.cwd,
                                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def log(self) -> str:
