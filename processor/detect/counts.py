@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+
+import numpy as np
 
 from processor.detect import stats
-from processor.detect.base import Detector
-from processor.detect.entity_vector import RATE, Evidence, from_model, to_model
+from processor.detect.banks import RowColumns
 
 
-class ErrorAssessment(NamedTuple):
-    score: float
-    expected: float  # baseline error ratio
-    deviation: float  # (ratio - expected) / binomial sigma
-
-
-class ErrorRatioTest:
-    """Error ratio scored as a count: beta-binomial tail of k errors in n against the recent pool.
+class ErrorBank(RowColumns):
+    """Error ratio scored as a count, per entity row: beta-binomial tail of k errors in n against the recent pool.
 
     The baseline is the pooled ratio over the last ``window`` learned windows (Jeffreys prior),
     and the predictive distribution of the errors in n requests is beta-binomial, so a short
@@ -28,59 +22,106 @@ class ErrorRatioTest:
     of the last 2..``span`` windows and keeps the strongest: 5% errors on 45 requests a
     minute is 2 errors per window — noise in one window, clear in three.
 
-    Not a BaseDetector: its input is a pair (errors, requests), not one float.
+    State is columnar (one row per entity, as in :mod:`processor.detect.banks`): the effect
+    size is a division, so the rows whose effect cannot reach ``Z0`` on any sum (nearly all)
+    score 0 in one numpy pass, and only the rest pay for the tail (:func:`tail_score`).
     """
 
-    def __init__(self, window: int = 60, grace_period: int = 10, unit: float = 0.003,
-                 span: int = 3) -> None:
+    _fills = dict.fromkeys(("ring_k", "ring_n", "pos", "size", "pool_k", "pool_n", "n_learned", "recent_k",
+                            "recent_n", "recent_count"), 0)
+
+    def __init__(self, window: int = 60, grace_period: int = 10, unit: float = 0.003, span: int = 3) -> None:
         self.window, self.grace_period, self.unit, self.span = window, grace_period, unit, span
-        self._ring: list[tuple[int, int]] = []  # learned windows
-        self._recent: list[tuple[int, int]] = []  # the last span - 1 windows, learned or not
-        self._k = self._n = 0
-        self.n_learned = 0
+        r = max(span - 1, 0)
+        self.ring_k = np.zeros((0, window), dtype=np.int64)  # learned windows
+        self.ring_n = np.zeros((0, window), dtype=np.int64)
+        self.pos = np.zeros(0, dtype=np.int64)
+        self.size = np.zeros(0, dtype=np.int64)
+        self.pool_k = np.zeros(0, dtype=np.int64)
+        self.pool_n = np.zeros(0, dtype=np.int64)
+        self.n_learned = np.zeros(0, dtype=np.int64)
+        # The last span - 1 windows, learned or not, most recent in the last column.
+        self.recent_k = np.zeros((0, r), dtype=np.int64)
+        self.recent_n = np.zeros((0, r), dtype=np.int64)
+        self.recent_count = np.zeros(0, dtype=np.int64)
 
-    def expected(self) -> float:
-        return (self._k + 0.5) / (self._n + 1.0) if self._ring else math.nan
+    def expected(self, rows: np.ndarray) -> np.ndarray:
+        """Baseline error ratio per row; NaN before anything was learned."""
+        return np.where(self.size[rows] > 0, (self.pool_k[rows] + 0.5) / (self.pool_n[rows] + 1.0), np.nan)
 
-    def assess(self, k: int, n: int, min_requests: int = 0) -> ErrorAssessment:
-        """Score of this window's k errors in n requests (with the recent windows); learns nothing.
+    def recent(self, row: int) -> list[tuple[int, int]]:
+        """The recent windows of one row, oldest first."""
+        c = int(self.recent_count[row])
+        ks, ns = self.recent_k[row, -c:].tolist() if c else [], self.recent_n[row, -c:].tolist() if c else []
+        return list(zip(ks, ns, strict=True))
+
+    def score(self, rows: np.ndarray, k: np.ndarray, n: np.ndarray, min_requests: int = 0) -> np.ndarray:
+        """Score of each row's k errors in n requests (with its recent windows); learns nothing.
 
         Only sums over at least ``min_requests`` requests are tested (the volume guard).
         """
-        p0 = self.expected()
-        if n <= 0 or self.n_learned < self.grace_period or math.isnan(p0):
-            return ErrorAssessment(0.0, p0, math.nan)
-        sigma1 = math.sqrt(max(p0 * (1.0 - p0), 1e-12) / n)
-        deviation = (k / n - p0) / sigma1
-        a, b = self._k + 0.5, self._n - self._k + 0.5
-        best = 0.0
-        kk, nn = k, n
-        for i in range(len(self._recent) + 1):
+        p0 = self.expected(rows)
+        live = (n > 0) & (self.n_learned[rows] >= self.grace_period) & np.isfinite(p0)
+        count = self.recent_count[rows]
+        kk, nn = k.copy(), n.copy()
+        hot = np.zeros(len(rows), dtype=bool)
+        rk, rn = self.recent_k[rows], self.recent_n[rows]
+        for i in range(self.recent_k.shape[1] + 1):
             if i:
-                kk, nn = kk + self._recent[-i][0], nn + self._recent[-i][1]
-            z_effect = (kk / nn - p0) / self.unit
-            if nn < min_requests or not z_effect > max(stats.Z0, best):  # cheap test first
-                continue
-            z_stat = stats.z_from_log_tail(beta_binomial_log_sf(kk, nn, a, b))
-            best = max(best, min(z_stat, z_effect))
-        return ErrorAssessment(stats.squash(best), p0, deviation)
+                kk, nn = kk + rk[:, -i], nn + rn[:, -i]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                effect = (kk / nn - p0) / self.unit
+            hot |= (i <= count) & (nn >= min_requests) & (effect > stats.Z0)
+        out = np.zeros(len(rows))
+        for b in np.nonzero(live & hot)[0]:
+            row = int(rows[b])
+            out[b] = tail_score(int(k[b]), int(n[b]), self.recent(row), int(self.pool_k[row]),
+                                int(self.pool_n[row]), self.unit, min_requests)
+        return out
 
-    def push(self, k: int, n: int, learn: bool) -> None:
-        """Record this window (n = 0 for one below the volume guard) and learn it if ``learn``."""
-        if self.span > 1:
-            self._recent.append((k, n))
-            if len(self._recent) > self.span - 1:
-                del self._recent[0]
-        if not learn or n <= 0:
-            return
-        self._ring.append((k, n))
-        self._k += k
-        self._n += n
-        if len(self._ring) > self.window:
-            k0, n0 = self._ring.pop(0)
-            self._k -= k0
-            self._n -= n0
-        self.n_learned += 1
+    def deviation(self, row: int, k: int, n: int) -> float:
+        """(ratio - baseline) in binomial sigmas of n requests (for explanations)."""
+        p0 = float(self.expected(np.array([row]))[0])
+        if n <= 0 or p0 != p0:
+            return math.nan
+        return (k / n - p0) / math.sqrt(max(p0 * (1.0 - p0), 1e-12) / n)
+
+    def push(self, rows: np.ndarray, k: np.ndarray, n: np.ndarray, learn: np.ndarray) -> None:
+        """Record each row's window (n = 0 for one below the volume guard); learn it where ``learn``."""
+        if self.recent_k.shape[1]:
+            self.recent_k[rows] = np.roll(self.recent_k[rows], -1, axis=1)
+            self.recent_n[rows] = np.roll(self.recent_n[rows], -1, axis=1)
+            self.recent_k[rows, -1], self.recent_n[rows, -1] = k, n
+            self.recent_count[rows] = np.minimum(self.recent_count[rows] + 1, self.recent_k.shape[1])
+        sel = learn & (n > 0)
+        r, kl, nl = rows[sel], k[sel], n[sel]
+        p = self.pos[r]
+        full = self.size[r] == self.window
+        self.pool_k[r] += kl - np.where(full, self.ring_k[r, p], 0)
+        self.pool_n[r] += nl - np.where(full, self.ring_n[r, p], 0)
+        self.ring_k[r, p], self.ring_n[r, p] = kl, nl
+        self.pos[r] = (p + 1) % self.window
+        self.size[r] = np.minimum(self.size[r] + 1, self.window)
+        self.n_learned[r] += 1
+
+
+def tail_score(k: int, n: int, recent: list[tuple[int, int]], pool_k: int, pool_n: int, unit: float,
+               min_requests: int) -> float:
+    """The error test of one window against a pool of pool_k errors in pool_n requests: the squash
+    of the best min(tail z, effect z) over the sums of this window and its ``recent`` ones."""
+    p0 = (pool_k + 0.5) / (pool_n + 1.0)
+    a, b = pool_k + 0.5, pool_n - pool_k + 0.5
+    best = 0.0
+    kk, nn = k, n
+    for i in range(len(recent) + 1):
+        if i:
+            kk, nn = kk + recent[-i][0], nn + recent[-i][1]
+        z_effect = (kk / nn - p0) / unit
+        if nn < min_requests or not z_effect > max(stats.Z0, best):  # cheap test first
+            continue
+        z_stat = stats.z_from_log_tail(beta_binomial_log_sf(kk, nn, a, b))
+        best = max(best, min(z_stat, z_effect))
+    return stats.squash(best)
 
 
 def beta_binomial_log_sf(k: int, n: int, a: float, b: float) -> float:
@@ -99,32 +140,34 @@ def beta_binomial_log_sf(k: int, n: int, a: float, b: float) -> float:
     return log_pmf + math.log(total)
 
 
-def sustained_drop(det: Detector | None, recent_n: list[int], x_rate: float, n: int,
-                   traffic_direction: str, drop_unit: float) -> Evidence | None:
-    """Traffic summed over this and the ``recent_n`` windows against as many baselines of ``det``.
+def sustained_drops(expected: np.ndarray, deviation: np.ndarray, x_rate: np.ndarray, n: np.ndarray,
+                    recent_n: np.ndarray, recent_count: np.ndarray, drop_unit: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Traffic summed over each row's window and its recent ones against as many baselines.
 
-    On the square-root scale a sum of m windows keeps the per-window noise (Poisson and
-    multiplicative alike) while a lasting drop grows by sqrt(m): a 50% drop of 40
-    requests a minute is noise in one window and clear over three.
+    ``expected``/``deviation`` are the traffic member's explanation of ``x_rate`` (model
+    scale), ``recent_n`` the last windows' request counts (most recent in the last column,
+    ``recent_count`` of them held). Returns (z, observed per-window mean, baseline count):
+    z > 0 where a sum of 2 or more windows shows a drop. On the square-root scale a sum of m
+    windows keeps the per-window noise (Poisson and multiplicative alike) while a lasting drop
+    grows by sqrt(m): a 50% drop of 40 requests a minute is noise in one window and clear over
+    three.
     """
-    if (det is None or not recent_n or math.isnan(x_rate) or det.n_learned < det.grace_period
-            or traffic_direction == "up"):
-        return None
-    exp = det.explain_one(x_rate)
-    if not exp.deviation < 0.0:  # only below the baseline can a sum show a drop
-        return None
-    scale = (x_rate - exp.expected) / exp.deviation
-    lam = from_model(RATE, exp.expected)
-    best, best_m, total, observed = 0.0, 1, n, math.nan
-    for m, prev in enumerate(reversed(recent_n), start=2):
-        total += prev
-        # As for errors: significant (z_stat) and large (z_effect) — a baseline lagging a
-        # diurnal decline is significant over three windows, but only a few percent.
-        z_stat = (to_model(RATE, m * lam) - to_model(RATE, total)) / scale
-        z_effect = (1.0 - total / (m * lam)) / drop_unit if lam > 0 else 0.0
-        z = min(z_stat, z_effect)
-        if z > best:
-            best, best_m, observed = z, m, total / m
-    if best_m == 1:
-        return None
-    return Evidence(RATE, observed, lam, -best, "sustained", stats.squash(best))
+    live = (recent_count > 0) & np.isfinite(x_rate) & (deviation < 0.0)  # only below the baseline
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = (x_rate - expected) / deviation
+        lam = np.maximum(0.0, 0.25 * expected * expected - 0.375)  # from_model(RATE, expected)
+        best = np.zeros(len(n))
+        observed = np.full(len(n), math.nan)
+        total = n.astype(np.int64)
+        for m in range(2, recent_n.shape[1] + 2):
+            total = total + recent_n[:, -(m - 1)]
+            # As for errors: significant (z_stat) and large (z_effect) — a baseline lagging a
+            # diurnal decline is significant over three windows, but only a few percent.
+            z_stat = (2.0 * np.sqrt(m * lam + 0.375) - 2.0 * np.sqrt(total + 0.375)) / scale
+            z_effect = np.where(lam > 0, (1.0 - total / (m * lam)) / drop_unit, 0.0)
+            z = np.minimum(z_stat, z_effect)
+            better = live & (m - 1 <= recent_count) & (z > best)
+            best = np.where(better, z, best)
+            observed = np.where(better, total / m, observed)
+    return best, observed, lam

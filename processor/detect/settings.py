@@ -8,7 +8,7 @@ from processor.detect import stats
 
 DETECTORS = ("robust", "ewma", "seasonal", "autoencoder")
 DAY_MS = 86_400_000
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: columnar EntityState
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
 """WindowDetector: per-entity anomaly detection on final health/edge windows -> Verdicts, attribution.
 
-The pipeline's stage 2 calls it once per final window and entity. Per entity it keeps an
-:class:`~processor.detect.ensemble.Ensemble` over the window vector (rate, p50, p95, p99,
-error ratio) with direction-aware members per metric (latency up, traffic down): robust
-median/MAD and EWMA, plus seasonal members in a second ensemble that scores once a day of
+The pipeline's stage 2 calls it once per final window. Per entity and metric of the window
+vector (rate, p50, p95, p99, error ratio) it runs direction-aware detectors (latency up,
+traffic down): robust median/MAD and EWMA, plus seasonal members that score once a day of
 history is in. Latency is scored as log(ms), the request count on a square-root scale
 (:func:`~processor.detect.entity_vector.to_model`). Counts get exact tests
 (:mod:`processor.detect.counts`) over sums of the last 1-3 windows: the error
@@ -11,6 +10,12 @@ ratio a beta-binomial tail (a median/MAD of mostly-zero ratios calls one stray e
 requests a 5-sigma event), traffic a lasting drop. A score in [threshold, critical) alarms
 only if its metric was suspicious in the previous window too, and a flagged value is not
 learned (the Thresholded convention) until it has lasted ``adapt_after_windows``.
+
+Every entity of a window is scored and learned in one batch: the state is columnar
+(:class:`~processor.detect.entity_state.EntityState`, one row per entity) and each kind of
+detector is a bank over all rows (:mod:`processor.detect.banks`), bit-for-bit the scalar
+detectors of :mod:`processor.detect` (RobustBaseline, EWMA, Seasonal) that the NAB harness
+runs. Only the rare entity with evidence is explained in Python.
 
 Contract with the caller (see :meth:`WindowDetector.observe_window`):
 
@@ -44,23 +49,23 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from processor.detect import stats
 from processor.detect.attribution import rank_edges
 from processor.detect.autoencoder import Autoencoder
-from processor.detect.base import BaseDetector, Detector
-from processor.detect.counts import ErrorRatioTest, sustained_drop
-from processor.detect.ensemble import Ensemble
+from processor.detect.banks import EWMABank, RobustBank
+from processor.detect.counts import sustained_drops
 from processor.detect.entity_models import score_vector, vector_features, window_vectors
+from processor.detect.entity_state import NO_WINDOW, SCORED, EntityState
 from processor.detect.entity_vector import (
     EDGE,
     ERRORS,
     FEATURES,
-    LATENCY,
     RATE,
     SERVICE,
     Evidence,
@@ -69,12 +74,12 @@ from processor.detect.entity_vector import (
     from_model,
     group_by_window,
     merge_edge_rows,
-    to_model,
 )
-from processor.detect.ewma import EWMA
-from processor.detect.robust import RobustBaseline
-from processor.detect.seasonal import Seasonal
 from processor.detect.settings import STATE_VERSION, AnomalySettings
+
+Feats = tuple[int, int, float, float, float]  # (requests, errors, p50, p95, p99) of a window
+_ABSENT: Feats = (0, 0, math.nan, math.nan, math.nan)
+_METRIC = {m: j for j, m in enumerate(FEATURES)}
 
 
 @dataclass
@@ -97,36 +102,18 @@ class Verdict:
         return asdict(self)
 
 
+@dataclass
+class _Scores:
+    """Member scores of one batch of entity windows (rows of the batch x metrics)."""
 
-
-_VECTOR = "vector"  # the autoencoder's key in _Entity.prev
-
-
-class _Entity:
-    """One entity's detectors and bookkeeping."""
-
-    __slots__ = ("ensemble", "seasonal", "errors", "volumes", "last_ms", "refused", "prev", "slots",
-                 "rate_base", "recent_n")
-
-    def __init__(self, ensemble: Ensemble, seasonal: Ensemble | None, errors: ErrorRatioTest) -> None:
-        self.ensemble = ensemble
-        # The traffic member whose baseline the multi-window drop test uses (robust first).
-        self.rate_base = next((d for _, m, d in ensemble.members if m == RATE and isinstance(d, Detector)),
-                              None)
-        self.recent_n: list[int] = []  # request counts of the last windows, for that test
-        self.seasonal = seasonal  # apart: it learns from the start but scores once warm
-        self.errors = errors
-        self.slots = 0  # windows since the state was created, gaps included
-        self.volumes: list[float] = []  # last volume_windows learned request counts
-        self.last_ms: int | None = None
-        self.refused = dict.fromkeys(FEATURES, 0)  # consecutive refused windows per metric
-        self.prev = dict.fromkeys(FEATURES, 0.0)  # each metric's score in its last assessed window
-
-    def baseline_volume(self) -> float:
-        if not self.volumes:
-            return 0.0
-        s = sorted(self.volumes)
-        return 0.5 * (s[(len(s) - 1) // 2] + s[len(s) // 2])
+    robust: np.ndarray | None
+    ewma: np.ndarray | None
+    seasonal: np.ndarray | None  # zero where the seasonal members are not warm yet
+    errors: np.ndarray
+    drop: np.ndarray  # the multi-window drop's score
+    drop_observed: np.ndarray
+    drop_expected: np.ndarray
+    drop_z: np.ndarray
 
 
 class WindowDetector:
@@ -134,7 +121,7 @@ class WindowDetector:
 
     def __init__(self, settings: AnomalySettings | None = None) -> None:
         self.settings = settings or AnomalySettings()
-        self._entities: dict[tuple[str, str], _Entity] = {}
+        self._state = EntityState(self.settings)
         # Autoencoders are trained elsewhere (on stored history, on a schedule) and loaded.
         self._models: dict[tuple[str, str], Autoencoder] = {}
 
@@ -150,42 +137,6 @@ class WindowDetector:
     def models(self) -> dict[tuple[str, str], Autoencoder]:
         return dict(self._models)
 
-    # -- building ---------------------------------------------------------------------------
-    def _members(self, seasonal: bool) -> tuple[tuple[str, str | None, BaseDetector[Any]], ...]:
-        s = self.settings
-        members: list[tuple[str, str | None, BaseDetector[Any]]] = []
-        for metric in (RATE, *LATENCY):
-            direction = s.traffic_direction if metric == RATE else "up"
-            # Floors on the model scale (see to_model): a relative change r of the count is
-            # r/2 of its square root; latency's log scale takes an absolute floor.
-            lo, rel = (0.0, s.rate_min_relative_scale / 2) if metric == RATE else (s.latency_min_scale, 0.0)
-            if seasonal:
-                members.append((f"{metric}.seasonal", metric, Seasonal(
-                    period=s.period_windows, lags=s.seasonal_lags, direction=direction,
-                    min_scale=lo, min_relative_scale=rel)))
-                continue
-            if "robust" in s.detectors:
-                members.append((f"{metric}.robust", metric, RobustBaseline(
-                    window=s.robust_windows, direction=direction, grace_period=s.grace_windows,
-                    min_scale=lo, min_relative_scale=rel)))
-            if "ewma" in s.detectors:
-                members.append((f"{metric}.ewma", metric, EWMA(
-                    alpha=s.ewma_alpha, direction=direction, grace_period=s.grace_windows,
-                    min_scale=lo, min_relative_scale=rel)))
-        return tuple(members)
-
-    def _new_entity(self) -> _Entity:
-        s = self.settings
-
-        def ensemble(seasonal: bool) -> Ensemble:
-            return Ensemble(FEATURES, self._members(seasonal), info=s.info, warning=s.warning,
-                            critical=s.critical)
-
-        seasonal = ensemble(True) if "seasonal" in s.detectors else None
-        errors = ErrorRatioTest(window=s.error_windows, grace_period=s.grace_windows,
-                                unit=s.error_ratio_unit, span=s.error_span_windows)
-        return _Entity(ensemble(False), seasonal, errors)
-
     # -- the per-window step ----------------------------------------------------------------
     def observe(self, entity_type: str, entity: str, window_start_ms: int,
                 row: Mapping[str, Any], vector: np.ndarray | None = None) -> Verdict | None:
@@ -196,44 +147,34 @@ class WindowDetector:
         (:func:`~processor.detect.entity_models.window_vectors`; :meth:`observe_window` passes
         it). Windows at or before the entity's last are ignored.
         """
-        st = self._entity(entity_type, entity, window_start_ms)
-        if st is None:
-            return None
-        return self._step(st, entity_type, entity, window_start_ms, features(entity_type, row), vector)
+        return self._step(window_start_ms, [((entity_type, entity), features(entity_type, row), vector)])[0]
 
     def observe_missing(self, entity_type: str, entity: str, window_start_ms: int) -> Verdict | None:
         """A tracked entity had no row in this window: zero traffic (the extreme drop)."""
-        if (entity_type, entity) not in self._entities:
+        if (entity_type, entity) not in self._state.index:
             return None
-        st = self._entity(entity_type, entity, window_start_ms)
-        if st is None:
-            return None
-        nan = math.nan
-        return self._step(st, entity_type, entity, window_start_ms, (0, 0, nan, nan, nan))
+        return self._step(window_start_ms, [((entity_type, entity), _ABSENT, None)])[0]
 
     def observe_window(self, window_start_ms: int, health_rows: Iterable[Mapping[str, Any]],
                        edge_rows: Iterable[Mapping[str, Any]]) -> list[Verdict]:
         """All final rows of one window (of the entities this worker owns), plus the absentees.
 
         Entities tracked by this detector (seen within ``forget_after_windows``) with no row
-        here are observed as missing. Pass each window once, in time order.
+        here are observed as missing. Pass each window once, in time order. Every entity of
+        the window is scored and learned in one batch (the banks' numpy passes).
         """
-        out: list[Verdict] = []
-        seen: set[tuple[str, str]] = set()
         health_rows, edge_rows = list(health_rows), merge_edge_rows(edge_rows)
         vectors = window_vectors(health_rows, edge_rows, self.settings.min_requests) if self._models else {}
+        batch: list[tuple[tuple[str, str], Feats, np.ndarray | None]] = []
+        seen: set[tuple[str, str]] = set()
         for kind, rows in ((SERVICE, health_rows), (EDGE, edge_rows)):
             for row in rows:
-                name = str(row["service"]) if kind == SERVICE else edge_entity(row)
-                seen.add((kind, name))
-                v = self.observe(kind, name, window_start_ms, row, vectors.get((kind, name)))
-                if v is not None:
-                    out.append(v)
-        for key in [k for k in self._entities if k not in seen]:
-            v = self.observe_missing(key[0], key[1], window_start_ms)
-            if v is not None:
-                out.append(v)
-        return out
+                key = (kind, str(row["service"]) if kind == SERVICE else edge_entity(row))
+                if key not in seen:  # a repeated row is a repeated window: ignored
+                    seen.add(key)
+                    batch.append((key, features(kind, row), vectors.get(key)))
+        batch.extend((key, _ABSENT, None) for key in self._state.index if key not in seen)
+        return [v for v in self._step(window_start_ms, batch) if v is not None]
 
     def warm_up(self, entity_type: str, entity: str, rows: Iterable[Mapping[str, Any]]) -> int:
         """Replay one entity's stored rows (oldest first, ``window_start`` in ms) without emitting.
@@ -256,133 +197,214 @@ class WindowDetector:
             n += 1
         return n
 
-    def _entity(self, entity_type: str, entity: str, ws: int) -> _Entity | None:
-        key = (entity_type, entity)
-        st = self._entities.get(key)
-        size = self.settings.window_size_ms
-        if st is None or (st.last_ms is not None and
-                          ws - st.last_ms > self.settings.forget_after_windows * size):
-            st = self._entities[key] = self._new_entity()
-        elif st.last_ms is not None:
-            if ws <= st.last_ms:
-                return None
-            # Windows with no data at all (not even a zero row): unknown, not zero traffic.
-            # Clocked members record gaps so the day/week phase holds.
-            gaps = min((ws - st.last_ms) // size - 1, self.settings.period_windows * 8)
-            for _ in range(gaps):
-                st.ensemble.skip_one()
-                if st.seasonal is not None:
-                    st.seasonal.skip_one()
-            if gaps > 0:  # multi-window sums must not span the gap
-                st.recent_n = []
-                for _ in range(min(gaps, st.errors.span)):
-                    st.errors.push(0, 0, learn=False)
-            st.slots += gaps
-        st.last_ms = ws
-        st.slots += 1
-        return st
+    def _clock(self, key: tuple[str, str], ws: int) -> int | None:
+        """The entity's row, its clock moved to window ``ws``; None for a window at or before its last."""
+        st, s = self._state, self.settings
+        row = st.index.get(key)
+        if row is None:
+            row = st.add(key)
+        else:
+            last = st.last_ms[row]
+            if last != NO_WINDOW and ws - last > s.forget_after_windows * s.window_size_ms:
+                st.reset(row)
+            elif last != NO_WINDOW:
+                if ws <= last:
+                    return None
+                gaps = min((ws - last) // s.window_size_ms - 1, s.period_windows * 8)
+                if gaps > 0:
+                    st.gap(row, gaps)
+        st.last_ms[row] = ws
+        return row
 
-    def _step(self, st: _Entity, entity_type: str, entity: str, ws: int,
-              feats: tuple[int, int, float, float, float], vector: np.ndarray | None = None) -> Verdict | None:
+    def _step(self, ws: int, batch: Sequence[tuple[tuple[str, str], Feats, np.ndarray | None]]
+              ) -> list[Verdict | None]:
+        """Score each entity's window against its past, then learn it (one numpy pass per member)."""
+        s, st = self.settings, self._state
+        out: list[Verdict | None] = [None] * len(batch)
+        rows_l: list[int] = []
+        at: list[int] = []  # batch position of each stepped row
+        for i, (key, _, _) in enumerate(batch):
+            row = self._clock(key, ws)
+            if row is not None:
+                rows_l.append(row)
+                at.append(i)
+        if not rows_l:
+            return out
+        rows = np.array(rows_l, dtype=np.int64)
+        st.slots[rows] += 1
+        feats = [batch[i][1] for i in at]
+        n = np.array([f[0] for f in feats], dtype=np.int64)
+        k = np.array([f[1] for f in feats], dtype=np.int64)
+        x = self._vectors(rows, feats, n)
+        sc = self._score(rows, x, n, k)
+        scores = np.zeros((len(rows), len(FEATURES)))
+        assessed = np.c_[np.isfinite(x[:, :4]), n > 0]  # a window without evidence neither confirms nor clears
+        hot = sc.errors >= s.info
+        hot |= sc.drop >= s.info
+        for m in (sc.robust, sc.ewma, sc.seasonal):
+            if m is not None:
+                hot |= (m >= s.info).any(axis=1)
+        models = self._models
+        for b, i in enumerate(at):
+            key, _, vector = batch[i]
+            if hot[b] or (vector is not None and key in models):
+                out[i] = self._judge(b, int(rows[b]), key, ws, x[b], int(n[b]), int(k[b]), vector, sc,
+                                     scores[b])
+        st.prev[rows] = np.where(assessed, scores, st.prev[rows])
+        self._learn(rows, x, scores, assessed, n, k)
+        return out
+
+    def _vectors(self, rows: np.ndarray, feats: list[Feats], n: np.ndarray) -> np.ndarray:
+        """The windows on the model scale (see to_model), NaN where a value is no evidence."""
         s = self.settings
-        n, k = feats[0], feats[1]
-        enough = n >= s.min_requests
-        x = self._vector(st, feats)
-        xl = x.tolist()  # plain floats for the scalar checks below (numpy indexing is slow)
-        assessments = [st.ensemble.assess(x)]
-        if st.seasonal is not None and st.slots > s.period_windows * min(s.seasonal_lags) \
-                + s.seasonal_grace_windows:
-            assessments.append(st.seasonal.assess(x))
-        err = st.errors.assess(k, n, s.min_requests) if n > 0 else None
-        evidence = [Evidence(f.metric, from_model(f.metric, f.observed), from_model(f.metric, f.expected),
-                             f.deviation, f.detector.rpartition(".")[2], f.score)
-                    for a in assessments for f in a.factors]
-        if err is not None and err.score >= s.info:
-            evidence.append(Evidence(ERRORS, k / n, err.expected, err.deviation, "binomial", err.score))
-        drop = sustained_drop(st.rate_base, st.recent_n, xl[0], n, s.traffic_direction,
-                              s.rate_drop_unit)
-        if drop is not None and drop.score >= s.info:
-            evidence.append(drop)
-        model = self._models.get((entity_type, entity)) if vector is not None else None
+        tail, nan, log = s.min_tail_requests, math.nan, math.log
+        x = np.full((len(feats), len(FEATURES)), nan)
+        for b, (nb, kb, p50, p95, p99) in enumerate(feats):
+            if nb < s.min_requests or nb <= 0:
+                continue
+            # A quantile with fewer than min_tail_requests requests above it is the max, not a p99.
+            # math.log, not numpy's: its SIMD log may differ from libm in the last bit.
+            x[b, 1] = log(p50) if nb * 0.5 >= tail and p50 > 0.0 else nan
+            x[b, 2] = log(p95) if nb * 0.05 >= tail and p95 > 0.0 else nan
+            x[b, 3] = log(p99) if nb * 0.01 >= tail and p99 > 0.0 else nan
+            x[b, 4] = kb / nb
+        # Traffic is judged against the volume the entity normally has: a drop to 3 requests
+        # from 600 is the anomaly, so its guard uses the baseline volume, not this window's.
+        rate_ok = n >= s.min_baseline_requests
+        if not rate_ok.all():
+            rate_ok |= self._state.baseline_volume(rows) >= s.min_baseline_requests
+        x[:, 0] = np.where(rate_ok, 2.0 * np.sqrt(n + 0.375), nan)
+        return x
+
+    def _score(self, rows: np.ndarray, x: np.ndarray, n: np.ndarray, k: np.ndarray) -> _Scores:
+        s, st = self.settings, self._state
+        x4 = x[:, :4]
+        srt = st.robust.sorted_rings(rows) if st.robust is not None else None
+        robust = st.robust.score(rows, x4, srt) if st.robust is not None and srt is not None else None
+        ewma = st.ewma.score(rows, x4) if st.ewma is not None else None
+        seasonal = None
+        if st.seasonal is not None:
+            seasonal = np.zeros(x4.shape)
+            warm = st.slots[rows] > s.period_windows * min(s.seasonal_lags) + s.seasonal_grace_windows
+            if warm.any():
+                refs = st.seasonal.references(rows[warm])
+                seasonal[warm] = st.seasonal.score(rows[warm], x4[warm], refs)
+        errors = st.errors.score(rows, k, n, s.min_requests)
+        drop = np.zeros(len(rows))
+        z = observed = expected = drop
+        base = st.robust if st.robust is not None else st.ewma
+        if base is not None and st.recent_n.shape[1] and s.traffic_direction != "up":
+            live = ((st.recent_count[rows] > 0) & np.isfinite(x[:, 0])
+                    & (base.n_learned[rows, 0] >= base.grace_period))
+            if live.any():
+                med, scale = self._rate_baseline(base, rows[live], srt[live, 0] if srt is not None else None)
+                with np.errstate(invalid="ignore"):
+                    dev = (x[live, 0] - med) / scale
+                zl, ol, el = sustained_drops(med, dev, x[live, 0], n[live], st.recent_n[rows[live]],
+                                             st.recent_count[rows[live]], s.rate_drop_unit)
+                z, observed, expected = (np.zeros(len(rows)), np.full(len(rows), math.nan),
+                                         np.full(len(rows), math.nan))
+                z[live], observed[live], expected[live] = zl, ol, el
+                drop = np.zeros(len(rows))
+                for b in np.nonzero(z > 0.0)[0]:
+                    drop[b] = stats.squash(float(z[b]))
+        return _Scores(robust, ewma, seasonal, errors, drop, observed, expected, z)
+
+    @staticmethod
+    def _rate_baseline(base: RobustBank | EWMABank, rows: np.ndarray, srt: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(expected, scale) of the traffic member (NaN expected where it has nothing learned)."""
+        if isinstance(base, RobustBank) and srt is not None:
+            return base.baseline(rows, 0, srt)
+        assert isinstance(base, EWMABank)
+        mean = np.where(base.n_learned[rows, 0] > 0, base.mean[rows, 0], np.nan)
+        return mean, base._scale(base.mean[rows, 0:1], base.var[rows, 0:1])[:, 0]
+
+    def _judge(self, b: int, row: int, key: tuple[str, str], ws: int, x: np.ndarray, n: int, k: int,
+               vector: np.ndarray | None, sc: _Scores, scores: np.ndarray) -> Verdict | None:
+        """One entity window with some evidence: its factors, its verdict; fills ``scores`` (per
+        metric, the strongest evidence) and the autoencoder's confirmation state."""
+        s, st = self.settings, self._state
+        xl = x.tolist()
+        evidence: list[Evidence] = []
+        members = ((sc.robust, st.robust, "robust"), (sc.ewma, st.ewma, "ewma"))
+        for j, metric in enumerate(SCORED):  # the members' order: per metric, robust then EWMA
+            for m_scores, bank, kind in members:
+                if m_scores is not None and bank is not None and m_scores[b, j] >= s.info:
+                    ex = bank.explain(row, j, xl[j])
+                    evidence.append(Evidence(metric, from_model(metric, xl[j]), from_model(metric, ex.expected),
+                                             ex.deviation, kind, float(m_scores[b, j])))
+        if sc.seasonal is not None and st.seasonal is not None:
+            for j, metric in enumerate(SCORED):
+                if sc.seasonal[b, j] >= s.info:
+                    ex = st.seasonal.explain(row, j, xl[j])
+                    evidence.append(Evidence(metric, from_model(metric, xl[j]), from_model(metric, ex.expected),
+                                             ex.deviation, "seasonal", float(sc.seasonal[b, j])))
+        if sc.errors[b] >= s.info:
+            p0 = float(st.errors.expected(np.array([row]))[0])
+            evidence.append(Evidence(ERRORS, k / n, p0, st.errors.deviation(row, k, n), "binomial",
+                                     float(sc.errors[b])))
+        if sc.drop[b] >= s.info:
+            evidence.append(Evidence(RATE, float(sc.drop_observed[b]), float(sc.drop_expected[b]),
+                                     -float(sc.drop_z[b]), "sustained", float(sc.drop[b])))
+        model = self._models.get(key) if vector is not None else None
+        vector_score = math.nan
         if model is not None and vector is not None and vector.size == model.n_features:
-            vector_score, found = score_vector(model, vector, vector_features(entity_type), s.info,
+            vector_score, found = score_vector(model, vector, vector_features(key[0]), s.info,
                                                s.traffic_direction)
             evidence.extend(found)
-        else:
-            vector_score = math.nan
-        scores = dict.fromkeys(FEATURES, 0.0)
-        if evidence:  # almost never: most windows are quiet
-            evidence.sort(key=lambda e: -e.score)
-            for e in evidence:
-                scores[e.metric] = max(scores.get(e.metric, 0.0), e.score)
-        assessed = [not math.isnan(v) for v in xl[:4]] + [err is not None]
+        evidence.sort(key=lambda e: -e.score)
+        for e in evidence:
+            col = _METRIC.get(e.metric)
+            if col is not None:
+                scores[col] = max(scores[col], e.score)
         # One noisy window is common in low-volume quantiles and counts: a moderate score
         # needs its metric's previous window to have been suspicious too; a critical one
         # alarms at once. Errors and lasting drops need no confirmation: their multi-window
         # sums already are one. The autoencoder's factors share one score: its confirmation
         # is by vector, not metric.
+        prev = st.prev[row].tolist()
+
+        def confirmed(e: Evidence) -> bool:
+            if e.detector == "autoencoder":
+                return float(st.prev_vector[row]) >= s.confirm_level
+            col = _METRIC.get(e.metric)
+            return col is not None and prev[col] >= s.confirm_level
+
         firing = [e for e in evidence if e.score >= s.critical or (e.score >= s.threshold and (
-            e.metric == ERRORS or e.detector == "sustained"
-            or st.prev.get(_VECTOR if e.detector == "autoencoder" else e.metric, 0.0) >= s.confirm_level))]
-        for j, metric in enumerate(FEATURES):
-            if assessed[j]:  # a window without evidence neither confirms nor clears
-                st.prev[metric] = scores[metric]
+            e.metric == ERRORS or e.detector == "sustained" or confirmed(e)))]
         if not math.isnan(vector_score):
-            st.prev[_VECTOR] = vector_score
-        self._learn(st, x, xl, scores, assessed, k, n, enough)
+            st.prev_vector[row] = vector_score
         if not firing:
             return None
         top = firing[0]
-        return Verdict(entity_type, entity, ws, top.score, s.severity(top.score), top.metric,
+        return Verdict(key[0], key[1], ws, top.score, s.severity(top.score), top.metric,
                        top.observed, top.expected, top.deviation,
                        tuple(dict.fromkeys(e.detector for e in firing)), [e._asdict() for e in evidence])
 
-    def _vector(self, st: _Entity, feats: tuple[int, int, float, float, float]) -> np.ndarray:
-        """The window on the model scale, NaN where it is no evidence (members skip NaN)."""
-        s = self.settings
-        n, k, p50, p95, p99 = feats
-        enough = n >= s.min_requests
-        # Traffic is judged against the volume the entity normally has: a drop to 3 requests
-        # from 600 is the anomaly, so its guard uses the baseline volume, not this window's.
-        rate_ok = n >= s.min_baseline_requests or st.baseline_volume() >= s.min_baseline_requests
-        # A quantile with fewer than min_tail_requests requests above it is the max, not a p99.
-        tail, nan = s.min_tail_requests, math.nan
-        return np.array([to_model(RATE, n) if rate_ok else nan,
-                         to_model("p50_ms", p50) if enough and n * 0.5 >= tail else nan,
-                         to_model("p95_ms", p95) if enough and n * 0.05 >= tail else nan,
-                         to_model("p99_ms", p99) if enough and n * 0.01 >= tail else nan,
-                         k / n if enough else nan])
-
-    def _learn(self, st: _Entity, x: np.ndarray, xl: list[float], scores: dict[str, float],
-               assessed: list[bool], k: int, n: int, enough: bool) -> None:
+    def _learn(self, rows: np.ndarray, x: np.ndarray, scores: np.ndarray, assessed: np.ndarray,
+               n: np.ndarray, k: np.ndarray) -> None:
         """Thresholded convention per metric: a flagged value is not learned (the incident stays
         out of the baseline) unless it has lasted adapt_after_windows (then it is the new level)."""
-        s = self.settings
-        learn = x
-        refused = [False] * len(FEATURES)
-        for j, metric in enumerate(FEATURES):
-            if scores[metric] >= s.threshold:
-                st.refused[metric] += 1
-                if st.refused[metric] <= s.adapt_after_windows:
-                    if learn is x:
-                        learn = x.copy()
-                    learn[j] = math.nan
-                    refused[j] = True
-            elif assessed[j]:
-                st.refused[metric] = 0
-        st.ensemble.learn_one(learn)
+        s, st = self.settings, self._state
+        flagged = scores >= s.threshold
+        old = st.refused[rows]
+        refused = np.where(flagged, old + 1, np.where(assessed, 0, old))
+        st.refused[rows] = refused
+        refuse = flagged & (refused <= s.adapt_after_windows)
+        learn = np.where(refuse, np.nan, x)
+        x4 = learn[:, :4]
+        if st.robust is not None:
+            st.robust.learn(rows, x4)
+        if st.ewma is not None:
+            st.ewma.learn(rows, x4)
         if st.seasonal is not None:
-            st.seasonal.learn_one(learn)
+            st.seasonal.learn(rows, x4, st.seasonal.references(rows))
         # Requests below the guard still count in the errors' multi-window sums.
-        st.errors.push(k, n, learn=enough and not (refused[4] or math.isnan(xl[4])))
-        if s.rate_span_windows > 1:
-            st.recent_n.append(n)
-            if len(st.recent_n) > s.rate_span_windows - 1:
-                del st.recent_n[0]
-        if not refused[0] or math.isnan(xl[0]):  # a refused drop is not the new volume
-            st.volumes.append(float(n))
-            if len(st.volumes) > s.volume_history_windows:
-                del st.volumes[0]
+        st.errors.push(rows, k, n, (n >= s.min_requests) & np.isfinite(learn[:, 4]))
+        st.push_recent(rows, n)
+        keep = ~refuse[:, 0] | np.isnan(x[:, 0])  # a refused drop is not the new volume
+        st.push_volume(rows[keep], n[keep].astype(np.float64))
 
     # -- explanation and attribution ----------------------------------------------------------
     def baseline(self, entity_type: str, entity: str) -> dict[str, tuple[float, float]]:
@@ -391,19 +413,21 @@ class WindowDetector:
         Sigmas are on the scale the metric is scored on (see :func:`to_model`): log units for
         latency (0.1 = about 10%), square-root units for the request count.
         """
-        st = self._entities.get((entity_type, entity))
-        if st is None:
+        st = self._state
+        row = st.index.get((entity_type, entity))
+        if row is None:
             return {}
         out: dict[str, tuple[float, float]] = {}
-        for _name, metric, det in st.ensemble.members:
-            if metric is None or metric in out or not isinstance(det, (RobustBaseline, EWMA)):
-                continue
-            expected = det.explain_one(0.0).expected
-            if math.isnan(expected) or det.n_learned < det.grace_period:
-                continue
-            # explain_one is the public view of the scale: deviation of expected + 1 is 1/sigma.
-            out[metric] = (from_model(metric, expected), 1.0 / det.explain_one(expected + 1.0).deviation)
-        p0 = st.errors.expected()
+        for j, metric in enumerate(SCORED):
+            for bank in (st.robust, st.ewma):
+                if bank is None or metric in out or bank.n_learned[row, j] < bank.grace_period:
+                    continue
+                expected = bank.explain(row, j, 0.0).expected
+                if math.isnan(expected):
+                    continue
+                # explain is the public view of the scale: deviation of expected + 1 is 1/sigma.
+                out[metric] = (from_model(metric, expected), 1.0 / bank.explain(row, j, expected + 1.0).deviation)
+        p0 = float(st.errors.expected(np.array([row]))[0])
         if not math.isnan(p0):
             out[ERRORS] = (p0, max(self.settings.error_ratio_unit, 1e-12))
         return out
@@ -420,18 +444,18 @@ class WindowDetector:
 
     # -- persistence ----------------------------------------------------------------------------
     def entities(self) -> list[tuple[str, str]]:
-        return sorted(self._entities)
+        return sorted(self._state.index)
 
     def state_bytes(self) -> bytes:
         """All entity state (pickle, versioned); restore with :meth:`from_bytes`."""
-        return pickle.dumps((STATE_VERSION, self.settings, self._entities), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((STATE_VERSION, self.settings, self._state), protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WindowDetector:
         """State written by :meth:`state_bytes` of a trusted peer (pickle); ValueError if another version."""
-        version, settings, entities = pickle.loads(data)  # noqa: S301 - our own state, trusted store
+        version, settings, state = pickle.loads(data)  # noqa: S301 - our own state, trusted store
         if version != STATE_VERSION:
             raise ValueError(f"window detector state version {version}, this build reads {STATE_VERSION}")
         det = cls(settings)
-        det._entities = entities
+        det._state = state
         return det

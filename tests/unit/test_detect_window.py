@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from processor.detect.counts import ErrorRatioTest, beta_binomial_log_sf
+from processor.detect.counts import ErrorBank, beta_binomial_log_sf
 from processor.detect.entity_vector import features
 from processor.detect.window import AnomalySettings, Verdict, WindowDetector
 
@@ -242,13 +242,31 @@ def test_edge_features_fall_back_to_client_latency_without_a_server_span() -> No
 
 
 def test_error_test_needs_evidence_and_effect() -> None:
-    test = ErrorRatioTest(window=60, grace_period=5)
-    for _ in range(60):
-        test.push(2, 1000, learn=True)  # 0.2%
-    assert test.assess(1, 3).score == 0.0  # 33% of 3 requests: not evidence
-    assert test.assess(1, 3, min_requests=20).score == 0.0
-    assert test.assess(30, 10_000).score == 0.0  # 0.3% of 10k: significant, but a tiny effect
-    assert test.assess(50, 1000).score > 0.9
+    bank = ErrorBank(window=60, grace_period=5, span=1)
+    bank.grow(4)
+    rows = np.arange(4)
+    for _ in range(60):  # 0.2% on every row
+        bank.push(rows, np.full(4, 2), np.full(4, 1000), np.ones(4, dtype=bool))
+    scores = bank.score(rows, np.array([1, 1, 30, 50]), np.array([3, 3, 10_000, 1000]))
+    assert scores[0] == 0.0  # 33% of 3 requests: not evidence
+    assert bank.score(rows[1:2], np.array([1]), np.array([3]), min_requests=20)[0] == 0.0
+    assert scores[2] == 0.0  # 0.3% of 10k: significant, but a tiny effect
+    assert scores[3] > 0.9
+
+
+def test_error_bank_pools_the_last_window_and_sums_recent_windows() -> None:
+    bank = ErrorBank(window=3, grace_period=0, span=3)
+    bank.grow(1)
+    row, yes = np.array([0]), np.ones(1, dtype=bool)
+    for k, n in ((0, 100), (1, 100), (2, 100), (3, 100)):
+        bank.push(row, np.array([k]), np.array([n]), yes)
+    # The pool holds the last 3 learned windows only: 6 errors in 300 requests.
+    assert bank.expected(row)[0] == pytest.approx(6.5 / 301)
+    assert bank.recent(0) == [(2, 100), (3, 100)]
+    bank.push(row, np.array([50]), np.array([100]), np.zeros(1, dtype=bool))  # recorded, not learned
+    assert bank.expected(row)[0] == pytest.approx(6.5 / 301) and bank.recent(0) == [(3, 100), (50, 100)]
+    # 4 errors in 40, summed with the recent 53 in 200: a clear rise over 2.2%.
+    assert bank.score(row, np.array([4]), np.array([40]), min_requests=20)[0] > 0.9
 
 
 @pytest.mark.parametrize(("k", "n", "a", "b"), [(1, 10, 0.5, 9.5), (4, 30, 2.0, 50.0), (12, 40, 1.5, 300.0)])

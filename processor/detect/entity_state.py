@@ -1,0 +1,117 @@
+"""EntityState: every tracked entity's detector state as columns (one row per entity), for WindowDetector.
+
+Rows are appended as entities appear and reset when an entity comes back after
+``forget_after_windows``; arrays grow by doubling. The per-metric detectors live in banks
+(:mod:`processor.detect.banks`, :class:`~processor.detect.counts.ErrorBank`); this module
+owns the bookkeeping around them: the window clock, gaps, the refusal counters of the
+Thresholded convention, each metric's previous score (confirmation), the recent request
+counts of the multi-window drop test and the baseline volume of the traffic guard.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from processor.detect.banks import EWMABank, RobustBank, RowColumns, SeasonalBank, directions
+from processor.detect.counts import ErrorBank
+from processor.detect.entity_vector import FEATURES, LATENCY, RATE
+from processor.detect.settings import AnomalySettings
+
+SCORED = (RATE, *LATENCY)  # the metrics the banks watch, on the model scale; errors are counts
+NO_WINDOW = -(1 << 62)  # last_ms of an entity that has seen no window yet
+
+
+class EntityState(RowColumns):
+    """Columnar state of every tracked entity; see the module docstring."""
+
+    _fills = {"slots": 0, "refused": 0, "prev": 0.0, "prev_vector": 0.0, "volumes": np.nan, "volume_pos": 0,
+              "volume_size": 0, "recent_n": 0, "recent_count": 0}
+
+    def __init__(self, settings: AnomalySettings) -> None:
+        s = self.settings = settings
+        self.index: dict[tuple[str, str], int] = {}  # insertion order = order of first sight
+        self.last_ms: list[int] = []
+        self.capacity = 0
+        sign = directions([s.traffic_direction if m == RATE else "up" for m in SCORED])
+        # Floors on the model scale (see to_model): a relative change r of the count is r/2 of
+        # its square root; latency's log scale takes an absolute floor.
+        lo = np.array([0.0 if m == RATE else s.latency_min_scale for m in SCORED])
+        rel = np.array([s.rate_min_relative_scale / 2 if m == RATE else 0.0 for m in SCORED])
+        self.robust = (RobustBank(s.robust_windows, sign, s.grace_windows, lo, rel)
+                       if "robust" in s.detectors else None)
+        self.ewma = EWMABank(s.ewma_alpha, sign, s.grace_windows, lo, rel) if "ewma" in s.detectors else None
+        self.seasonal = (SeasonalBank(s.period_windows, s.seasonal_lags, 1, sign, lo, rel)
+                         if "seasonal" in s.detectors else None)
+        self.errors = ErrorBank(s.error_windows, s.grace_windows, s.error_ratio_unit, s.error_span_windows)
+        self.slots = np.zeros(0, dtype=np.int64)  # windows since the row was (re)set, gaps included
+        self.refused = np.zeros((0, len(FEATURES)), dtype=np.int64)  # consecutive refused windows
+        self.prev = np.zeros((0, len(FEATURES)))  # each metric's score in its last assessed window
+        self.prev_vector = np.zeros(0)  # the autoencoder's score in its last scored window
+        self.volumes = np.full((0, s.volume_history_windows), np.nan)  # learned request counts
+        self.volume_pos = np.zeros(0, dtype=np.int64)
+        self.volume_size = np.zeros(0, dtype=np.int64)
+        span = max(s.rate_span_windows - 1, 0)
+        self.recent_n = np.zeros((0, span), dtype=np.int64)  # last windows' counts, newest last
+        self.recent_count = np.zeros(0, dtype=np.int64)
+
+    def banks(self) -> list[RobustBank | EWMABank | SeasonalBank | ErrorBank]:
+        return [b for b in (self.robust, self.ewma, self.seasonal, self.errors) if b is not None]
+
+    # -- rows -------------------------------------------------------------------------------------
+    def add(self, key: tuple[str, str]) -> int:
+        row = len(self.index)
+        if row >= self.capacity:
+            self._grow(max(16, 2 * self.capacity))
+        self.index[key] = row
+        self.last_ms.append(NO_WINDOW)
+        self.reset(row)
+        return row
+
+    def _grow(self, capacity: int) -> None:
+        for bank in self.banks():
+            bank.grow(capacity)
+        super().grow(capacity)
+        self.capacity = capacity
+
+    def reset(self, row: int) -> None:
+        """A fresh, unfitted entity in this row."""
+        for bank in self.banks():
+            bank.reset(row)
+        super().reset(row)
+        self.last_ms[row] = NO_WINDOW
+
+    def gap(self, row: int, windows: int) -> None:
+        """Windows with no data at all (not even a zero row): unknown, not zero traffic. The
+        seasonal clock records them so the day/week phase holds; multi-window sums must not span them."""
+        if self.seasonal is not None:
+            self.seasonal.gap(row, windows)
+        self.recent_count[row] = 0
+        one = np.array([row])
+        zero = np.zeros(1, dtype=np.int64)
+        for _ in range(min(windows, self.errors.span)):
+            self.errors.push(one, zero, zero, np.zeros(1, dtype=bool))
+        self.slots[row] += windows
+
+    # -- columns ----------------------------------------------------------------------------------
+    def baseline_volume(self, rows: np.ndarray) -> np.ndarray:
+        """Median of each row's last learned request counts (0 when none)."""
+        size = self.volume_size[rows]
+        s = np.sort(self.volumes[rows], axis=1)
+        lo, hi = np.maximum(size - 1, 0) // 2, np.minimum(size // 2, s.shape[1] - 1)
+        med = (np.take_along_axis(s, lo[:, None], axis=1)[:, 0] + np.take_along_axis(s, hi[:, None], axis=1)[:, 0])
+        return np.where(size > 0, med * 0.5, 0.0)
+
+    def push_volume(self, rows: np.ndarray, n: np.ndarray) -> None:
+        if not len(rows):
+            return
+        p = self.volume_pos[rows]
+        self.volumes[rows, p] = n
+        self.volume_pos[rows] = (p + 1) % self.volumes.shape[1]
+        self.volume_size[rows] = np.minimum(self.volume_size[rows] + 1, self.volumes.shape[1])
+
+    def push_recent(self, rows: np.ndarray, n: np.ndarray) -> None:
+        if not self.recent_n.shape[1]:
+            return
+        self.recent_n[rows] = np.roll(self.recent_n[rows], -1, axis=1)
+        self.recent_n[rows, -1] = n
+        self.recent_count[rows] = np.minimum(self.recent_count[rows] + 1, self.recent_n.shape[1])
