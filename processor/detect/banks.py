@@ -52,10 +52,11 @@ def _grown(a: np.ndarray, capacity: int, fill: float | int) -> np.ndarray:
 
 def _middle(s: np.ndarray, size: np.ndarray) -> np.ndarray:
     """Median of the first ``size`` values of each sorted last-axis row (NaN where size is 0)."""
-    lo = np.maximum(size - 1, 0) // 2
-    hi = size // 2
-    a = np.take_along_axis(s, lo[..., None], axis=-1)[..., 0]
-    b = np.take_along_axis(s, np.minimum(hi, s.shape[-1] - 1)[..., None], axis=-1)[..., 0]
+    w = s.shape[-1]
+    flat = np.ascontiguousarray(s).reshape(-1)
+    base = np.arange(0, flat.size, w).reshape(size.shape)
+    a = flat[base + np.maximum(size - 1, 0) // 2]
+    b = flat[base + np.minimum(size // 2, w - 1)]
     return np.where(size > 0, (a + b) * 0.5, np.nan)
 
 
@@ -118,21 +119,17 @@ class RobustBank(_Floors):
         d = _directed((x - med) / self.floor(med), self.sign)
         live = (self.n_learned[rows] >= self.grace_period) & (size > 0) & np.isfinite(x)
         out = np.zeros(x.shape)
-        for i, j in zip(*np.nonzero(live & ~(d <= self.z0)), strict=True):
-            m, scale = self._stats(srt[i, j], int(size[i, j]), j)
-            out[i, j] = stats.squash_t((float(x[i, j]) - m) / scale, int(size[i, j]) - 1, self.names[j],
-                                       self.z0, self.tau)
+        i, j = np.nonzero(live & ~(d <= self.z0))
+        if len(i):
+            m, scale = self.scales(srt[i, j], size[i, j], j)
+            t = ((x[i, j] - m) / scale).tolist()
+            for c, (b, col, dof) in enumerate(zip(i.tolist(), j.tolist(), (size[i, j] - 1).tolist(), strict=True)):
+                out[b, col] = stats.squash_t(t[c], dof, self.names[col], self.z0, self.tau)
         return out
 
-    def _stats(self, srt_row: np.ndarray, size: int, metric: int) -> tuple[float, float]:
-        med, scale = stats.median_mad_sorted(srt_row[:size])
-        return med, stats.floor_scale(scale, med, float(self.min_scale[metric]),
-                                      float(self.min_relative_scale[metric]))
-
-    def baseline(self, rows: np.ndarray, metric: int, srt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(median, floored scale) of one metric for each row (vectorised :meth:`explain` state);
-        ``srt`` is that metric's sorted rings, (rows, window)."""
-        size = self.size[rows, metric]
+    def scales(self, srt: np.ndarray, size: np.ndarray, metric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(median, floored robust scale) of sorted rings (n, window) holding ``size`` values, of
+        the given metrics: :func:`stats.median_mad_sorted` then the floors, row by row in numpy."""
         med = _middle(srt, size)
         dev = np.sort(np.abs(srt - med[:, None]), axis=1)
         mad = _middle(dev, size)
@@ -142,6 +139,16 @@ class RobustBank(_Floors):
         floor = np.maximum(np.maximum(self.min_scale[metric], self.min_relative_scale[metric] * np.abs(med)),
                            stats.TINY_SCALE)
         return med, np.maximum(scale, floor)
+
+    def _stats(self, srt_row: np.ndarray, size: int, metric: int) -> tuple[float, float]:
+        med, scale = stats.median_mad_sorted(srt_row[:size])
+        return med, stats.floor_scale(scale, med, float(self.min_scale[metric]),
+                                      float(self.min_relative_scale[metric]))
+
+    def baseline(self, rows: np.ndarray, metric: int, srt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(median, floored scale) of one metric for each row (vectorised :meth:`explain` state);
+        ``srt`` is that metric's sorted rings, (rows, window)."""
+        return self.scales(srt, self.size[rows, metric], np.full(len(rows), metric))
 
     def explain(self, row: int, metric: int, x: float) -> Explanation:
         size = int(self.size[row, metric])

@@ -109,6 +109,7 @@ class _Scores:
     robust: np.ndarray | None
     ewma: np.ndarray | None
     seasonal: np.ndarray | None  # zero where the seasonal members are not warm yet
+    references: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # the seasonal slot's, for learning
     errors: np.ndarray
     drop: np.ndarray  # the multi-window drop's score
     drop_observed: np.ndarray
@@ -251,7 +252,7 @@ class WindowDetector:
                 out[i] = self._judge(b, int(rows[b]), key, ws, x[b], int(n[b]), int(k[b]), vector, sc,
                                      scores[b])
         st.prev[rows] = np.where(assessed, scores, st.prev[rows])
-        self._learn(rows, x, scores, assessed, n, k)
+        self._learn(rows, x, scores, assessed, n, k, sc.references)
         return out
 
     def _vectors(self, rows: np.ndarray, feats: list[Feats], n: np.ndarray) -> np.ndarray:
@@ -282,13 +283,15 @@ class WindowDetector:
         srt = st.robust.sorted_rings(rows) if st.robust is not None else None
         robust = st.robust.score(rows, x4, srt) if st.robust is not None and srt is not None else None
         ewma = st.ewma.score(rows, x4) if st.ewma is not None else None
-        seasonal = None
+        seasonal = refs = None
         if st.seasonal is not None:
             seasonal = np.zeros(x4.shape)
+            refs = st.seasonal.references(rows)
             warm = st.slots[rows] > s.period_windows * min(s.seasonal_lags) + s.seasonal_grace_windows
-            if warm.any():
-                refs = st.seasonal.references(rows[warm])
-                seasonal[warm] = st.seasonal.score(rows[warm], x4[warm], refs)
+            if warm.all():
+                seasonal = st.seasonal.score(rows, x4, refs)
+            elif warm.any():
+                seasonal[warm] = st.seasonal.score(rows[warm], x4[warm], (refs[0][warm], refs[1][warm], refs[2][warm]))
         errors = st.errors.score(rows, k, n, s.min_requests)
         drop = np.zeros(len(rows))
         z = observed = expected = drop
@@ -308,7 +311,7 @@ class WindowDetector:
                 drop = np.zeros(len(rows))
                 for b in np.nonzero(z > 0.0)[0]:
                     drop[b] = stats.squash(float(z[b]))
-        return _Scores(robust, ewma, seasonal, errors, drop, observed, expected, z)
+        return _Scores(robust, ewma, seasonal, refs, errors, drop, observed, expected, z)
 
     @staticmethod
     def _rate_baseline(base: RobustBank | EWMABank, rows: np.ndarray, srt: np.ndarray | None
@@ -383,7 +386,7 @@ class WindowDetector:
                        tuple(dict.fromkeys(e.detector for e in firing)), [e._asdict() for e in evidence])
 
     def _learn(self, rows: np.ndarray, x: np.ndarray, scores: np.ndarray, assessed: np.ndarray,
-               n: np.ndarray, k: np.ndarray) -> None:
+               n: np.ndarray, k: np.ndarray, references: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
         """Thresholded convention per metric: a flagged value is not learned (the incident stays
         out of the baseline) unless it has lasted adapt_after_windows (then it is the new level)."""
         s, st = self.settings, self._state
@@ -398,8 +401,8 @@ class WindowDetector:
             st.robust.learn(rows, x4)
         if st.ewma is not None:
             st.ewma.learn(rows, x4)
-        if st.seasonal is not None:
-            st.seasonal.learn(rows, x4, st.seasonal.references(rows))
+        if st.seasonal is not None and references is not None:
+            st.seasonal.learn(rows, x4, references)
         # Requests below the guard still count in the errors' multi-window sums.
         st.errors.push(rows, k, n, (n >= s.min_requests) & np.isfinite(learn[:, 4]))
         st.push_recent(rows, n)
