@@ -46,6 +46,7 @@ class AnomalyStage:
                         if "autoencoder" in cfg.detectors else None)
         self.settle_s = 2.0 + 4 * rt.kafka.max_batch_wait.seconds
         self.owner = False
+        self._compute_s = 0.0  # judging time within the current tick
         self._reset()
 
     def _reset(self) -> None:
@@ -78,7 +79,9 @@ class AnomalyStage:
         until = judged + 1 if judged is not None else now_ms + self.window_ms
         windows = 0
         async for ws, h, e in self.rt.final_windows(since, until):
+            t0 = time.perf_counter()
             self.detector.observe_window(ws, h, e)
+            self._compute_s += time.perf_counter() - t0
             self.last_window_ms = ws
             windows += 1
         if judged is not None:  # windows older than `history` are not judged late
@@ -98,6 +101,19 @@ class AnomalyStage:
         log.info("anomaly detection warmed up on %d stored window(s)%s", windows, resume)
 
     async def tick(self, owner: bool, all_local: bool = False) -> None:
+        """:meth:`_tick`, its time counted in two steps: "detection" for judging (the detectors,
+        incidents, attribution: CPU in this process) and "detection_io" for the rest (reading
+        rows and history, publishing, saving progress: mostly waiting on ClickHouse and Kafka)."""
+        t0, self._compute_s = time.perf_counter(), 0.0
+        try:
+            await self._tick(owner, all_local)
+        finally:
+            telemetry = self.rt.telemetry
+            telemetry.inc("otel_insights_stage_busy_seconds_total", self._compute_s, step="detection")
+            telemetry.inc("otel_insights_stage_busy_seconds_total",
+                          max(0.0, time.perf_counter() - t0 - self._compute_s), step="detection_io")
+
+    async def _tick(self, owner: bool, all_local: bool) -> None:
         """Judge settled final windows, oldest first, from their complete final rows.
 
         ``owner``: this worker owns partials partition 0 (it judges). ``all_local``: it owns
@@ -195,9 +211,11 @@ class AnomalyStage:
         self.last_window_ms = ws
         if not h_rows and not e_rows and not self.cfg.judge_empty_windows:
             return  # no data: a gap for the detectors, not zero traffic
+        t0 = time.perf_counter()
         verdicts = self.detector.observe_window(ws, h_rows, e_rows)
         rows = [self._row(v, a.incident_id, a.new, e_rows)
                 for v, a in zip(verdicts, self.tracker.assign(verdicts), strict=True)]
+        self._compute_s += time.perf_counter() - t0
         if rows:
             await self._publish(rows)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def _direction_name(sign: float) -> str:
     return "up" if sign > 0 else "down" if sign < 0 else "both"
 
 
-def _grown(a: np.ndarray, capacity: int, fill: float | int) -> np.ndarray:
+def _grown(a: np.ndarray, capacity: int, fill: float) -> np.ndarray:
     out = np.full((capacity, *a.shape[1:]), fill, dtype=a.dtype)
     out[: len(a)] = a
     return out
@@ -61,7 +62,9 @@ def _middle(s: np.ndarray, size: np.ndarray) -> np.ndarray:
 
 
 class RowColumns:
-    """Per-row arrays listed in ``_fills`` (attribute -> value of a fresh row): grown and reset together."""
+    """Per-row arrays listed in ``_fills`` (attribute -> value of a fresh row): grown and reset together.
+
+    """
 
     _fills: dict[str, float] = {}
 
@@ -224,7 +227,7 @@ class SeasonalBank(_Floors):
     """:class:`~processor.detect.seasonal.Seasonal` per (row, metric); the metrics of a row share one
     clock (every slot pushes a value or a gap for each), so position and size are per row."""
 
-    _fills = {"ring": np.nan, "pos": 0, "size": 0, "resid": np.nan, "n_resid": 0}
+    _fills = {"pos": 0, "size": 0, "resid": np.nan, "n_resid": 0}  # and the ring: see grow
 
     def __init__(self, period: int, lags: tuple[int, ...], half_width: int, sign: np.ndarray,
                  min_scale: np.ndarray, min_relative_scale: np.ndarray, z0: float = stats.Z0,
@@ -236,20 +239,49 @@ class SeasonalBank(_Floors):
                                      for j in range(-half_width, half_width + 1)}), dtype=np.int64)
         self.capacity = int(self.agos[-1])
         m = len(self.sign)
-        self.ring = np.full((0, m, self.capacity), np.nan, dtype=np.float32)
+        # Slot-major (slot, row, metric): a window's values of every row sit together, so the
+        # memory in use grows with the history held, not with rows x a week of slots at once
+        # (numpy asks for huge pages on large arrays: a row-major ring would page in 2 MB per
+        # row and metric at its first value). Read only below each row's size: never initialised.
+        self.ring = np.empty((self.capacity, 0, m), dtype=np.float32)
         self.pos = np.zeros(0, dtype=np.int64)
         self.size = np.zeros(0, dtype=np.int64)
         self.resid = np.full((0, m), np.nan)
         self.n_resid = np.zeros((0, m), dtype=np.int64)
 
 
+    def grow(self, capacity: int) -> None:
+        # A row's values fill slots 0, 1, ... (until it wraps), so every value held lies below
+        # the largest size: only those slots are copied.
+        used = int(self.size.max()) if len(self.size) else 0
+        ring = self.ring
+        self.ring = np.empty((ring.shape[0], capacity, ring.shape[2]), dtype=ring.dtype)
+        self.ring[:used, : ring.shape[1]] = ring[:used]
+        super().grow(capacity)
+
+    # Pickled: the slots below the largest size, each row's unfilled ones as NaN (the rest of
+    # the ring is uninitialised memory, which would make equal states pickle differently).
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        used = int(self.size.max()) if len(self.size) else 0
+        held = self.ring[:used].copy()
+        held[np.arange(used)[:, None] >= self.size[None, :]] = np.nan
+        state["ring"] = held
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        held = state.pop("ring")
+        self.__dict__.update(state)
+        self.ring = np.empty((self.capacity, *held.shape[1:]), dtype=held.dtype)
+        self.ring[: len(held)] = held
+
     def references(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sorted references (rows, metrics, refs), their count, expected = their median) for
         the slot about to be filled; references missing or out of history are NaN (sorted last)."""
         idx = (self.pos[rows, None] - self.agos[None, :]) % self.capacity
-        refs = self.ring[rows[:, None, None], np.arange(len(self.sign))[None, :, None], idx[:, None, :]]
+        refs = self.ring[idx, rows[:, None], :].transpose(0, 2, 1)  # (rows, metrics, refs)
         held = self.agos[None, None, :] <= self.size[rows, None, None]
-        refs = np.where(held, refs.astype(np.float64), np.nan)
+        refs = np.where(held, refs, np.float32(np.nan)).astype(np.float64)  # cast only what was written
         refs.sort(axis=2)
         count = np.isfinite(refs).sum(axis=2)
         return refs, count, _middle(refs, count)
@@ -305,7 +337,7 @@ class SeasonalBank(_Floors):
             new = np.where(n_new == 1, r, old + w * (r - old))
             self.resid[rows] = np.where(upd, new, old)
             self.n_resid[rows] = np.where(upd, n_new, n_resid)
-        self.ring[rows, :, self.pos[rows]] = x
+        self.ring[self.pos[rows], rows, :] = x
         self.pos[rows] = (self.pos[rows] + 1) % self.capacity
         self.size[rows] = np.minimum(self.size[rows] + 1, self.capacity)
 
@@ -313,8 +345,10 @@ class SeasonalBank(_Floors):
         """``slots`` slots without values for every metric of one row."""
         if slots <= 0:
             return
-        idx = (self.pos[row] + np.arange(min(slots, self.capacity))) % self.capacity
-        self.ring[row][:, idx] = np.nan
+        if slots >= self.capacity:  # nothing held survives: as good as an empty ring (from slot 0)
+            self.pos[row] = self.size[row] = 0
+            return
+        idx = (self.pos[row] + np.arange(slots)) % self.capacity
+        self.ring[idx, row, :] = np.nan
         self.pos[row] = (self.pos[row] + slots) % self.capacity
         self.size[row] = min(int(self.size[row]) + slots, self.capacity)
-

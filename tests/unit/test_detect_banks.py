@@ -61,6 +61,8 @@ def test_bank_matches_its_scalar_detector(kind: str, seed: int) -> None:
     dets = [[scalar(kind, d, j) for j, d in enumerate(DIRS)] for _ in range(ROWS)]
     x, scored = streams(seed, 300), 0
     for t, rows in enumerate(subsets(seed, 300)):
+        if t == 150:
+            bank.grow(2 * ROWS)
         xt = x[t, rows]
         if isinstance(bank, RobustBank):
             srt = bank.sorted_rings(rows)
@@ -98,6 +100,8 @@ def test_seasonal_bank_matches_seasonal_with_gaps(seed: int) -> None:
     x += 10.0 * np.sin(2 * np.pi * np.arange(200) / period)[:, None, None]  # a daily shape
     rng, scored = np.random.default_rng(seed), 0
     for t in range(200):
+        if t == 120:
+            bank.grow(2 * ROWS)  # more entities arrive: the held history moves to the larger arrays
         rows = np.arange(ROWS)  # one clock per row: every row takes every slot
         xt = x[t]
         refs = bank.references(rows)
@@ -115,7 +119,7 @@ def test_seasonal_bank_matches_seasonal_with_gaps(seed: int) -> None:
             for j in range(len(DIRS)):
                 dets[r][j].learn_one(float(xt[r, j]))
         if rng.random() < 0.05:  # a few windows with no data for one row
-            gr, g = int(rng.integers(ROWS)), int(rng.integers(1, 5))
+            gr, g = int(rng.integers(ROWS)), int(rng.choice([1, 2, 4, 30]))  # 30: longer than the ring
             bank.gap(gr, g)
             for det in dets[gr]:
                 for _ in range(g):
