@@ -1,7 +1,8 @@
 """EntityState: every tracked entity's detector state as columns (one row per entity), for WindowDetector.
 
-Rows are appended as entities appear and reset when an entity comes back after
-``forget_after_windows``; arrays grow by doubling. The per-metric detectors live in banks
+Rows are appended as entities appear, reset when an entity comes back after
+``forget_after_windows`` without data, and freed for the next new entity when one has had
+no row for that long; arrays grow by doubling. The per-metric detectors live in banks
 (:mod:`processor.detect.banks`, :class:`~processor.detect.counts.ErrorBank`); this module
 owns the bookkeeping around them: the window clock, gaps, the refusal counters of the
 Thresholded convention, each metric's previous score (confirmation), the recent request
@@ -30,7 +31,9 @@ class EntityState(RowColumns):
     def __init__(self, settings: AnomalySettings) -> None:
         s = self.settings = settings
         self.index: dict[tuple[str, str], int] = {}  # insertion order = order of first sight
-        self.last_ms: list[int] = []
+        self.last_ms: list[int] = []  # per row: the last window observed (rows and absences)
+        self.last_seen_ms: list[int] = []  # per row: the last window the entity had a row in
+        self.free: list[int] = []  # rows of forgotten entities, reused by the next new ones
         self.capacity = 0
         sign = directions([s.traffic_direction if m == RATE else "up" for m in SCORED])
         # Floors on the model scale (see to_model): a relative change r of the count is r/2 of
@@ -59,13 +62,21 @@ class EntityState(RowColumns):
 
     # -- rows -------------------------------------------------------------------------------------
     def add(self, key: tuple[str, str]) -> int:
-        row = len(self.index)
-        if row >= self.capacity:
-            self._grow(max(16, 2 * self.capacity))
+        if self.free:
+            row = self.free.pop()
+        else:
+            row = len(self.last_ms)
+            if row >= self.capacity:
+                self._grow(max(16, 2 * self.capacity))
+            self.last_ms.append(NO_WINDOW)
+            self.last_seen_ms.append(NO_WINDOW)
         self.index[key] = row
-        self.last_ms.append(NO_WINDOW)
         self.reset(row)
         return row
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """Stop tracking an entity; its row goes to the next new one."""
+        self.free.append(self.index.pop(key))
 
     def _grow(self, capacity: int) -> None:
         for bank in self.banks():
@@ -78,7 +89,7 @@ class EntityState(RowColumns):
         for bank in self.banks():
             bank.reset(row)
         super().reset(row)
-        self.last_ms[row] = NO_WINDOW
+        self.last_ms[row] = self.last_seen_ms[row] = NO_WINDOW
 
     def gap(self, row: int, windows: int) -> None:
         """Windows with no data at all (not even a zero row): unknown, not zero traffic. The

@@ -160,8 +160,8 @@ class WindowDetector:
                        edge_rows: Iterable[Mapping[str, Any]]) -> list[Verdict]:
         """All final rows of one window (of the entities this worker owns), plus the absentees.
 
-        Entities tracked by this detector (seen within ``forget_after_windows``) with no row
-        here are observed as missing. Pass each window once, in time order. Every entity of
+        Entities tracked by this detector with no row here are observed as missing, until
+        they have had no row for ``forget_after_windows``: then they are forgotten. Pass each window once, in time order. Every entity of
         the window is scored and learned in one batch (the banks' numpy passes).
         """
         health_rows, edge_rows = list(health_rows), merge_edge_rows(edge_rows)
@@ -174,7 +174,12 @@ class WindowDetector:
                 if key not in seen:  # a repeated row is a repeated window: ignored
                     seen.add(key)
                     batch.append((key, features(kind, row), vectors.get(key)))
-        batch.extend((key, _ABSENT, None) for key in self._state.index if key not in seen)
+        st, horizon = self._state, self.settings.forget_after_windows * self.settings.window_size_ms
+        for key in [k for k in st.index if k not in seen]:
+            if window_start_ms - st.last_seen_ms[st.index[key]] > horizon:
+                st.forget(key)  # gone for good (a renamed service, a retired edge): stop tracking it
+            else:
+                batch.append((key, _ABSENT, None))
         return [v for v in self._step(window_start_ms, batch) if v is not None]
 
     def warm_up(self, entity_type: str, entity: str, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -233,6 +238,9 @@ class WindowDetector:
             return out
         rows = np.array(rows_l, dtype=np.int64)
         st.slots[rows] += 1
+        for row, i in zip(rows_l, at, strict=True):
+            if batch[i][1] is not _ABSENT:
+                st.last_seen_ms[row] = ws
         feats = [batch[i][1] for i in at]
         n = np.array([f[0] for f in feats], dtype=np.int64)
         k = np.array([f[1] for f in feats], dtype=np.int64)

@@ -119,6 +119,26 @@ def test_a_service_that_disappears_is_flagged_through_observe_window() -> None:
     assert verdicts[0].severity == "critical"
 
 
+def test_an_entity_without_rows_for_forget_after_windows_is_forgotten_and_starts_afresh() -> None:
+    det = WindowDetector(AnomalySettings(forget_after_windows=50))
+    cart, ad = Traffic(1), Traffic(2)
+    for i in range(100):
+        det.observe_window(i * W, [{"service": "cart", **cart.row()}, {"service": "ad", **ad.row()}], [])
+    gone = [v.entity for i in range(100, 150) for v in det.observe_window(i * W, [{"service": "ad", **ad.row()}], [])]
+    assert gone and set(gone) == {"cart"}  # its absence is a traffic drop while it is tracked
+    assert det.entities() == [("service", "ad"), ("service", "cart")]
+    det.observe_window(150 * W, [{"service": "ad", **ad.row()}], [])  # 51 windows without a row
+    assert det.entities() == [("service", "ad")]
+    # Back: a new entity in its grace period (no traffic baseline yet, where the old state had
+    # one), in the freed row rather than a new one.
+    rows_before = len(det._state.last_ms)
+    back = Traffic(3, calls=50.0)
+    for i in range(151, 158):
+        det.observe_window(i * W, [{"service": "ad", **ad.row()}, {"service": "cart", **back.row()}], [])
+    assert "rate" not in det.baseline("service", "cart") and "rate" in det.baseline("service", "ad")
+    assert len(det._state.last_ms) == rows_before and det.entities() == [("service", "ad"), ("service", "cart")]
+
+
 def test_low_volume_windows_do_not_alarm_on_errors_or_latency() -> None:
     det = WindowDetector()
     traffic = Traffic(3, calls=6.0, error_p=0.02)
