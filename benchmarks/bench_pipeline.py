@@ -169,15 +169,17 @@ def bench_detect_share(seconds: int, rate: float) -> None:
         busy = {step: p.metric("otel_insights_stage_busy_seconds_total", step=step)
                 for step in ("stage1", "stage2", "detection", "detection_io")}
         rows = p.metric("otel_insights_windows_finalized_total")
+        published = p.metric("otel_insights_anomalies_total")
         p.stop()
     share = busy["detection"] / (busy["stage2"] + busy["detection"])
     io_share = (busy["detection"] + busy["detection_io"]) / (busy["stage2"] + busy["detection"] + busy["detection_io"])
     print(f"  detection in a worker: {seconds} s of traffic at {rate:.0f} traces/s, {window_s} s windows, "
           f"{rows:,.0f} final rows")
     print(f"    busy seconds: stage1 {busy['stage1']:.2f}, stage2 {busy['stage2']:.2f}, "
-          f"detection {busy['detection']:.2f} (judging) + {busy['detection_io']:.2f} (reads, publishing, progress)")
+          f"detection {busy['detection']:.2f} (judging) + {busy['detection_io']:.2f} (its ClickHouse calls: reads, "
+          f"{published:,.0f} anomalies published, progress)")
     print(f"    judging is {100 * share:.1f}% of stage 2 + judging ({1e6 * busy['detection'] / max(rows, 1):.0f} us "
-          f"per final row); with its I/O {100 * io_share:.1f}%")
+          f"per final row); with its ClickHouse calls {100 * io_share:.1f}%")
 
 
 def _rss_kb(pid: int) -> int:

@@ -46,7 +46,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_anomaly_judged_window_seconds", "gauge", "Start of the newest window the detectors have judged (epoch seconds)"),
     MetricSpec("otel_insights_anomaly_models", "gauge", "Per-entity autoencoder models in use"),
     MetricSpec("otel_insights_anomaly_model_trainings_total", "counter", "Scheduled autoencoder trainings", ("outcome",)),
-    MetricSpec("otel_insights_stage_busy_seconds_total", "counter", "Wall time spent in each processing step (stage1, stage2, detection, detection_io)", ("step",)),
+    MetricSpec("otel_insights_stage_busy_seconds_total", "counter", "Wall time spent in each processing step (stage1, stage2, detection); detection_io: ClickHouse time of detection's store calls", ("step",)),
     MetricSpec("otel_insights_consumer_lag_records", "gauge", "Input records not yet consumed", ("topic", "partition")),
     MetricSpec("traces_service_graph_request_total", "counter", "Requests between two nodes (servicegraph connector compatible)", EDGE_LABELS),
     MetricSpec("traces_service_graph_request_failed_total", "counter", "Failed requests between two nodes", EDGE_LABELS),

@@ -112,8 +112,8 @@ class _Scores:
     references: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # the seasonal slot's, for learning
     errors: np.ndarray
     drop: np.ndarray  # the multi-window drop's score
-    drop_observed: np.ndarray
-    drop_expected: np.ndarray
+    drop_observed: np.ndarray  # its mean count per window
+    drop_expected: np.ndarray  # and the baseline count
     drop_z: np.ndarray
 
 
@@ -286,6 +286,7 @@ class WindowDetector:
         return x
 
     def _score(self, rows: np.ndarray, x: np.ndarray, n: np.ndarray, k: np.ndarray) -> _Scores:
+        """Every member's score of every row's window against the state before it (no learning)."""
         s, st = self.settings, self._state
         x4 = x[:, :4]
         srt = st.robust.sorted_rings(rows) if st.robust is not None else None
@@ -299,27 +300,32 @@ class WindowDetector:
             if warm.all():
                 seasonal = st.seasonal.score(rows, x4, refs)
             elif warm.any():
-                seasonal[warm] = st.seasonal.score(rows[warm], x4[warm], (refs[0][warm], refs[1][warm], refs[2][warm]))
+                seasonal[warm] = st.seasonal.score(rows[warm], x4[warm], tuple(r[warm] for r in refs))
         errors = st.errors.score(rows, k, n, s.min_requests)
-        drop = np.zeros(len(rows))
-        z = observed = expected = drop
+        return _Scores(robust, ewma, seasonal, refs, errors, *self._drops(rows, x, n, srt))
+
+    def _drops(self, rows: np.ndarray, x: np.ndarray, n: np.ndarray, srt: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The multi-window traffic drop per row against the traffic member's baseline (robust
+        first): (score, observed per-window count, expected count, z); score 0 where none."""
+        s, st = self.settings, self._state
+        size = len(rows)
+        score, z = np.zeros(size), np.zeros(size)
+        observed, expected = np.full(size, math.nan), np.full(size, math.nan)
         base = st.robust if st.robust is not None else st.ewma
-        if base is not None and st.recent_n.shape[1] and s.traffic_direction != "up":
-            live = ((st.recent_count[rows] > 0) & np.isfinite(x[:, 0])
-                    & (base.n_learned[rows, 0] >= base.grace_period))
-            if live.any():
-                med, scale = self._rate_baseline(base, rows[live], srt[live, 0] if srt is not None else None)
-                with np.errstate(invalid="ignore"):
-                    dev = (x[live, 0] - med) / scale
-                zl, ol, el = sustained_drops(med, dev, x[live, 0], n[live], st.recent_n[rows[live]],
-                                             st.recent_count[rows[live]], s.rate_drop_unit)
-                z, observed, expected = (np.zeros(len(rows)), np.full(len(rows), math.nan),
-                                         np.full(len(rows), math.nan))
-                z[live], observed[live], expected[live] = zl, ol, el
-                drop = np.zeros(len(rows))
-                for b in np.nonzero(z > 0.0)[0]:
-                    drop[b] = stats.squash(float(z[b]))
-        return _Scores(robust, ewma, seasonal, refs, errors, drop, observed, expected, z)
+        if base is None or not st.recent_n.shape[1] or s.traffic_direction == "up":
+            return score, observed, expected, z
+        live = (st.recent_count[rows] > 0) & np.isfinite(x[:, 0]) & (base.n_learned[rows, 0] >= base.grace_period)
+        if not live.any():
+            return score, observed, expected, z
+        med, scale = self._rate_baseline(base, rows[live], srt[live, 0] if srt is not None else None)
+        with np.errstate(invalid="ignore"):
+            dev = (x[live, 0] - med) / scale
+        z[live], observed[live], expected[live] = sustained_drops(
+            med, dev, x[live, 0], n[live], st.recent_n[rows[live]], st.recent_count[rows[live]], s.rate_drop_unit)
+        for b in np.nonzero(z > 0.0)[0]:  # math's exp, as the scalar detectors score
+            score[b] = stats.squash(float(z[b]))
+        return score, observed, expected, z
 
     @staticmethod
     def _rate_baseline(base: RobustBank | EWMABank, rows: np.ndarray, srt: np.ndarray | None
