@@ -1,8 +1,9 @@
 """Detector banks: RobustBaseline, EWMA and Seasonal over many entities x metrics at once, in numpy.
 
 A bank holds the state of one scalar detector per (entity row, metric) as arrays and scores
-or learns a batch of rows in a handful of numpy calls: the per-window detection of a few
-hundred entities costs what one entity's Python objects did. Each bank gives exactly the
+or learns a batch of rows in a handful of numpy calls, so a window of 200 entities costs a
+fifth of what one Python detector object per entity and metric did (``bench_detect.py``:
+16 against 79 µs per entity-window). Each bank gives exactly the
 scores of its scalar class (``tests/unit/test_detect_banks.py`` checks bit-for-bit equality on
 random streams), by the same two-step path the scalar classes take: most values sit within
 ``z0`` floors of the baseline and score 0 whatever the spread, which is decided here with
@@ -51,7 +52,7 @@ def _grown(a: np.ndarray, capacity: int, fill: float) -> np.ndarray:
     return out
 
 
-def _middle(s: np.ndarray, size: np.ndarray) -> np.ndarray:
+def sorted_median(s: np.ndarray, size: np.ndarray) -> np.ndarray:
     """Median of the first ``size`` values of each sorted last-axis row (NaN where size is 0)."""
     w = s.shape[-1]
     flat = np.ascontiguousarray(s).reshape(-1)
@@ -118,7 +119,7 @@ class RobustBank(_Floors):
     def score(self, rows: np.ndarray, x: np.ndarray, srt: np.ndarray) -> np.ndarray:
         """score_one of x (rows, metrics) per row and metric; ``srt`` from :meth:`sorted_rings`."""
         size = self.size[rows]
-        med = _middle(srt, size)
+        med = sorted_median(srt, size)
         d = _directed((x - med) / self.floor(med), self.sign)
         live = (self.n_learned[rows] >= self.grace_period) & (size > 0) & np.isfinite(x)
         out = np.zeros(x.shape)
@@ -133,9 +134,9 @@ class RobustBank(_Floors):
     def scales(self, srt: np.ndarray, size: np.ndarray, metric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(median, floored robust scale) of sorted rings (n, window) holding ``size`` values, of
         the given metrics: :func:`stats.median_mad_sorted` then the floors, row by row in numpy."""
-        med = _middle(srt, size)
+        med = sorted_median(srt, size)
         dev = np.sort(np.abs(srt - med[:, None]), axis=1)
-        mad = _middle(dev, size)
+        mad = sorted_median(dev, size)
         scale = stats.MAD_TO_SIGMA * mad
         for i in np.nonzero(~(mad > 0.0) & (size > 0))[0]:  # MAD 0: the mean-deviation fallback
             scale[i] = stats.median_mad_sorted(srt[i, : size[i]])[1]
@@ -284,7 +285,7 @@ class SeasonalBank(_Floors):
         refs = np.where(held, refs, np.float32(np.nan)).astype(np.float64)  # cast only what was written
         refs.sort(axis=2)
         count = np.isfinite(refs).sum(axis=2)
-        return refs, count, _middle(refs, count)
+        return refs, count, sorted_median(refs, count)
 
     def _resid_term(self, rows: np.ndarray) -> np.ndarray:
         return np.where(self.n_resid[rows] > 0, stats.MEAN_AD_TO_SIGMA * self.resid[rows], 0.0)

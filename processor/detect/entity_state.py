@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from processor.detect.banks import EWMABank, RobustBank, RowColumns, SeasonalBank, directions
+from processor.detect.banks import (
+    EWMABank,
+    RobustBank,
+    RowColumns,
+    SeasonalBank,
+    directions,
+    sorted_median,
+)
 from processor.detect.counts import ErrorBank
 from processor.detect.entity_vector import FEATURES, LATENCY, RATE
 from processor.detect.settings import AnomalySettings
@@ -107,10 +114,8 @@ class EntityState(RowColumns):
     def baseline_volume(self, rows: np.ndarray) -> np.ndarray:
         """Median of each row's last learned request counts (0 when none)."""
         size = self.volume_size[rows]
-        s = np.sort(self.volumes[rows], axis=1)
-        lo, hi = np.maximum(size - 1, 0) // 2, np.minimum(size // 2, s.shape[1] - 1)
-        med = (np.take_along_axis(s, lo[:, None], axis=1)[:, 0] + np.take_along_axis(s, hi[:, None], axis=1)[:, 0])
-        return np.where(size > 0, med * 0.5, 0.0)
+        med = sorted_median(np.sort(self.volumes[rows], axis=1), size)
+        return np.where(size > 0, med, 0.0)
 
     def push_volume(self, rows: np.ndarray, n: np.ndarray) -> None:
         if not len(rows):
