@@ -365,6 +365,8 @@ def settings_from_args(args: argparse.Namespace) -> AnomalySettings:
                     info=min(s.info, args.threshold))
     if args.min_requests is not None:
         s = replace(s, min_requests=args.min_requests)
+    if args.min_baseline_requests is not None:
+        s = replace(s, min_baseline_requests=args.min_baseline_requests)
     return s
 
 
@@ -381,6 +383,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     parser.add_argument("--detectors", default=None, help="comma list of robust,ewma,seasonal,autoencoder")
     parser.add_argument("--threshold", type=float, default=None, help="score at or above which a window alarms")
     parser.add_argument("--min-requests", type=int, default=None, help="volume guard")
+    parser.add_argument("--min-baseline-requests", type=int, default=None,
+                        help="usual volume from which traffic drops are watched")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
     args = parser.parse_args(argv)
     console = console or Console()

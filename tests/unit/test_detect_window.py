@@ -155,6 +155,19 @@ def test_a_drop_to_a_handful_of_requests_is_judged_by_the_baseline_volume() -> N
     assert {f["metric"] for f in v.factors} == {"rate"}
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_an_80_percent_drop_of_a_service_at_15_calls_a_minute_is_caught_and_a_trickle_is_not_watched(
+        seed: int) -> None:
+    det = WindowDetector()
+    usual, trickle = Traffic(seed, calls=15.0), Traffic(seed + 10, calls=5.0)
+    for i in range(200):
+        assert det.observe_window(i * W, [{"service": "a", **usual.row()}, {"service": "b", **trickle.row()}], []) == []
+    found = [v for i in range(200, 203) for v in det.observe_window(
+        i * W, [{"service": "a", **usual.row(calls_factor=0.2)}, {"service": "b", **trickle.row(calls_factor=0.0)}], [])]
+    assert [v.entity for v in found][:1] == ["a"] and found[0].metric == "rate"
+    assert "b" not in {v.entity for v in found}  # 5 calls a minute is below min_baseline_requests
+
+
 def test_fault_free_noise_gives_no_verdict_over_500_windows() -> None:
     det = WindowDetector()
     svc, edge = Traffic(11), Traffic(12, calls=60.0, error_p=0.01)
