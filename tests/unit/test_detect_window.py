@@ -355,9 +355,9 @@ def test_stored_autoencoder_flags_a_lost_caller_that_no_single_metric_shows() ->
         with_model += _fan_window(det, i, traffic, ("web",))
         without += _fan_window(plain, i, traffic, ("web",))
     assert not [v for v in without if v.entity == "cart"]  # no single metric of cart moved
-    cart = [v for v in with_model if v.entity == "cart"]
-    assert cart and cart[0].metric == "fan_in" and "autoencoder" in cart[0].detectors
-    assert cart[0].observed == 1 and cart[0].expected == pytest.approx(2, abs=0.5)
+    flagged = [v for v in with_model if v.entity == "cart"]
+    assert flagged and flagged[0].metric == "fan_in" and "autoencoder" in flagged[0].detectors
+    assert flagged[0].observed == 1 and flagged[0].expected == pytest.approx(2, abs=0.5)
 
 
 def test_models_are_ignored_unless_the_autoencoder_is_chosen() -> None:
