@@ -39,7 +39,8 @@ class AnomalyStage:
         self.window_ms = rt.config.windows.size.ms
         self.settings = AnomalySettings(
             detectors=tuple(cfg.detectors), window_size_ms=self.window_ms,
-            min_requests=cfg.min_requests, threshold=cfg.threshold, warning=cfg.severity_warning,
+            min_requests=cfg.min_requests, min_baseline_requests=cfg.min_baseline_requests,
+            threshold=cfg.threshold, warning=cfg.severity_warning,
             critical=cfg.severity_critical, info=min(0.3, cfg.threshold),
             grace_windows=cfg.grace_windows)
         self.trainer = (ModelTrainer(rt, cfg.autoencoder, cfg.min_requests, self.window_ms)

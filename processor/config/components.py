@@ -262,6 +262,7 @@ class AnomalyConfig(Frozen):
     severity_warning: float = Field(default=0.5, gt=0, lt=1)
     severity_critical: float = Field(default=0.8, gt=0, lt=1)
     min_requests: Positive = 20  # fewer calls in a window: latency/error metrics are not scored
+    min_baseline_requests: Positive = 10  # usual calls per window from which traffic drops are watched
     grace_windows: Positive = 10  # windows an entity must have before it can alarm
     incident_gap_windows: Positive = 2  # consecutive anomalous windows within this gap: one incident
     history: Duration = Duration.parse("24h")  # final windows replayed from ClickHouse at start
