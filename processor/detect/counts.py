@@ -140,16 +140,13 @@ def beta_binomial_log_sf(k: int, n: int, a: float, b: float) -> float:
     return log_pmf + math.log(total)
 
 
-def sustained_drops(expected: np.ndarray, deviation: np.ndarray, dof: np.ndarray, x_rate: np.ndarray,
-                    n: np.ndarray, recent_n: np.ndarray, recent_count: np.ndarray, drop_unit: float
+def sustained_drops(expected: np.ndarray, deviation: np.ndarray, x_rate: np.ndarray, n: np.ndarray,
+                    recent_n: np.ndarray, recent_count: np.ndarray, drop_unit: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Traffic summed over each row's window and its recent ones against as many baselines.
 
     ``expected``/``deviation`` are the traffic member's explanation of ``x_rate`` (model
-    scale) and ``dof`` the degrees of freedom of its scale (values behind it - 1): the
-    deviation of a sum is read as Student-t, as the members read theirs, so a baseline of a
-    dozen windows does not call a dip of a low-volume entity 4 sigma. ``recent_n`` the last
-    windows' request counts (most recent in the last column,
+    scale), ``recent_n`` the last windows' request counts (most recent in the last column,
     ``recent_count`` of them held). Returns (z, observed per-window mean, baseline count):
     z > 0 where a sum of 2 or more windows shows a drop. On the square-root scale a sum of m
     windows keeps the per-window noise (Poisson and multiplicative alike) while a lasting drop
@@ -167,7 +164,7 @@ def sustained_drops(expected: np.ndarray, deviation: np.ndarray, dof: np.ndarray
             total = total + recent_n[:, -(m - 1)]
             # As for errors: significant (z_stat) and large (z_effect) — a baseline lagging a
             # diurnal decline is significant over three windows, but only a few percent.
-            z_stat = stats.t_to_z_many((2.0 * np.sqrt(m * lam + 0.375) - 2.0 * np.sqrt(total + 0.375)) / scale, dof)
+            z_stat = (2.0 * np.sqrt(m * lam + 0.375) - 2.0 * np.sqrt(total + 0.375)) / scale
             z_effect = np.where(lam > 0, (1.0 - total / (m * lam)) / drop_unit, 0.0)
             z = np.minimum(z_stat, z_effect)
             better = live & (m - 1 <= recent_count) & (z > best)

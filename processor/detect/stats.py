@@ -64,9 +64,8 @@ def t_to_z(t: float, dof: float) -> float:
     return z if t >= 0.0 else -z
 
 
-def t_to_z_many(t: np.ndarray, dof: float | np.ndarray) -> np.ndarray:
-    """Vectorised :func:`t_to_z`; ``dof`` may be one per value."""
-    nu = np.maximum(dof, 1.0)
+def t_to_z_many(t: np.ndarray, dof: float) -> np.ndarray:
+    nu = max(dof, 1.0)
     z = np.sqrt(nu * np.log1p(t * t / nu)) * ((8.0 * nu + 1.0) / (8.0 * nu + 3.0))
     return np.where(t >= 0.0, z, -z)
 

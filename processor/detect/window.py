@@ -321,10 +321,8 @@ class WindowDetector:
         med, scale = self._rate_baseline(base, rows[live], srt[live, 0] if srt is not None else None)
         with np.errstate(invalid="ignore"):
             dev = (x[live, 0] - med) / scale
-        held = base.size[rows[live], 0] if isinstance(base, RobustBank) else base.n_learned[rows[live], 0]
         z[live], observed[live], expected[live] = sustained_drops(
-            med, dev, held - 1, x[live, 0], n[live], st.recent_n[rows[live]], st.recent_count[rows[live]],
-            s.rate_drop_unit)
+            med, dev, x[live, 0], n[live], st.recent_n[rows[live]], st.recent_count[rows[live]], s.rate_drop_unit)
         for b in np.nonzero(z > 0.0)[0]:  # math's exp, as the scalar detectors score
             score[b] = stats.squash(float(z[b]))
         return score, observed, expected, z

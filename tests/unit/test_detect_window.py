@@ -302,23 +302,6 @@ def test_error_bank_pools_the_last_window_and_sums_recent_windows() -> None:
     assert bank.score(row, np.array([4]), np.array([40]), min_requests=20)[0] > 0.9
 
 
-def test_a_drop_over_recent_windows_is_read_against_the_baselines_degrees_of_freedom() -> None:
-    from processor.detect.counts import sustained_drops
-
-    # Usual 17 requests a window (model scale 2 * sqrt(17.375)), three windows of 9 in a row.
-    expected = np.full(2, 2.0 * math.sqrt(17.375))
-    x = np.full(2, 2.0 * math.sqrt(9.375))
-    deviation = (x - expected) / 0.9
-    recent = np.array([[9, 9], [9, 9]])
-    z, observed, lam = sustained_drops(expected, deviation, np.array([11, 10**9]), x, np.array([9, 9]), recent,
-                                       np.array([2, 2]), 0.1)
-    assert observed.tolist() == [9.0, 9.0] and lam == pytest.approx([17.0, 17.0])
-    # Against a full, long baseline the sum is the plain z; against 12 windows it is discounted.
-    plain = (2.0 * math.sqrt(3 * 17.0 + 0.375) - 2.0 * math.sqrt(27.375)) / 0.9
-    assert plain < (1 - 27 / 51) / 0.1 and z[1] == pytest.approx(plain)
-    assert 0 < z[0] < z[1] - 0.5
-
-
 @pytest.mark.parametrize(("k", "n", "a", "b"), [(1, 10, 0.5, 9.5), (4, 30, 2.0, 50.0), (12, 40, 1.5, 300.0)])
 def test_beta_binomial_tail_matches_brute_force(k: int, n: int, a: float, b: float) -> None:
     lg = math.lgamma
