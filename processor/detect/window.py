@@ -315,7 +315,13 @@ class WindowDetector:
         base = st.robust if st.robust is not None else st.ewma
         if base is None or not st.recent_n.shape[1] or s.traffic_direction == "up":
             return score, observed, expected, z
-        live = (st.recent_count[rows] > 0) & np.isfinite(x[:, 0]) & (base.n_learned[rows, 0] >= base.grace_period)
+        # The sum of m windows is m times more sensitive than one window, so it waits for a
+        # full baseline (robust_windows learned): a scale from the first dozen windows of a
+        # low-volume entity called an ordinary three-window dip a 4-sigma drop. Single-window
+        # drops are the members' (Student-t read) meanwhile.
+        learned = base.size[rows, 0] if isinstance(base, RobustBank) else base.n_learned[rows, 0]
+        live = ((st.recent_count[rows] > 0) & np.isfinite(x[:, 0]) & (learned >= s.robust_windows)
+                & (base.n_learned[rows, 0] >= base.grace_period))
         if not live.any():
             return score, observed, expected, z
         med, scale = self._rate_baseline(base, rows[live], srt[live, 0] if srt is not None else None)

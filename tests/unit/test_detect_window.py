@@ -94,17 +94,20 @@ def test_traffic_drop_is_flagged_and_a_surge_is_not() -> None:
 
 @pytest.mark.parametrize("seed", [4, 7])
 def test_a_lasting_halving_of_low_traffic_is_caught_by_the_multi_window_sum(seed: int) -> None:
-    def run(**settings: Any) -> list[Verdict]:
+    def run(history: int = 200, **settings: Any) -> list[Verdict]:
         det = WindowDetector(AnomalySettings(**settings))
         traffic = Traffic(seed, calls=40.0)
-        assert feed(det, traffic, 200) == []
-        return feed(det, traffic, 3, start=200, calls_factor=0.45)
+        assert feed(det, traffic, history) == []
+        return feed(det, traffic, 3, start=history, calls_factor=0.45)
 
     verdicts = run()
     assert verdicts and verdicts[0].window_start_ms <= 202 * W
     assert "sustained" in verdicts[0].detectors and verdicts[0].metric == "rate"
     assert verdicts[0].expected == pytest.approx(40, rel=0.15)
     assert run(rate_span_windows=1) == []  # one window at a time it stays in the noise
+    # The sum waits for a full baseline (robust_windows): 40 windows are not enough.
+    assert not [v for v in run(history=40) if "sustained" in v.detectors]
+    assert [v for v in run(history=60) if "sustained" in v.detectors]
 
 
 def test_a_service_that_disappears_is_flagged_through_observe_window() -> None:
