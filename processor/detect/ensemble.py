@@ -112,17 +112,6 @@ class Ensemble(VectorDetector):
         if volume_feature is not None and volume_feature not in index:
             raise ValueError(f"volume_feature {volume_feature!r} not in {self.features}")
         self._volume_col = None if volume_feature is None else index[volume_feature]
-        self._plan = _plan(self.members, self._columns)
-
-    # The plan is derived from the members: not pickled (state stays as it was), rebuilt on load.
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_plan"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._plan = _plan(self.members, self._columns)
 
     @property
     def clocked(self) -> bool:
@@ -151,21 +140,8 @@ class Ensemble(VectorDetector):
         return self._combine(self._member_scores(xv, self._volume(xv, volume)))
 
     def _member_scores(self, x: np.ndarray, volume: float | None) -> list[float]:
-        values = x.tolist()  # Python floats: cheaper arithmetic than numpy scalars, same values
-        isfinite = math.isfinite
-        out: list[float] = []
-        for det, col, plain in self._plan:
-            if not plain:
-                out.append(det.score_one(self._input(x, col), volume))
-                continue
-            # BaseDetector.score_one inline (see _plain): warm-up, volume guard, finite value.
-            v = values[col]
-            if (det.n_learned < det.grace_period or not isfinite(v)
-                    or (volume is not None and det.min_volume > 0.0 and not volume >= det.min_volume)):
-                out.append(0.0)
-            else:
-                out.append(det._score(v))
-        return out
+        return [det.score_one(self._input(x, col), volume)
+                for (_, _, det), col in zip(self.members, self._columns, strict=True)]
 
     def _combine(self, scores: list[float]) -> float:
         if not scores:
@@ -177,19 +153,8 @@ class Ensemble(VectorDetector):
     def learn_one(self, x: Any, volume: float | None = None) -> None:
         xv = self._checked(x)
         vol = self._volume(xv, volume)
-        values = xv.tolist()
-        isfinite = math.isfinite
-        for det, col, plain in self._plan:
-            if not plain:
-                det.learn_one(self._input(xv, col), vol)
-                continue
-            # BaseDetector.learn_one inline (see _plain).
-            v = values[col]
-            if isfinite(v) and (vol is None or not det.min_volume > 0.0 or vol >= det.min_volume):
-                det._learn(v)
-                det.n_learned += 1
-            else:
-                det._gap()
+        for (_, _, det), col in zip(self.members, self._columns, strict=True):
+            det.learn_one(self._input(xv, col), vol)
         self.n_learned += 1
 
     def process_one(self, x: Any, volume: float | None = None) -> float:
@@ -255,16 +220,3 @@ class Ensemble(VectorDetector):
             "volume_feature": "requests",
         }
 
-
-def _plan(members: tuple[tuple[str, str | None, BaseDetector[Any]], ...],
-          columns: list[int | None]) -> tuple[tuple[BaseDetector[Any], int | None, bool], ...]:
-    """(detector, column, plain) per member; plain = a scalar detector that keeps the base
-    class's score_one/learn_one/usable, so the ensemble may run those steps inline on a Python
-    float (the generic path costs several calls and a numpy scalar per member and window)."""
-    return tuple((det, col, col is not None and _plain(type(det))) for (_, _, det), col in zip(members, columns, strict=True))
-
-
-def _plain(cls: type) -> bool:
-    return (issubclass(cls, Detector) and cls.score_one is BaseDetector.score_one
-            and cls.learn_one is BaseDetector.learn_one and cls.usable is BaseDetector.usable
-            and cls._coerce is Detector._coerce and cls._finite is Detector._finite)
