@@ -315,7 +315,7 @@ class WindowDetector:
         base = st.robust if st.robust is not None else st.ewma
         if base is None or not st.recent_n.shape[1] or s.traffic_direction == "up":
             return score, observed, expected, z
-        # The sum of m windows is m times more sensitive than one window, so it waits for a
+        # A sum of m windows shows a drop sqrt(m) times more clearly than one, so it waits for a
         # full baseline (robust_windows learned): a scale from the first dozen windows of a
         # low-volume entity called an ordinary three-window dip a 4-sigma drop. Single-window
         # drops are the members' (Student-t read) meanwhile.
