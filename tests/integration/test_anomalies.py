@@ -123,6 +123,10 @@ def test_autoencoders_train_on_stored_windows_are_stored_and_reload(broker, new_
     try:
         asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
         _wait_judged(p, last_window)
+        # Judging and detection's own ClickHouse calls (progress, model reads) are timed apart.
+        busy = {step: p.metric("otel_insights_stage_busy_seconds_total", step=step)
+                for step in ("detection", "detection_io")}
+        assert busy["detection"] > 0 and busy["detection_io"] > 0, busy
         # Training is due at start (nothing stored) and every 10 s: one of them has the windows.
         models = wait_until(lambda: p.metric("otel_insights_anomaly_models"), 90, "trained models", p)
         assert p.metric("otel_insights_anomaly_model_trainings_total", outcome="ok") >= 1
