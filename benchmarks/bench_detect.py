@@ -50,7 +50,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from processor.aggregate.finalize import Finalizer  # noqa: E402
-from processor.config.components import ClickHouseExporter  # noqa: E402
+from processor.config.components import ClickHouseExporter, WindowsConfig  # noqa: E402
+from processor.config.duration import Duration  # noqa: E402
 from processor.detect.window import AnomalySettings, Verdict, WindowDetector  # noqa: E402
 from processor.storage.open import open_store  # noqa: E402
 from processor.storage.store import Store  # noqa: E402
@@ -206,7 +207,7 @@ def make_windows(seed: int, services: int, edges: int, windows: int, warmup: int
 
 def finalise(windows: list[Window]) -> tuple[list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]], float]:
     """Final rows per window, as stage 2 produces them (the detector's input), and the seconds it took."""
-    fin = Finalizer(MINUTE_MS)
+    fin = Finalizer(WindowsConfig(size=Duration(MINUTE_MS * 1_000_000)))
     out = []
     elapsed = 0.0
     for w in windows:

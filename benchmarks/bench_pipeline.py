@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData  # noqa: E402
 
 from processor.aggregate.partition import PartitionAggregator  # noqa: E402
+from processor.config import StoreConfig, WindowsConfig  # noqa: E402
 from processor.generate import ShopGenerator  # noqa: E402
-from processor.graph import GraphSettings  # noqa: E402
 from processor.otlp.batch import StringTable  # noqa: E402
 from processor.otlp.decode import SpanDecoder  # noqa: E402
 
@@ -80,8 +80,8 @@ def bench_inprocess(n_spans: int) -> None:
 
     strings = StringTable()
     dec = SpanDecoder(strings)
-    agg = PartitionAggregator("bench", 0, strings, GraphSettings(2 * 10**9, 100_000),
-                              60 * 10**9, 30 * 10**9)
+    agg = PartitionAggregator("bench", 0, strings, StoreConfig(ttl="2s", max_items=100_000),
+                              WindowsConfig(size="60s", allowed_lateness="30s"))
     batch_records = 200  # what one take_events batch holds in `run`
     t = time.perf_counter()
     for i in range(0, len(records), batch_records):
@@ -97,8 +97,9 @@ def bench_store_memory(waiting: int) -> None:
     code = f"""
 import resource, numpy as np
 from processor.otlp.batch import SpanBatch, StringTable
-from processor.graph import GraphSettings, PairingStore
-st = StringTable(); s = PairingStore(st, GraphSettings(10**15, 10**7))
+from processor.config import StoreConfig
+from processor.graph import PairingStore
+st = StringTable(); s = PairingStore(st, StoreConfig(ttl="1000000s", max_items=10**7))
 n = {waiting}; rng = np.random.default_rng(0)
 b = SpanBatch.from_columns(dict(trace_hi=rng.integers(1, 2**63, n, dtype=np.uint64),
     trace_lo=rng.integers(1, 2**63, n, dtype=np.uint64), span_id=rng.integers(1, 2**63, n, dtype=np.uint64),

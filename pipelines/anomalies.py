@@ -16,13 +16,16 @@ import logging
 import time
 from typing import Any
 
-from pipelines.runtime import Runtime
+from pipelines.store_io import StoreIO
 from pipelines.training import ModelTrainer
+from processor.aggregate.finalize import Finalizer
+from processor.config import Config
 from processor.config.components import AnomalyConfig
 from processor.detect.autoencoder import Autoencoder
 from processor.detect.incidents import IncidentTracker
 from processor.detect.window import AnomalySettings, WindowDetector
 from processor.storage.store import END_OF_TIME_MS
+from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.anomaly")
 SCHEMA_VERSION = 1
@@ -32,20 +35,26 @@ DISCOVER_EVERY_S = 2.0  # how often to look for the first stored window, before 
 
 
 class AnomalyStage:
-    def __init__(self, rt: Runtime, cfg: AnomalyConfig, topic: Any) -> None:
-        self.rt = rt
+    def __init__(self, config: Config, cfg: AnomalyConfig, io: StoreIO, metrics: Metrics, topic: Any) -> None:
+        assert config.kafka is not None
         self.cfg = cfg
+        self.io = io
+        self.store = io.store
+        self.metrics = metrics
         self.topic = topic
-        self.window_ms = rt.config.windows.size.ms
+        self.group_id = config.kafka.group_id
+        self.idle_timeout_ms = config.windows.idle_timeout.ms
+        self.window_ms = config.windows.size.ms
+        self.finalizer: Finalizer | None = None  # stage 2's: which windows are final everywhere
         self.settings = AnomalySettings(
             detectors=tuple(cfg.detectors), window_size_ms=self.window_ms,
             min_requests=cfg.min_requests, min_baseline_requests=cfg.min_baseline_requests,
             threshold=cfg.threshold, warning=cfg.severity_warning,
             critical=cfg.severity_critical, info=min(0.3, cfg.threshold),
             grace_windows=cfg.grace_windows)
-        self.trainer = (ModelTrainer(rt, cfg.autoencoder, cfg.min_requests, self.window_ms)
+        self.trainer = (ModelTrainer(io, metrics, cfg.autoencoder, cfg.min_requests, self.window_ms)
                         if "autoencoder" in cfg.detectors else None)
-        self.settle_s = 2.0 + 4 * rt.kafka.max_batch_wait.seconds
+        self.settle_s = 2.0 + 4 * config.kafka.max_batch_wait.seconds
         self.owner = False
         self._compute_s = 0.0  # judging time within the current tick
         self._io_s = 0.0  # and time of its store calls on the ClickHouse thread
@@ -75,12 +84,12 @@ class AnomalyStage:
         now_ms = int(time.time() * 1000)
         if self.trainer is not None:
             self.detector.load_models(await self.trainer.load_stored())
-        marks = await self._io(self.rt.store.load_watermarks, self.rt.kafka.group_id, self.cfg.topic)
+        marks = await self._io(self.store.load_watermarks, self.group_id, self.cfg.topic)
         judged = marks.get(PROGRESS_PARTITION)
         since = now_ms - self.cfg.history.ms
         until = judged + 1 if judged is not None else now_ms + self.window_ms
         windows = 0
-        async for ws, h, e in self.rt.final_windows(since, until):
+        async for ws, h, e in self.io.final_windows(since, until):
             t0 = time.perf_counter()
             self.detector.observe_window(ws, h, e)
             self._compute_s += time.perf_counter() - t0
@@ -90,10 +99,10 @@ class AnomalyStage:
             self.last_window_ms = max(self.last_window_ms, judged, since - self.window_ms)
         # Windows with rows stored before this start are read back when judged, never taken
         # from the rows this process writes (it may not write all of theirs).
-        unjudged = await self._io(self.rt.store.final_window_starts, self.last_window_ms, END_OF_TIME_MS)
+        unjudged = await self._io(self.store.final_window_starts, self.last_window_ms, END_OF_TIME_MS)
         self.local_after = max(self.local_after, self.last_window_ms, *unjudged)
         horizon = now_ms - (self.cfg.incident_gap_windows + 2) * self.window_ms
-        recent = await self._io(self.rt.store.named_query, "anomalies", horizon)
+        recent = await self._io(self.store.named_query, "anomalies", horizon)
         self.tracker.seed({**r, "window_start": _ms(r["window_start"])} for r in recent)
         self._warm = True
         resume = ""
@@ -112,12 +121,12 @@ class AnomalyStage:
         try:
             await self._tick(owner, all_local)
         finally:
-            telemetry = self.rt.telemetry
-            telemetry.inc("otel_insights_stage_busy_seconds_total", self._compute_s, step="detection")
-            telemetry.inc("otel_insights_stage_busy_seconds_total", self._io_s, step="detection_io")
+            metrics = self.metrics
+            metrics.inc("otel_insights_stage_busy_seconds_total", self._compute_s, step="detection")
+            metrics.inc("otel_insights_stage_busy_seconds_total", self._io_s, step="detection_io")
 
     async def _io(self, fn: Any, *args: Any) -> Any:
-        """``Runtime.io_call``, timing the call itself on the ClickHouse thread."""
+        """``StoreIO.call``, timing the call itself on the ClickHouse thread."""
         def timed(*a: Any) -> Any:
             t0 = time.perf_counter()
             try:
@@ -125,7 +134,7 @@ class AnomalyStage:
             finally:
                 self._io_s += time.perf_counter() - t0
 
-        return await self.rt.io_call(timed, *args)
+        return await self.io.call(timed, *args)
 
     async def _tick(self, owner: bool, all_local: bool) -> None:
         """Judge settled final windows, oldest first, from their complete final rows.
@@ -166,10 +175,10 @@ class AnomalyStage:
             await self._judge(ws)
             judged = True
         if judged:
-            self.rt.telemetry.set("otel_insights_anomaly_judged_window_seconds", self.last_window_ms / 1000)
+            self.metrics.set("otel_insights_anomaly_judged_window_seconds", self.last_window_ms / 1000)
         if self.last_window_ms > self._saved_ms and now - self._saved_at >= SAVE_PROGRESS_EVERY_S:
             # After the outputs: a crash before this re-judges those windows (at least once).
-            await self._io(self.rt.store.save_watermarks, self.rt.kafka.group_id, self.cfg.topic,
+            await self._io(self.store.save_watermarks, self.group_id, self.cfg.topic,
                                   {PROGRESS_PARTITION: self.last_window_ms})
             self._saved_ms, self._saved_at = self.last_window_ms, now
 
@@ -194,17 +203,17 @@ class AnomalyStage:
         before the wall clock, after which an input that sent nothing has nothing to send.
         Whether the window has rows is found when it is judged.
         """
-        final_before = self.rt.finalizer.final_before_ms()
+        final_before = self.finalizer.final_before_ms() if self.finalizer is not None else None
         if final_before is None:
             return
         now_ms = int(time.time() * 1000)
-        bound = min(final_before, now_ms - self.rt.config.windows.idle_timeout.ms)
+        bound = min(final_before, now_ms - self.idle_timeout_ms)
         start = max(self.last_window_ms, max(self.pending, default=-1))
         if start < 0:  # nothing judged yet: start at the first window with data
             first = min(self.local, default=None)
             if first is None and time.monotonic() - self._first_query_at >= DISCOVER_EVERY_S:
                 self._first_query_at = time.monotonic()
-                first = await self._io(self.rt.store.first_final_window, now_ms - self.cfg.history.ms)
+                first = await self._io(self.store.first_final_window, now_ms - self.cfg.history.ms)
             if first is None:
                 return
             start = first - self.window_ms
@@ -221,7 +230,7 @@ class AnomalyStage:
         if self.all_local and ws > self.local_after:
             h_rows, e_rows = (list(held[0].values()), list(held[1].values())) if held else ([], [])
         else:
-            h_rows, e_rows = await self._io(self.rt.store.window_final_rows, ws)
+            h_rows, e_rows = await self._io(self.store.window_final_rows, ws)
         self.last_window_ms = ws
         if not h_rows and not e_rows and not self.cfg.judge_empty_windows:
             return  # no data: a gap for the detectors, not zero traffic
@@ -235,7 +244,7 @@ class AnomalyStage:
 
     def _use_models(self, models: dict[tuple[str, str], Autoencoder]) -> None:
         self.detector.load_models(models)
-        self.rt.telemetry.set("otel_insights_anomaly_models", len(self.detector.models()))
+        self.metrics.set("otel_insights_anomaly_models", len(self.detector.models()))
 
     def close(self) -> None:
         if self.trainer is not None:
@@ -255,12 +264,12 @@ class AnomalyStage:
     async def _publish(self, rows: list[dict]) -> None:
         table_rows = [{**r, "factors": json.dumps({"factors": r["factors"], "attribution": r["attribution"]},
                                                   default=float)} for r in rows]
-        await self._io(self.rt.store.insert_anomalies, table_rows)
+        await self._io(self.store.insert_anomalies, table_rows)
         futs = []
         for r in rows:
             body = json.dumps({"schema_version": SCHEMA_VERSION, **r}, default=float).encode()
             futs.append(await self.topic.send(key=r["entity"].encode(), value=body))
-            self.rt.telemetry.inc("otel_insights_anomalies_total", severity=r["severity"],
+            self.metrics.inc("otel_insights_anomalies_total", severity=r["severity"],
                                   entity_type=r["entity_type"])
         for f in futs:
             await f

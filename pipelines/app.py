@@ -8,10 +8,14 @@ Stream topology (read this file to see all of it):
   <partials_topic> ──stage2──▶ final rows (ClickHouse service_health / service_edges)
                         └─ processors.anomaly (on the owner of partials partition 0)
                                ─▶ anomalies table + <anomaly topic> (incidents)
+
+What each stage does is in processor/aggregate/stage1.py and stage2.py; this file feeds
+them faust events and commits each event once the stage says its results are durable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -19,17 +23,22 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import defaultdict, deque
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipelines.runtime import Runtime
-from pipelines.stage1 import Stage1
-from pipelines.stage2 import Stage2
+from pipelines.outbox import KafkaOutbox
+from pipelines.store_io import StoreIO
+from processor.aggregate.messages import Watermark
+from processor.aggregate.stage1 import Partition, Record, Stage1
+from processor.aggregate.stage2 import Stage2
+from processor.config import Config
 from processor.since import parse_since
 from processor.storage.queries import rows_to_jsonable
+from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.app")
 
@@ -37,9 +46,25 @@ QUERY_NAMES = ("health", "edges", "topology", "anomalies")
 _EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
-def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
-    cfg = rt.config
-    kafka = rt.kafka
+class Worker:
+    """What the agents of one worker share; `failed` stops every agent after an internal error."""
+
+    def __init__(self, cfg: Config, io: StoreIO, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.io = io
+        self.metrics = metrics
+        self.failed = False
+        # Timers and agents interleave at awaits: each stage's state has its own lock.
+        self.stage1_lock = asyncio.Lock()
+        self.stage2_lock = asyncio.Lock()
+        self.held1: dict[Partition, deque[Any]] = defaultdict(deque)  # events until their offset is safe
+        self.held2: list[tuple[Any, Any]] = []  # (event, the key it announced)
+
+
+def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Collection[str],
+               partials_partitions: int) -> faust.App:
+    kafka = cfg.kafka
+    assert kafka is not None
     prom_host, prom_port = cfg.prometheus.host_port if cfg.prometheus else ("127.0.0.1", 9464)
     app = faust.App(
         kafka.group_id,
@@ -69,61 +94,101 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inputs = app.topic(kafka.traces.topic, kafka.rekey_topic, **raw)
-    rekey = app.topic(kafka.rekey_topic, **raw)
     partials = app.topic(kafka.partials_topic, **raw)
-    dlq = app.topic(cfg.dlq.topic, **raw)
-
-    stage1 = Stage1(rt, dlq=dlq, rekey=rekey, partials=partials, partials_count=partials_partitions)
+    outbox = KafkaOutbox(partials, partials_partitions, rekey=app.topic(kafka.rekey_topic, **raw),
+                         dlq=app.topic(cfg.dlq.topic, **raw))
+    w = Worker(cfg, io, metrics)
+    stage1 = Stage1(cfg, io.store, io.call, outbox, metrics)
     anomaly = None
     if cfg.anomaly is not None:
         from pipelines.anomalies import AnomalyStage
 
-        anomaly = AnomalyStage(rt, cfg.anomaly, app.topic(cfg.anomaly.topic, **raw))
-    stage2 = Stage2(rt, on_final=anomaly.remember if anomaly is not None else None)
+        anomaly = AnomalyStage(cfg, cfg.anomaly, io, metrics, app.topic(cfg.anomaly.topic, **raw))
+    stage2 = Stage2(cfg.windows, expected_sources, io.store, io.call, metrics,
+                    on_final=anomaly.remember if anomaly is not None else None)
+    if anomaly is not None:
+        anomaly.finalizer = stage2.finalizer
     wait_s = kafka.max_batch_wait.seconds
     stage1_topics = {kafka.traces.topic, kafka.rekey_topic}
+
+    def ack1(safe: dict[Partition, int]) -> None:
+        for tp, offset in safe.items():
+            q = w.held1[tp]
+            while q and q[0].message.offset < offset:
+                q.popleft().ack()
+
+    def ack2() -> None:
+        keep = []
+        for ev, key in w.held2:
+            if stage2.is_pending(key):
+                keep.append((ev, key))
+            else:
+                ev.ack()
+        w.held2 = keep
+
+    async def process1(events: list[Any]) -> None:
+        records = []
+        for ev in events:
+            m = ev.message
+            m.incref()  # released by ack1 once the results are durable
+            w.held1[(m.topic, m.partition)].append(ev)
+            value = m.value if isinstance(m.value, bytes) else bytes(m.value or b"")
+            records.append(Record(m.topic, m.partition, m.offset, m.key, value))
+        ack1(await stage1.process(records))
+
+    async def process2(events: list[Any]) -> None:
+        for ev in events:
+            msg = stage2.receive(ev.message.offset, ev.value)
+            if msg is not None and not isinstance(msg, Watermark):
+                ev.message.incref()  # released by ack2 once the key's final row is written
+                w.held2.append((ev, msg))
+        await stage2.finalize_ready()
+        ack2()
 
     @app.agent(inputs, name="stage1")
     async def stage1_agent(stream: Any) -> None:
         async for events in stream.take_events(kafka.max_batch_records, within=wait_s):
-            async with rt.lock1:
-                with _busy(rt, "stage1"):
-                    await _guarded(app, rt, stage1.process, list(events))
+            async with w.stage1_lock:
+                with _busy(metrics, "stage1"):
+                    await _guarded(w, process1, list(events))
 
     @app.agent(partials, name="stage2")
     async def stage2_agent(stream: Any) -> None:
         async for events in stream.take_events(2000, within=wait_s):
-            async with rt.lock2:
-                with _busy(rt, "stage2"):
-                    await _guarded(app, rt, stage2.process, list(events))
+            async with w.stage2_lock:
+                with _busy(metrics, "stage2"):
+                    await _guarded(w, process2, list(events))
 
     @app.timer(1.0)
     async def stage1_timer() -> None:
-        if rt.failed:
+        if w.failed:
             return
         assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()
                     if tp.topic in stage1_topics}
-        backlog = await _lag_and_backlog(app, rt, assigned)
-        async with rt.lock1:
-            with _busy(rt, "stage1"):
-                await stage1.tick(assigned, backlog)
+        for tp in list(w.held1):
+            if tp not in assigned:
+                w.held1.pop(tp)  # revoked: whatever was not acked is replayed by the new owner
+        backlog = await _lag_and_backlog(app, stage1, metrics, assigned)
+        async with w.stage1_lock:
+            with _busy(metrics, "stage1"):
+                ack1(await stage1.tick(assigned, backlog))
 
     @app.timer(0.5)
     async def stage2_timer() -> None:
-        if rt.failed:
+        if w.failed:
             return
-        async with rt.lock2:
-            with _busy(rt, "stage2"):
+        async with w.stage2_lock:
+            with _busy(metrics, "stage2"):
                 await stage2.finalize_ready()
+                ack2()
             if anomaly is not None:
                 mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.partials_topic}
                 await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
 
     @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
+    async def metrics_page(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type, so drop it from the exposition type.
-        return web.bytes(generate_latest(rt.telemetry.registry),
-                         content_type=_EXPOSITION_TYPE)
+        return web.bytes(generate_latest(metrics.registry), content_type=_EXPOSITION_TYPE)
 
     @app.page("/api/query/{name}")
     async def query(web: Any, request: Any, name: str) -> Any:
@@ -133,12 +198,12 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
             since_ms = parse_since(request.query.get("since", "15m"))
         except ValueError as exc:
             return web.json({"error": str(exc)}, status=400)
-        rows = await rt.io_call(rt.store.named_query, name, since_ms)
+        rows = await io.call(io.store.named_query, name, since_ms)
         return web.bytes(json.dumps(rows_to_jsonable(rows)).encode(), content_type="application/json")
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "partitions": len(rt.aggregators), "time": time.time()})
+        return web.json({"status": "ok", "partitions": len(stage1.aggregators), "time": time.time()})
 
     if anomaly is not None:
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
@@ -147,6 +212,7 @@ def create_app(rt: Runtime, partials_partitions: int) -> faust.App:
 
     app.stage1 = stage1  # type: ignore[attr-defined]
     app.stage2 = stage2  # type: ignore[attr-defined]
+    app.worker = w  # type: ignore[attr-defined]
     return app
 
 
@@ -159,34 +225,35 @@ def _faust_dir(group_id: str) -> str:
 
 
 @contextlib.contextmanager
-def _busy(rt: Runtime, step: str) -> Iterator[None]:
+def _busy(metrics: Metrics, step: str) -> Iterator[None]:
     """Count the wall time of a step: which stage saturates, and what detection costs."""
     t0 = time.perf_counter()
     try:
         yield
     finally:
-        rt.telemetry.inc("otel_insights_stage_busy_seconds_total", time.perf_counter() - t0, step=step)
+        metrics.inc("otel_insights_stage_busy_seconds_total", time.perf_counter() - t0, step=step)
 
 
-async def _guarded(app: faust.App, rt: Runtime, fn: Any, events: list[Any]) -> None:
+async def _guarded(w: Worker, fn: Any, events: list[Any]) -> None:
     """Run a stage step; an unexpected error stops the worker instead of skipping records.
 
     Bad input never gets here (it goes to the DLQ). Anything else means in-memory state may
     be half-updated, so the only safe move is a clean stop: acked offsets cover only durable
     results, and the restart replays the rest.
     """
-    if rt.failed:
+    if w.failed:
         return
     try:
         await fn(events)
     except Exception as exc:
-        rt.failed = True
+        w.failed = True
         log.critical("internal error, stopping so a restart replays from the last safe offset: %r", exc,
                      exc_info=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _lag_and_backlog(app: faust.App, rt: Runtime, assigned: set[tuple[str, int]]) -> set[tuple[str, int]]:
+async def _lag_and_backlog(app: faust.App, stage1: Stage1, metrics: Metrics,
+                           assigned: set[Partition]) -> set[Partition]:
     """Set the consumer lag of each assigned input partition; return those with a backlog.
 
     Lag: log end offset - fetch position. Backlog: the log end is past what stage 1 has
@@ -195,7 +262,7 @@ async def _lag_and_backlog(app: faust.App, rt: Runtime, assigned: set[tuple[str,
     producer's trailing commit marker would read as a backlog of one; the collectors'
     Kafka exporters do not write transactions.
     """
-    backlog: set[tuple[str, int]] = set()
+    backlog: set[Partition] = set()
     consumer = app.consumer
     for tp in consumer.assignment():
         key = (tp.topic, tp.partition)
@@ -210,9 +277,9 @@ async def _lag_and_backlog(app: faust.App, rt: Runtime, assigned: set[tuple[str,
         if end is None:
             continue
         if pos is not None:
-            rt.telemetry.set("otel_insights_consumer_lag_records", max(0, end - pos),
-                             topic=tp.topic, partition=str(tp.partition))
-        agg = rt.aggregators.get(key)
+            metrics.set("otel_insights_consumer_lag_records", max(0, end - pos),
+                        topic=tp.topic, partition=str(tp.partition))
+        agg = stage1.aggregators.get(key)
         done = agg.next_offset if agg is not None and agg.next_offset >= 0 else pos
         if done is not None and end > done:
             backlog.add(key)

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from multiprocessing.pool import Pool
 from typing import Any
 
-from pipelines.runtime import Runtime
+from pipelines.store_io import StoreIO
 from processor.config.components import AutoencoderConfig
 from processor.detect.autoencoder import FORMAT_VERSION, Autoencoder
 from processor.detect.entity_models import TrainingSet, model_spec, train_models
+from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.training")
 KIND = "autoencoder"
@@ -29,8 +30,10 @@ class ModelTrainer:
     arrays and returns model bytes; this process reads the history and writes the models.
     """
 
-    def __init__(self, rt: Runtime, cfg: AutoencoderConfig, min_requests: int, window_ms: int) -> None:
-        self.rt = rt
+    def __init__(self, io: StoreIO, metrics: Metrics, cfg: AutoencoderConfig, min_requests: int,
+                 window_ms: int) -> None:
+        self.io = io
+        self.metrics = metrics
         self.cfg = cfg
         self.min_requests = min_requests
         self.window_ms = window_ms
@@ -42,7 +45,7 @@ class ModelTrainer:
 
     async def load_stored(self) -> dict[tuple[str, str], Autoencoder]:
         """The newest stored model per entity; unreadable ones are skipped with one line each."""
-        rows = await self.rt.io_call(self.rt.store.latest_models, KIND)
+        rows = await self.io.call(self.io.store.latest_models, KIND)
         models: dict[tuple[str, str], Autoencoder] = {}
         unreadable: list[str] = []
         for r in rows:
@@ -57,7 +60,7 @@ class ModelTrainer:
             self.trained_at_ms = 0  # retrain now rather than run without those entities' models
             log.error("ignoring %d stored autoencoder model(s), retraining: %s", len(unreadable),
                       "; ".join(unreadable[:3]) + (" ..." if len(unreadable) > 3 else ""))
-        self.rt.telemetry.set("otel_insights_anomaly_models", len(models))
+        self.metrics.set("otel_insights_anomaly_models", len(models))
         return models
 
     def due(self) -> bool:
@@ -75,8 +78,8 @@ class ModelTrainer:
         try:
             history = TrainingSet(self.min_requests, self.spec.max_windows)
             # Incidents stay out of what the models learn as normal.
-            flagged = await self.rt.io_call(self.rt.store.anomalous_windows, since_ms, until_ms)
-            async for ws, h, e in self.rt.final_windows(since_ms, until_ms):
+            flagged = await self.io.call(self.io.store.anomalous_windows, since_ms, until_ms)
+            async for ws, h, e in self.io.final_windows(since_ms, until_ms):
                 history.add_window(h, e, exclude=flagged.get(ws, ()))
             blobs = await self._in_child(train_models, history.matrices(), self.spec)
             rows = [{"kind": KIND, "entity_type": k[0], "entity": k[1], "format_version": FORMAT_VERSION,
@@ -84,18 +87,18 @@ class ModelTrainer:
                      "windows": len(history), "model": base64.b64encode(b).decode("ascii")}
                     for k, b in blobs.items()]
             if rows:
-                await self.rt.io_call(self.rt.store.insert_models, rows)
+                await self.io.call(self.io.store.insert_models, rows)
             models = {k: Autoencoder.from_bytes(b) for k, b in blobs.items()}
             on_models(models)
             self.trained_at_ms = until_ms
-            self.rt.telemetry.inc("otel_insights_anomaly_model_trainings_total", outcome="ok")
+            self.metrics.inc("otel_insights_anomaly_model_trainings_total", outcome="ok")
             log.info("trained %d autoencoder model(s) on %d stored window(s) in %.1f s",
                      len(models), len(history), time.monotonic() - t0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._next_try = time.monotonic() + RETRY_AFTER_S
-            self.rt.telemetry.inc("otel_insights_anomaly_model_trainings_total", outcome="failed")
+            self.metrics.inc("otel_insights_anomaly_model_trainings_total", outcome="failed")
             log.error("autoencoder training failed (current models stay; retrying in %.0f s): %r",
                       RETRY_AFTER_S, exc)
         finally:

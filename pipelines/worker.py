@@ -8,37 +8,44 @@ import logging
 import faust
 
 from pipelines.app import create_app
-from pipelines.runtime import Runtime
+from pipelines.store_io import StoreIO
 from pipelines.topics import ensure_topics
 from processor.config import Config
 from processor.errors import OtelInsightsError
+from processor.ingest.gateway import Gateway
 from processor.storage.open import open_store
-from processor.telemetry import Telemetry
+from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.worker")
 
 
-def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, Runtime]:
+def expected_sources(cfg: Config, partitions: dict[str, int]) -> set[str]:
+    """Every input partition stage 2 must hear from before a window is final."""
+    kafka = cfg.kafka
+    assert kafka is not None
+    sources = {f"{kafka.traces.topic}/{p}" for p in range(partitions[kafka.traces.topic])}
+    if kafka.rekey != "never":
+        sources |= {f"{kafka.rekey_topic}/{p}" for p in range(partitions[kafka.rekey_topic])}
+    return sources
+
+
+def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, StoreIO]:
     if cfg.kafka is None or cfg.clickhouse is None:
         raise OtelInsightsError("service.pipelines.traces needs a kafka receiver and a clickhouse exporter")
     counts = asyncio.run(ensure_topics(cfg, create_input=create_input_topic))
-    kafka = cfg.kafka
-    sources = {f"{kafka.traces.topic}/{p}" for p in range(counts[kafka.traces.topic])}
-    if kafka.rekey != "never":
-        sources |= {f"{kafka.rekey_topic}/{p}" for p in range(counts[kafka.rekey_topic])}
-    store = open_store(cfg.clickhouse)
-    rt = Runtime(config=cfg, store=store, telemetry=Telemetry(), expected_sources=sources)
-    app = create_app(rt, counts[kafka.partials_topic])
-    _attach_gateway(app, cfg, rt)
-    return app, rt
+    metrics = Metrics()
+    io = StoreIO(open_store(cfg.clickhouse), metrics, cfg.windows.size.ms)
+    app = create_app(cfg, io, metrics, expected_sources(cfg, counts), counts[cfg.kafka.partials_topic])
+    _attach_gateway(app, cfg, metrics)
+    return app, io
 
 
-def _attach_gateway(app: faust.App, cfg: Config, rt: Runtime) -> None:
+def _attach_gateway(app: faust.App, cfg: Config, metrics: Metrics) -> None:
     """Run the OTLP receiver inside the worker when the traces pipeline lists it."""
     receivers = list(cfg.service.pipelines.traces.receivers)
     if cfg.otlp is None or not any(r.split("/")[0] == "otlp" for r in receivers):
         return
-    gw = make_gateway(cfg, registry=rt.telemetry.registry)
+    gw = make_gateway(cfg, metrics)
 
     @app.task
     async def start_gateway() -> None:
@@ -52,27 +59,19 @@ def _attach_gateway(app: faust.App, cfg: Config, rt: Runtime) -> None:
     app.gateway = gw  # type: ignore[attr-defined]
 
 
-def make_gateway(cfg: Config, registry: object = None):  # type: ignore[no-untyped-def]
-    from processor.ingest.gateway import Gateway
-
-    otlp = cfg.otlp
-    assert otlp is not None and cfg.kafka is not None
-    protos = otlp.protocols
-    return Gateway(
-        brokers=list(cfg.kafka.brokers), topic=otlp.topic or cfg.kafka.traces.topic,
-        encoding=otlp.encoding or cfg.kafka.traces.encoding,
-        grpc_endpoint=protos.grpc.endpoint if protos.grpc else None,
-        http_endpoint=protos.http.endpoint if protos.http else None,
-        max_request_size=otlp.max_request_size, max_buffered_requests=otlp.max_buffered_requests,
-        registry=registry,  # type: ignore[arg-type]
-    )
+def make_gateway(cfg: Config, metrics: Metrics | None = None) -> Gateway:
+    """The gateway of `receivers.otlp`, writing to the kafka receiver's brokers."""
+    if cfg.otlp is None:
+        raise OtelInsightsError("receivers.otlp is not configured")
+    if cfg.kafka is None:
+        raise OtelInsightsError("the gateway writes to the traces pipeline's kafka receiver: list one")
+    return Gateway(cfg.otlp, cfg.kafka.brokers, registry=metrics.registry if metrics is not None else None)
 
 
 def run(cfg: Config, loglevel: str = "warning", create_input_topic: bool = False) -> None:
-    app, rt = build(cfg, create_input_topic=create_input_topic)
+    app, io = build(cfg, create_input_topic=create_input_topic)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
     try:
         worker.execute_from_commandline()
     finally:
-        rt.io.shutdown(wait=True)
-        rt.store.close()
+        io.close()

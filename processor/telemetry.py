@@ -27,6 +27,7 @@ class MetricSpec:
     kind: str  # counter | gauge | histogram
     help: str
     labels: tuple[str, ...] = ()
+    component: str = "pipeline"  # the process part that serves it: pipeline | gateway
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -48,6 +49,11 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_anomaly_model_trainings_total", "counter", "Scheduled autoencoder trainings", ("outcome",)),
     MetricSpec("otel_insights_stage_busy_seconds_total", "counter", "Wall time spent in each processing step (stage1, stage2, detection); detection_io: ClickHouse time of detection's store calls", ("step",)),
     MetricSpec("otel_insights_consumer_lag_records", "gauge", "Input records not yet consumed", ("topic", "partition")),
+    MetricSpec("otel_insights_gateway_requests_total", "counter", "OTLP export requests by protocol (grpc, http/protobuf, http/json) and outcome", ("protocol", "outcome"), "gateway"),
+    MetricSpec("otel_insights_gateway_spans_total", "counter", "Spans in requests acknowledged to clients", (), "gateway"),
+    MetricSpec("otel_insights_gateway_records_total", "counter", "Kafka records acknowledged (one per trace)", (), "gateway"),
+    MetricSpec("otel_insights_gateway_received_bytes_total", "counter", "Request bytes received (after HTTP content decoding)", (), "gateway"),
+    MetricSpec("otel_insights_gateway_produced_bytes_total", "counter", "Record value bytes acknowledged by Kafka (before Kafka compression)", (), "gateway"),
     MetricSpec("traces_service_graph_request_total", "counter", "Requests between two nodes (servicegraph connector compatible)", EDGE_LABELS),
     MetricSpec("traces_service_graph_request_failed_total", "counter", "Failed requests between two nodes", EDGE_LABELS),
     MetricSpec("traces_service_graph_request_server_seconds", "histogram", "Server-side request duration", EDGE_LABELS),
@@ -106,21 +112,25 @@ class ServiceGraphSeries:
         yield from hists
 
 
-class Telemetry:
-    """All metric objects of one process, on one registry."""
+class Metrics:
+    """The metric objects of one process part (`component` of METRICS) on one registry.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    A worker that also runs the gateway has two, one per component, on the same registry.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, component: str = "pipeline") -> None:
         self.registry = registry or CollectorRegistry()
         self.m: dict[str, Counter | Gauge] = {}
         for spec in METRICS:
-            if spec.name.startswith("traces_service_graph_"):
+            if spec.component != component or spec.name.startswith("traces_service_graph_"):
                 continue
             cls = Counter if spec.kind == "counter" else Gauge
             # prometheus-client appends _total itself.
             name = spec.name[:-6] if spec.kind == "counter" else spec.name
             self.m[spec.name] = cls(name, spec.help, spec.labels, registry=self.registry)
         self.service_graph = ServiceGraphSeries()
-        self.registry.register(self.service_graph)  # type: ignore[arg-type]
+        if component == "pipeline":
+            self.registry.register(self.service_graph)  # type: ignore[arg-type]
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         if amount:

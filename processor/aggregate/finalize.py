@@ -8,33 +8,16 @@ process happens to hold), so a replayed or corrected partial simply re-finalises
 from __future__ import annotations
 
 import math
-import statistics
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from processor.aggregate.partition import merged_quantiles
+from processor.aggregate.health import LatencyBaselines, classify
+from processor.aggregate.messages import EdgeKey, HealthKey, Watermark
+from processor.config.components import WindowsConfig
+from processor.windows.sketch import merged_quantiles
 
-
-@dataclass(frozen=True)
-class HealthRules:
-    min_requests: int = 10
-    error_rate_degraded: float = 0.01
-    error_rate_critical: float = 0.05
-    latency_degraded_ratio: float = 1.5
-    latency_critical_ratio: float = 3.0
-    baseline_windows: int = 30
-
-    def classify(self, calls: int, errors: int, p95_ms: float, baseline_p95_ms: float | None) -> str:
-        if calls < self.min_requests:
-            return "insufficient_data"
-        rate = errors / calls if calls else 0.0
-        ratio = (p95_ms / baseline_p95_ms) if baseline_p95_ms and not math.isnan(p95_ms) else 0.0
-        if rate >= self.error_rate_critical or ratio >= self.latency_critical_ratio:
-            return "critical"
-        if rate >= self.error_rate_degraded or ratio >= self.latency_degraded_ratio:
-            return "degraded"
-        return "healthy"
+ALL_FINAL = 2**62  # every source idle: whatever arrived is all there is
 
 
 @dataclass
@@ -43,28 +26,31 @@ class SourceState:
     idle: bool = False
 
 
-@dataclass
 class Finalizer:
     """Tracks source watermarks and the (entity, window) keys waiting to be final."""
 
-    size_ms: int
-    rules: HealthRules = field(default_factory=HealthRules)
-    sources: dict[str, SourceState] = field(default_factory=dict)
-    expected_sources: set[str] = field(default_factory=set)
-    pending_health: dict[tuple[str, int], int] = field(default_factory=dict)  # key -> min offset
-    pending_edges: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
-    _baselines: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
+    def __init__(self, windows: WindowsConfig, expected_sources: Iterable[str] = ()) -> None:
+        self.size_ms = windows.size.ms
+        self.rules = windows.health
+        self.expected_sources = set(expected_sources)
+        self.sources: dict[str, SourceState] = {}
+        self.pending_health: dict[HealthKey, int] = {}  # key -> lowest offset announcing it
+        self.pending_edges: dict[EdgeKey, int] = {}
+        self.baselines = LatencyBaselines(self.rules.baseline_windows)
 
-    def on_watermark(self, source: str, watermark_ms: int, idle: bool) -> None:
-        st = self.sources.setdefault(source, SourceState())
-        st.watermark_ms = max(st.watermark_ms, watermark_ms)
-        st.idle = idle
+    def on_watermark(self, mark: Watermark) -> None:
+        st = self.sources.setdefault(mark.source, SourceState())
+        st.watermark_ms = max(st.watermark_ms, mark.watermark_ms)
+        st.idle = mark.idle
 
-    def on_health_key(self, key: tuple[str, int], offset: int) -> None:
+    def on_health_key(self, key: HealthKey, offset: int) -> None:
         self.pending_health[key] = min(offset, self.pending_health.get(key, offset))
 
-    def on_edge_key(self, key: tuple[str, str, str, int], offset: int) -> None:
+    def on_edge_key(self, key: EdgeKey, offset: int) -> None:
         self.pending_edges[key] = min(offset, self.pending_edges.get(key, offset))
+
+    def is_pending(self, key: HealthKey | EdgeKey) -> bool:
+        return key in (self.pending_health if isinstance(key, HealthKey) else self.pending_edges)
 
     def final_before_ms(self) -> int | None:
         """Windows ending at or before this are final; None while a source is unheard."""
@@ -73,18 +59,18 @@ class Finalizer:
             return None
         active = [s.watermark_ms for s in self.sources.values() if not s.idle]
         if not active:
-            return 2**62  # every source idle: whatever arrived is all there is
+            return ALL_FINAL
         return min(active)
 
-    def take_ready(self) -> tuple[list[tuple[str, int]], list[tuple[str, str, str, int]]]:
+    def take_ready(self) -> tuple[list[HealthKey], list[EdgeKey]]:
         limit = self.final_before_ms()
         if limit is None:
             return [], []
-        h = [k for k in self.pending_health if k[1] + self.size_ms <= limit]
-        e = [k for k in self.pending_edges if k[3] + self.size_ms <= limit]
+        h = [k for k in self.pending_health if k.window_start + self.size_ms <= limit]
+        e = [k for k in self.pending_edges if k.window_start + self.size_ms <= limit]
         return h, e
 
-    def done(self, health: list[tuple[str, int]], edges: list[tuple[str, str, str, int]]) -> None:
+    def done(self, health: list[HealthKey], edges: list[EdgeKey]) -> None:
         for k in health:
             self.pending_health.pop(k, None)
         for ke in edges:
@@ -96,15 +82,8 @@ class Finalizer:
 
     # -- merging -----------------------------------------------------------------------
 
-    def baseline_p95(self, service: str, before_ms: int) -> float | None:
-        hist = [p for ws, p in self._baselines.get(service, ()) if ws < before_ms]
-        return statistics.median(hist) if hist else None
-
     def seed_baseline(self, service: str, window_start_ms: int, p95_ms: float) -> None:
-        dq = self._baselines.setdefault(service, deque(maxlen=self.rules.baseline_windows))
-        if math.isnan(p95_ms) or any(ws == window_start_ms for ws, _ in dq):
-            return
-        dq.append((window_start_ms, p95_ms))
+        self.baselines.add(service, window_start_ms, p95_ms)
 
     def final_health(self, partials: list[dict]) -> list[dict]:
         groups: dict[tuple[str, int], list[dict]] = {}
@@ -116,9 +95,9 @@ class Finalizer:
             errors = sum(r["errors"] for r in rows)
             keys, counts, (p50, p95, p99) = merged_quantiles(
                 [r["latency_keys"] for r in rows], [r["latency_counts"] for r in rows])
-            health = self.rules.classify(calls, errors, p95, self.baseline_p95(service, ws))
+            health = classify(self.rules, calls, errors, p95, self.baselines.baseline(service, ws))
             if calls >= self.rules.min_requests:
-                self.seed_baseline(service, ws, p95)
+                self.baselines.add(service, ws, p95)
             out.append({
                 "window_start": ws, "window_end": rows[0]["window_end"], "service": service,
                 "calls": calls, "errors": errors, "error_rate": errors / calls if calls else 0.0,

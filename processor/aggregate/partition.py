@@ -8,14 +8,16 @@ is what makes a kill-and-restart end with exact totals.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from processor.graph import CONN_NAMES, EdgeBatch, GraphSettings, PairingStore
+from processor.aggregate.messages import EdgeKey, HealthKey
+from processor.config.components import StoreConfig, WindowsConfig
+from processor.graph import CONN_NAMES, EdgeBatch, PairingStats, PairingStore
 from processor.otlp.batch import SpanBatch, StringTable
-from processor.windows import sketch
 from processor.windows.accumulator import PartitionWindows, WindowPartial, unpack_edge
+from processor.windows.arith import window_start
+from processor.windows.sketch import sketch_of
 
 NS_PER_MS = 1_000_000
 
@@ -33,23 +35,51 @@ class Emission:
         self.edges += other.edges
         return self
 
-    def health_keys(self) -> list[tuple[str, int]]:
-        return [(r["service"], r["window_start"]) for r in self.health]
+    def __bool__(self) -> bool:
+        return bool(self.health or self.edges)
 
-    def edge_keys(self) -> list[tuple[str, str, str, int]]:
-        return [(r["client"], r["server"], r["connection_type"], r["window_start"]) for r in self.edges]
+    def health_keys(self) -> list[HealthKey]:
+        return [HealthKey(r["service"], r["window_start"]) for r in self.health]
+
+    def edge_keys(self) -> list[EdgeKey]:
+        return [EdgeKey(r["client"], r["server"], r["connection_type"], r["window_start"])
+                for r in self.edges]
+
+
+@dataclass
+class PartitionStats:
+    """What one partition counted since the last `take_stats`, for the self metrics."""
+
+    late_spans: int
+    late_edges: int
+    pairing: PairingStats
+    waiting_spans: int  # in the pairing store now
 
 
 class PartitionAggregator:
-    def __init__(self, topic: str, partition: int, strings: StringTable, graph: GraphSettings,
-                 size_ns: int, allowed_lateness_ns: int, closed_until_ns: int = 0) -> None:
+    """Pairs and windows the spans of one input partition (`topic`/`partition`)."""
+
+    def __init__(self, topic: str, partition: int, strings: StringTable, store: StoreConfig,
+                 windows: WindowsConfig, closed_until_ns: int = 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.topic = topic
         self.partition = partition
         self.strings = strings
-        self.store = PairingStore(strings, graph)
-        self.windows = PartitionWindows(size_ns, allowed_lateness_ns, closed_until_ns)
+        self.clock = clock
+        self.store = PairingStore(strings, store)
+        self.windows = PartitionWindows(windows, closed_until_ns)
         self.next_offset = -1  # one past the last record added
-        self.last_record_wall = time.monotonic()
+        self.last_record_at = clock()
+
+    @property
+    def source(self) -> str:
+        """The name stage 2 tracks this partition's watermark under."""
+        return f"{self.topic}/{self.partition}"
+
+    @property
+    def watermark_ms(self) -> int:
+        """Every window ending at or before this was emitted (what stage 2 is told)."""
+        return self.windows.closed_until_ns // NS_PER_MS
 
     def add(self, spans: SpanBatch, next_offset: int | None = None) -> EdgeBatch:
         """Add a batch; returns the edges it completed (for the service-graph metrics)."""
@@ -58,8 +88,17 @@ class PartitionAggregator:
         self.windows.add_edges(edges)
         if next_offset is not None:
             self.next_offset = max(self.next_offset, next_offset)
-        self.last_record_wall = time.monotonic()
+        self.last_record_at = self.clock()
         return edges
+
+    def quiet_for(self) -> float:
+        """Seconds since the last record was added."""
+        return self.clock() - self.last_record_at
+
+    def take_stats(self) -> PartitionStats:
+        late = self.windows.take_stats()
+        return PartitionStats(late.late_spans, late.late_edges, self.store.take_stats(),
+                              len(self.store))
 
     def safe_offset(self) -> int:
         """Every record below this offset is fully reflected in emitted, durable rows."""
@@ -79,9 +118,9 @@ class PartitionAggregator:
         """
         wm = self.windows.watermark_ns
         em = self._emit(self.windows.close(self.windows.ready()))
-        boundary = wm - wm % self.windows.size_ns
+        boundary = window_start(wm, self.windows.size_ns)
         self.windows.closed_until_ns = max(self.windows.closed_until_ns, boundary)
-        em.watermark_ms = self.windows.closed_until_ns // NS_PER_MS
+        em.watermark_ms = self.watermark_ms
         return em
 
     def flush_idle(self) -> Emission:
@@ -92,14 +131,14 @@ class PartitionAggregator:
         """
         self.windows.add_edges(self.store.flush_all())
         em = self._emit(self.windows.close(self.windows.ready()))
-        return em.extend(self._emit(self.windows.dirty()))
+        return em.extend(self.flush_open())
 
-    def flush_dirty(self) -> Emission:
-        """Shutdown: emit closed windows and, provisionally, open ones that changed."""
-        return self.flush_closed().extend(self._emit(self.windows.dirty()))
+    def flush_open(self) -> Emission:
+        """Emit every open window that changed since it was last emitted; they stay open."""
+        return self._emit(self.windows.dirty())
 
     def _emit(self, windows: list[tuple[int, WindowPartial]]) -> Emission:
-        em = Emission(watermark_ms=self.windows.closed_until_ns // NS_PER_MS)
+        em = Emission(watermark_ms=self.watermark_ms)
         version = time.time_ns()
         size_ms = self.windows.size_ns // NS_PER_MS
         names = self.strings.strings
@@ -112,7 +151,7 @@ class PartitionAggregator:
                 ids, calls, errors = w.svc[0]
                 sk = w.svc_sketch[0] if w.svc_sketch else None
                 for i, sid in enumerate(ids.tolist()):
-                    keys, counts = _sketch_of(sk, sid)
+                    keys, counts = sketch_of(sk, sid)
                     em.health.append({**base, "service": names[sid], "calls": int(calls[i]),
                                       "errors": int(errors[i]), "latency_keys": keys,
                                       "latency_counts": counts})
@@ -122,27 +161,11 @@ class PartitionAggregator:
                 cli = w.cli_sketch[0] if w.cli_sketch else None
                 for i, eid in enumerate(ids.tolist()):
                     c, s, conn = unpack_edge(eid)
-                    sk_keys, sk_counts = _sketch_of(srv, eid)
-                    ck_keys, ck_counts = _sketch_of(cli, eid)
+                    sk_keys, sk_counts = sketch_of(srv, eid)
+                    ck_keys, ck_counts = sketch_of(cli, eid)
                     em.edges.append({**base, "client": names[c], "server": names[s],
                                      "connection_type": CONN_NAMES[conn], "requests": int(req[i]),
                                      "failed": int(failed[i]), "server_keys": sk_keys,
                                      "server_counts": sk_counts, "client_keys": ck_keys,
                                      "client_counts": ck_counts})
         return em
-
-
-def _sketch_of(sk: tuple[np.ndarray, np.ndarray, np.ndarray] | None, entity: int) -> tuple[list[int], list[int]]:
-    if sk is None:
-        return [], []
-    ids, keys, counts = sk
-    lo, hi = np.searchsorted(ids, entity, "left"), np.searchsorted(ids, entity, "right")
-    return keys[lo:hi].tolist(), counts[lo:hi].tolist()
-
-
-def merged_quantiles(keys: list[list[int]], counts: list[list[int]]) -> tuple[list[int], list[int], list[float]]:
-    """Merge several stored sketches and read p50/p95/p99 (ms)."""
-    k = np.concatenate([np.asarray(x, np.int32) for x in keys]) if keys else np.empty(0, np.int32)
-    c = np.concatenate([np.asarray(x, np.uint64) for x in counts]) if counts else np.empty(0, np.uint64)
-    mk, mc = sketch.merge(k, c)
-    return mk.tolist(), mc.tolist(), sketch.quantiles(mk, mc, (0.5, 0.95, 0.99))

@@ -127,6 +127,29 @@ class OtlpProtocols(Frozen):
         return self
 
 
+class Backoff(Frozen):
+    """Reconnect delays: doubling from initial_interval up to max_interval (the collector's names)."""
+
+    initial_interval: PositiveDuration = Duration.parse("200ms")
+    max_interval: PositiveDuration = Duration.parse("5s")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Backoff:
+        if self.max_interval < self.initial_interval:
+            raise ValueError("max_interval must be >= initial_interval")
+        return self
+
+
+class GatewayProducer(Frozen):
+    """`receivers.otlp.producer`: the gateway's Kafka producer (acks=all, always)."""
+
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
+    timeout: PositiveDuration = Duration.parse("30s")  # per produce request; a client waits at most 3x
+    linger: Duration = Duration.parse("5ms")
+    idempotent: bool = False
+    reconnect: Backoff = Backoff()  # while Kafka is unreachable at start
+
+
 class OtlpReceiver(Frozen):
     """The OTLP gateway: accepts OTLP from SDKs and writes it, keyed by trace id, to Kafka."""
 
@@ -136,6 +159,9 @@ class OtlpReceiver(Frozen):
     # Empty = inherit receivers.kafka.traces.topic / .encoding; resolved at load.
     topic: str = ""
     encoding: Encoding | Literal[""] = ""
+    retry_after: PositiveDuration = Duration.parse("5s")  # what refused clients are told to wait
+    shutdown_timeout: Duration = Duration.parse("30s")  # for in-flight requests at stop
+    producer: GatewayProducer = GatewayProducer()
 
 
 # --- processors ------------------------------------------------------------------------

@@ -5,33 +5,15 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
-from processor.errors import ConfigError
 from processor.generate.shop import GeneratedTrace
-
-ENCODINGS = ("otlp_proto", "otlp_json")
-
-
-def _encoder(encoding: str) -> Callable[[Any], bytes]:
-    if encoding == "otlp_proto":
-        return lambda data: data.SerializeToString()
-    if encoding == "otlp_json":
-        # Imported lazily: the JSON codec lives with the decoders in processor.otlp.
-        from processor.otlp.encode import encode_json
-
-        def to_bytes(data: Any) -> bytes:
-            out = encode_json(data)
-            return out.encode() if isinstance(out, str) else bytes(out)
-
-        return to_bytes
-    raise ConfigError(f"encoding {encoding!r}: expected one of {', '.join(ENCODINGS)}")
+from processor.otlp.registry import get_codec
 
 
 def to_records(traces: Iterable[GeneratedTrace], encoding: str = "otlp_proto") -> list[tuple[bytes, bytes]]:
     """(key, value) per trace: key = 32-char lowercase hex trace id, like the collector's
     kafka exporter with partition_traces_by_id; value = the TracesData in `encoding`."""
-    encode = _encoder(encoding)
+    encode = get_codec(encoding).encode
     return [(t.trace_id.hex().encode(), encode(t.data)) for t in traces]
 
 

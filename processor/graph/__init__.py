@@ -8,9 +8,9 @@ from processor.graph.edges import (
     CONN_VIRTUAL,
     EdgeBatch,
 )
-from processor.graph.pairing import GraphSettings, PairingStats, PairingStore
+from processor.graph.pairing import PairingStats, PairingStore
 
 __all__ = [
     "CONN_DATABASE", "CONN_MESSAGING", "CONN_NAMES", "CONN_NONE", "CONN_VIRTUAL",
-    "EdgeBatch", "GraphSettings", "PairingStats", "PairingStore",
+    "EdgeBatch", "PairingStats", "PairingStore",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from processor.config.components import StoreConfig
 from processor.graph.edges import (
     CONN_DATABASE,
     CONN_MESSAGING,
@@ -33,12 +34,6 @@ from processor.otlp.batch import (
 
 KIND_NAMES = {KIND_CLIENT: "client", KIND_SERVER: "server", KIND_PRODUCER: "producer",
               KIND_CONSUMER: "consumer"}
-
-
-@dataclass(frozen=True)
-class GraphSettings:
-    ttl_ns: int = 2_000_000_000
-    max_items: int = 1000
 
 
 @dataclass
@@ -68,10 +63,14 @@ def _ms(b: SpanBatch) -> np.ndarray:
 
 
 class PairingStore:
-    """Pairs spans of one input partition; `add` returns the edges completed by a batch."""
+    """Pairs spans of one input partition; `add` returns the edges completed by a batch.
 
-    def __init__(self, strings: StringTable, settings: GraphSettings) -> None:
-        self.settings = settings
+    `store` is `processors.servicegraph.store`: `ttl` is event time, as the connector's.
+    """
+
+    def __init__(self, strings: StringTable, store: StoreConfig) -> None:
+        self.ttl_ns = store.ttl.ns
+        self.max_items = store.max_items
         self.user_code = strings.code("user")
         self.unknown_code = strings.code("unknown")
         self.clients = SpanBatch.empty()
@@ -111,7 +110,7 @@ class PairingStore:
     def flush_all(self) -> EdgeBatch:
         """Expire everything now (idle partition or end of input)."""
         self.clock_ns = max(
-            [self.clock_ns] + [int(b.end_ns.max()) + self.settings.ttl_ns + 1
+            [self.clock_ns] + [int(b.end_ns.max()) + self.ttl_ns + 1
                                for b in (self.clients, self.servers) if len(b)]
         )
         return self._expire()
@@ -213,10 +212,10 @@ class PairingStore:
     # -- expiry -----------------------------------------------------------------------
 
     def _expire(self) -> EdgeBatch:
-        limit = self.clock_ns - self.settings.ttl_ns
+        limit = self.clock_ns - self.ttl_ns
         c_exp = self.clients.end_ns < limit
         s_exp = self.servers.end_ns < limit
-        over = len(self) - int(c_exp.sum()) - int(s_exp.sum()) - self.settings.max_items
+        over = len(self) - int(c_exp.sum()) - int(s_exp.sum()) - self.max_items
         if over > 0:
             # Store full: the oldest waiting spans leave first, as the connector's
             # eviction would, but they still become edges instead of vanishing.

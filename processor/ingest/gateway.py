@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from aiohttp import web
@@ -12,24 +12,19 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from prometheus_client import CollectorRegistry
 
+from processor.config.components import OtlpReceiver
 from processor.errors import ConfigError, DecodeError
 from processor.ingest.exceptions import BufferFull, KafkaUnavailable
+from processor.ingest.grpc_receiver import start_grpc
+from processor.ingest.http_receiver import start_http
 from processor.ingest.sink import KafkaSink
 from processor.ingest.stats import GatewayStats
-from processor.otlp.encode import encode, split_by_trace
+from processor.otlp.encode import split_by_trace
+from processor.otlp.registry import encode, get_codec
 
 log = logging.getLogger(__name__)
 
-ENCODINGS = ("otlp_proto", "otlp_json")
 TRACE_ID_BYTES = 16
-
-
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """'host:port' (or '[v6]:port') -> (host, port); port 0 picks a free port."""
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"endpoint {endpoint!r} must be host:port")
-    return host.strip("[]"), int(port)
 
 
 def span_count(traces: TracesData) -> int:
@@ -46,44 +41,40 @@ class Gateway:
     `max_buffered_requests` bounds requests waiting for Kafka acks; beyond it clients get
     429 / RESOURCE_EXHAUSTED. While Kafka is unreachable they get 503 / UNAVAILABLE, and
     the producer keeps reconnecting in the background.
+
+    `cfg` is `receivers.otlp` with its topic and encoding resolved (`Config.otlp`); port 0
+    in an endpoint picks a free port.
     """
 
-    def __init__(self, brokers: list[str], topic: str, encoding: str = "otlp_proto",
-                 grpc_endpoint: str | None = "127.0.0.1:4317",
-                 http_endpoint: str | None = "127.0.0.1:4318",
-                 max_request_size: int = 4 * 1024 * 1024, max_buffered_requests: int = 1000,
-                 compression: str | None = "gzip", *, request_timeout_ms: int = 30_000,
-                 linger_ms: int = 5, enable_idempotence: bool = False, retry_after_s: int = 5,
-                 shutdown_timeout_s: float = 30.0,
-                 reconnect_backoff_s: tuple[float, float] = (0.2, 5.0),
+    def __init__(self, cfg: OtlpReceiver, brokers: Sequence[str],
                  registry: CollectorRegistry | None = None) -> None:
-        if encoding not in ENCODINGS:
-            raise ConfigError(f"encoding: {encoding!r} is not one of {', '.join(ENCODINGS)}")
-        if max_request_size <= 0 or max_buffered_requests <= 0:
-            raise ConfigError("max_request_size and max_buffered_requests must be positive")
+        if not cfg.topic or not cfg.encoding:
+            raise ConfigError("receivers.otlp: topic and encoding must be set (Config.otlp resolves them)")
+        get_codec(cfg.encoding)  # ConfigError naming the valid encodings
+        self.cfg = cfg
         self.brokers = list(brokers)
-        self.topic = topic
-        self.encoding = encoding
-        self.grpc_endpoint = grpc_endpoint
-        self.http_endpoint = http_endpoint
-        self.max_request_size = max_request_size
-        self.max_buffered_requests = max_buffered_requests
-        self.compression = compression
-        self.request_timeout_ms = request_timeout_ms
-        self.linger_ms = linger_ms
-        self.enable_idempotence = enable_idempotence
-        self.retry_after_s = retry_after_s
-        self.shutdown_timeout_s = shutdown_timeout_s
-        self._grpc_addr = parse_endpoint(grpc_endpoint) if grpc_endpoint else None
-        self._http_addr = parse_endpoint(http_endpoint) if http_endpoint else None
+        self.topic = cfg.topic
+        self.encoding = cfg.encoding
+        self.max_request_size = cfg.max_request_size
+        self.max_buffered_requests = cfg.max_buffered_requests
+        # Retry-After and RetryInfo take whole seconds.
+        self.retry_after_s = max(1, round(cfg.retry_after.seconds))
+        self.shutdown_timeout_s = cfg.shutdown_timeout.seconds
+        protos = cfg.protocols
+        self._grpc_addr = protos.grpc.host_port if protos.grpc else None
+        self._http_addr = protos.http.host_port if protos.http else None
         self.stats = GatewayStats(registry)
+        producer = cfg.producer
+        self.request_timeout_ms = producer.timeout.ms
         # A JSON record can be a few times its protobuf request; Kafka's own limit
         # (message.max.bytes) still applies and is reported as RecordTooLarge.
         self._sink = KafkaSink(
-            self.brokers, compression=compression, request_timeout_ms=request_timeout_ms,
-            linger_ms=linger_ms, enable_idempotence=enable_idempotence,
-            max_record_bytes=max(1 << 20, 4 * max_request_size),
-            reconnect_backoff_s=reconnect_backoff_s)
+            self.brokers, compression=None if producer.compression == "none" else producer.compression,
+            request_timeout_ms=self.request_timeout_ms, linger_ms=producer.linger.ms,
+            enable_idempotence=producer.idempotent,
+            max_record_bytes=max(1 << 20, 4 * cfg.max_request_size),
+            reconnect_backoff_s=(producer.reconnect.initial_interval.seconds,
+                                 producer.reconnect.max_interval.seconds))
         self._buffered = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -122,9 +113,6 @@ class Gateway:
 
     async def start(self) -> None:
         """Binds the receivers and starts connecting to Kafka (without waiting for it)."""
-        from processor.ingest.grpc_receiver import start_grpc
-        from processor.ingest.http_receiver import start_http
-
         self._closing = False
         self._sink.start()
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -19,9 +18,7 @@ from processor.ingest.exceptions import (
     RequestTooLarge,
     outcome_of,
 )
-
-if TYPE_CHECKING:
-    from processor.ingest.gateway import Gateway
+from processor.ingest.export import Exporter
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ def _code(err: Exception) -> grpc.StatusCode:
 
 
 class _TraceService:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Exporter) -> None:
         self.gateway = gateway
         retry = RetryInfo(retry_delay=Duration(seconds=gateway.retry_after_s))
         self._retry_trailer = ((_RETRY_INFO_KEY, retry.SerializeToString()),)
@@ -66,7 +63,7 @@ class _TraceService:
         return _OK
 
 
-async def start_grpc(gateway: Gateway, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+async def start_grpc(gateway: Exporter, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Starts the gRPC server on the running loop; returns it and the bound port."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", gateway.max_request_size),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -23,10 +22,8 @@ from processor.ingest.exceptions import (
     UnsupportedMediaType,
     outcome_of,
 )
-from processor.ingest.otlp_json import parse_otlp_json
-
-if TYPE_CHECKING:
-    from processor.ingest.gateway import Gateway
+from processor.ingest.export import Exporter
+from processor.otlp.parse_json import parse_otlp_json
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +72,7 @@ async def _read_body(request: web.Request, limit: int, encoded: bool) -> bytes:
 
 
 class _TracesHandler:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Exporter) -> None:
         self.gateway = gateway
 
     def _reply(self, content_type: str, err: Exception | None) -> web.Response:
@@ -119,7 +116,7 @@ class _TracesHandler:
         return self._reply(content_type, err)
 
 
-async def start_http(gateway: Gateway, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_http(gateway: Exporter, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Starts the HTTP server on the running loop; returns its runner and the bound port."""
     # client_max_size is left at aiohttp's default: _read_body enforces max_request_size.
     app = web.Application()

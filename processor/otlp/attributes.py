@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,11 +13,10 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from processor.config.components import ServiceGraphConfig
 from processor.errors import DecodeError
 from processor.otlp.batch import StringTable
 
-DEFAULT_VIRTUAL_NODE_PEER_ATTRIBUTES: tuple[str, ...] = ("peer.service", "db.name", "db.system")
-DEFAULT_DATABASE_NAME_ATTRIBUTES: tuple[str, ...] = ("db.name", "db.namespace")
 SERVICE_NAME = "service.name"
 
 # Caches keyed by raw serialized bytes are cleared when they reach this many entries: the
@@ -117,19 +115,16 @@ class AttributePlan:
     target_priority: np.ndarray = field(init=False)
 
     @classmethod
-    def build(
-        cls,
-        virtual_node_peer_attributes: Sequence[str] = DEFAULT_VIRTUAL_NODE_PEER_ATTRIBUTES,
-        database_name_attributes: Sequence[str] = DEFAULT_DATABASE_NAME_ATTRIBUTES,
-    ) -> AttributePlan:
+    def build(cls, servicegraph: ServiceGraphConfig) -> AttributePlan:
+        """The plan for `processors.servicegraph` (its attribute lists, first present wins)."""
         return cls(
             columns=(
                 ("peer_service", ("peer.service",)),
                 ("server_address", ("server.address", "net.peer.name")),
                 ("db_system", ("db.system", "db.system.name")),
-                ("db_name", tuple(database_name_attributes)),
+                ("db_name", servicegraph.database_name_attributes),
                 ("messaging_system", ("messaging.system",)),
-                ("virtual_peer", tuple(virtual_node_peer_attributes)),
+                ("virtual_peer", servicegraph.virtual_node_peer_attributes),
             )
         )
 

@@ -9,13 +9,9 @@ from typing import NamedTuple
 import numpy as np
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
+from processor.config.components import ServiceGraphConfig
 from processor.errors import DecodeError
-from processor.otlp.attributes import (
-    DEFAULT_DATABASE_NAME_ATTRIBUTES,
-    DEFAULT_VIRTUAL_NODE_PEER_ATTRIBUTES,
-    AttributePlan,
-    DecodeContext,
-)
+from processor.otlp.attributes import AttributePlan, DecodeContext
 from processor.otlp.batch import SpanBatch, StringTable
 from processor.otlp.decode_json import decode_json
 from processor.otlp.decode_proto import decode_proto, decode_resource_spans, parse
@@ -54,22 +50,14 @@ class DecodedRecords(NamedTuple):
 class SpanDecoder:
     """Decodes OTLP trace payloads into SpanBatch, interning strings in `strings`.
 
-    `virtual_node_peer_attributes` and `database_name_attributes` are the servicegraph
-    connector's settings of the same names (first present attribute wins).
+    `servicegraph` (`processors.servicegraph`) names the attributes that feed the pairing
+    columns: `virtual_node_peer_attributes` and `database_name_attributes`, first present wins.
     """
 
-    def __init__(
-        self,
-        strings: StringTable,
-        virtual_node_peer_attributes: Sequence[str] = DEFAULT_VIRTUAL_NODE_PEER_ATTRIBUTES,
-        database_name_attributes: Sequence[str] = DEFAULT_DATABASE_NAME_ATTRIBUTES,
-    ) -> None:
+    def __init__(self, strings: StringTable, servicegraph: ServiceGraphConfig | None = None) -> None:
         self.strings = strings
-        self.virtual_node_peer_attributes = list(virtual_node_peer_attributes)
-        self.database_name_attributes = list(database_name_attributes)
-        self._ctx = DecodeContext(
-            strings, AttributePlan.build(virtual_node_peer_attributes, database_name_attributes)
-        )
+        self.servicegraph = servicegraph or ServiceGraphConfig()
+        self._ctx = DecodeContext(strings, AttributePlan.build(self.servicegraph))
 
     def decode_proto(self, payload: bytes) -> SpanBatch:
         """Serialized TracesData or ExportTraceServiceRequest (wire-identical)."""

@@ -1,16 +1,16 @@
-"""Encoding TracesData as OTLP protobuf or OTLP/JSON, and splitting it into one per trace."""
+"""Encoding TracesData as OTLP protobuf or OTLP/JSON, and splitting it into one per trace.
+
+Encoders by encoding name are in :mod:`processor.otlp.registry`.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.proto.trace.v1 import trace_pb2
-
-from processor.errors import ConfigError
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
@@ -43,22 +43,6 @@ def _hex_ids(obj: dict[str, Any]) -> None:
 
 def encode_proto(msg: trace_pb2.TracesData) -> bytes:
     return msg.SerializeToString()
-
-
-_ENCODERS: dict[str, Callable[[trace_pb2.TracesData], bytes]] = {
-    "otlp_proto": encode_proto,
-    "otlp_json": encode_json,
-}
-
-
-def encode(msg: trace_pb2.TracesData, encoding: str) -> bytes:
-    """Encode for an encoding name ("otlp_proto" / "otlp_json"); ConfigError otherwise."""
-    fn = _ENCODERS.get(encoding)
-    if fn is None:
-        raise ConfigError(
-            f"encoding: unknown encoding {encoding!r}; expected one of {list(_ENCODERS)}"
-        )
-    return fn(msg)
 
 
 def split_by_trace(msg: trace_pb2.TracesData) -> dict[bytes, trace_pb2.TracesData]:

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from processor.config.components import WindowsConfig
 from processor.graph.edges import EdgeBatch
 from processor.otlp.batch import KIND_CONSUMER, KIND_SERVER, STATUS_ERROR, SpanBatch
 from processor.windows import sketch
+from processor.windows.arith import is_closed, watermark, window_start
 
 # Edge identity packed in one int64: client << 33 | server << 2 | connection type.
 _SERVER_SHIFT, _CLIENT_SHIFT = 2, 33
@@ -70,6 +72,8 @@ def _merge_sketch(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
 
 @dataclass
 class WindowStats:
+    """Late data since the last `take_stats`, for the self metrics."""
+
     late_spans: int = 0
     late_edges: int = 0
 
@@ -83,17 +87,25 @@ class PartitionWindows:
     the partials) so a replay cannot reopen a window that was already emitted.
     """
 
-    def __init__(self, size_ns: int, allowed_lateness_ns: int, closed_until_ns: int = 0) -> None:
-        self.size_ns = size_ns
-        self.lateness_ns = allowed_lateness_ns
+    def __init__(self, cfg: WindowsConfig, closed_until_ns: int = 0) -> None:
+        self.size_ns = cfg.size.ns
+        self.lateness_ns = cfg.allowed_lateness.ns
         self.max_end_ns = 0
         self.closed_until_ns = closed_until_ns
         self.open: dict[int, WindowPartial] = {}
         self.stats = WindowStats()
 
+    def take_stats(self) -> WindowStats:
+        s, self.stats = self.stats, WindowStats()
+        return s
+
     @property
     def watermark_ns(self) -> int:
-        return max(self.closed_until_ns, self.max_end_ns - self.lateness_ns)
+        return max(self.closed_until_ns, watermark(self.max_end_ns, self.lateness_ns))
+
+    def _closed(self, starts: np.ndarray) -> np.ndarray:
+        """Which windows end at or before closed_until: data for them is late."""
+        return np.asarray(is_closed(starts, self.size_ns, self.closed_until_ns))
 
     def _window(self, t_ns: int, offset: int) -> WindowPartial:
         w = self.open.get(t_ns)
@@ -106,11 +118,9 @@ class PartitionWindows:
         ok = end_ns > 0
         if not ok.any():
             return
-        starts = end_ns[ok] - end_ns[ok] % self.size_ns
+        starts = window_start(end_ns[ok], self.size_ns)
         offs = offsets[ok]
-        for s in np.unique(starts):
-            if s + self.size_ns <= self.closed_until_ns:
-                continue
+        for s in np.unique(starts[~self._closed(starts)]):
             m = int(offs[starts == s].min())
             w = self._window(int(s), m)
             w.hold_offset = min(w.hold_offset, m)
@@ -125,8 +135,8 @@ class PartitionWindows:
         s = spans.take(counted)
         if not len(s):
             return
-        starts = s.end_ns - s.end_ns % self.size_ns
-        late = starts + self.size_ns <= self.closed_until_ns
+        starts = window_start(s.end_ns, self.size_ns)
+        late = self._closed(starts)
         self.stats.late_spans += int(late.sum())
         ms = (s.end_ns - s.start_ns).astype(np.float64) / 1e6
         err = (s.status == STATUS_ERROR).astype(np.int64)
@@ -144,8 +154,8 @@ class PartitionWindows:
             return
         self.hold(e.client_end_ns, e.hold_offset)
         self.hold(e.server_end_ns, e.hold_offset)
-        starts = e.time_ns - e.time_ns % self.size_ns
-        late = starts + self.size_ns <= self.closed_until_ns
+        starts = window_start(e.time_ns, self.size_ns)
+        late = self._closed(starts)
         self.stats.late_edges += int(late.sum())
         ids_all = pack_edge(e.client, e.server, e.conn)
         for start in np.unique(starts[~late]):
@@ -162,7 +172,7 @@ class PartitionWindows:
 
     def ready(self) -> list[int]:
         wm = self.watermark_ns
-        return sorted(s for s in self.open if s + self.size_ns <= wm)
+        return sorted(s for s in self.open if is_closed(s, self.size_ns, wm))
 
     def close(self, starts: list[int]) -> list[tuple[int, WindowPartial]]:
         """Remove windows from the open set; later data for them counts as late."""

@@ -1,11 +1,15 @@
-"""Window arithmetic over integer nanoseconds (pure functions, table-tested)."""
+"""Window arithmetic over integer nanoseconds (pure functions, table-tested), scalar or numpy."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 
+T = TypeVar("T", int, np.ndarray)
 
-def window_start(t_ns: np.ndarray | int, size_ns: int) -> np.ndarray | int:
+
+def window_start(t_ns: T, size_ns: int) -> T:
     """Start of the tumbling window holding t (floor to a multiple of size, epoch-aligned)."""
     return t_ns - (t_ns % size_ns)
 
@@ -14,6 +18,6 @@ def watermark(max_event_ns: int, allowed_lateness_ns: int) -> int:
     return max_event_ns - allowed_lateness_ns
 
 
-def is_closed(start_ns: int, size_ns: int, watermark_ns: int) -> bool:
-    """A window closes once the watermark reaches its end."""
+def is_closed(start_ns: T, size_ns: int, watermark_ns: int) -> bool | np.ndarray:
+    """A window closes once the watermark reaches its end (elementwise for arrays)."""
     return start_ns + size_ns <= watermark_ns

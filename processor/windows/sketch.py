@@ -67,3 +67,22 @@ def grouped(group: np.ndarray, values_ms: np.ndarray) -> tuple[np.ndarray, np.nd
     combined = dense.astype(np.int64) * 65536 + (k + 32768)
     uniq, counts = np.unique(combined, return_counts=True)
     return gids[uniq // 65536], (uniq % 65536 - 32768).astype(np.int32), counts.astype(np.uint64)
+
+
+def sketch_of(sk: tuple[np.ndarray, np.ndarray, np.ndarray] | None, group: int
+              ) -> tuple[list[int], list[int]]:
+    """One group's (keys, counts) out of `grouped` rows (sorted by group), as lists."""
+    if sk is None:
+        return [], []
+    ids, keys, counts = sk
+    lo, hi = np.searchsorted(ids, group, "left"), np.searchsorted(ids, group, "right")
+    return keys[lo:hi].tolist(), counts[lo:hi].tolist()
+
+
+def merged_quantiles(keys: list[list[int]], counts: list[list[int]]
+                     ) -> tuple[list[int], list[int], list[float]]:
+    """Merge several stored sketches and read p50/p95/p99 (ms)."""
+    k = np.concatenate([np.asarray(x, np.int32) for x in keys]) if keys else np.empty(0, np.int32)
+    c = np.concatenate([np.asarray(x, np.uint64) for x in counts]) if counts else np.empty(0, np.uint64)
+    mk, mc = merge(k, c)
+    return mk.tolist(), mc.tolist(), quantiles(mk, mc, (0.5, 0.95, 0.99))

@@ -66,7 +66,7 @@ class GatewayProcess(ChildProcess):
                                                   "http": {"endpoint": "127.0.0.1:0"}}}
         path = tmp / f"gateway-{pipeline_config.name}"
         path.write_text(yaml.safe_dump(cfg))
-        super().__init__([sys.executable, "-m", "processor.cli", "gateway", "--config", str(path)],
+        super().__init__([sys.executable, "-m", "pipelines.cli", "gateway", "--config", str(path)],
                          tmp / f"gateway-{pipeline_config.stem}.log")
         self.grpc_port = 0
         self.http_port = 0

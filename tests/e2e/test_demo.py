@@ -19,7 +19,7 @@ def test_demo_prints_live_topology_and_health_then_stops_cleanly(tmp_path) -> No
                OTEL_INSIGHTS_OTLP_HTTP=f"127.0.0.1:{free_port()}",
                OTEL_INSIGHTS_METRICS=f"127.0.0.1:{free_port()}", COLUMNS="160")
     done = subprocess.run(
-        [sys.executable, "-m", "processor.cli", "demo", "--duration", "45", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "pipelines.cli", "demo", "--duration", "45", "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=150, env=env)
     out = done.stdout
     assert done.returncode == 0, done.stderr[-3000:]

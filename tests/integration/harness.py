@@ -54,7 +54,7 @@ class Pipeline:
     def start(self, timeout_s: float = 90) -> Pipeline:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "run", "--config", str(self.config_path),
+            [sys.executable, "-m", "pipelines.cli", "run", "--config", str(self.config_path),
              "--log-level", "info"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))

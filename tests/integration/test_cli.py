@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     # Wide enough that rich does not elide names in tables (CI has no terminal).
-    return subprocess.run([sys.executable, "-m", "processor.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ, COLUMNS="200"))
 
 

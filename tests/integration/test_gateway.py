@@ -21,17 +21,18 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from processor.config import OtlpReceiver
 from processor.ingest import Gateway, run_gateway
-from processor.ingest.otlp_json import parse_otlp_json
 from processor.localstack import LocalBroker, free_port
+from processor.otlp.parse_json import parse_otlp_json
 
 pytestmark = pytest.mark.integration
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PARTITIONS = 3
 # Low producer timeouts keep the Kafka-down cases to seconds.
-FAST = {"request_timeout_ms": 2000, "reconnect_backoff_s": (0.1, 0.5), "retry_after_s": 7,
-        "shutdown_timeout_s": 10.0}
+FAST: dict[str, Any] = {"retry_after": "7s", "shutdown_timeout": "10s", "producer": {
+    "timeout": "2s", "reconnect": {"initial_interval": "100ms", "max_interval": "500ms"}}}
 
 Expected = dict[int, dict[int, str]]  # trace id -> span id -> service.name
 
@@ -164,9 +165,12 @@ def run(gateway: Gateway, body: Callable[[Gateway], Awaitable[None]]) -> None:
     asyncio.run(go())
 
 
-def new_gateway(brokers: list[str], topic: str, **kw: Any) -> Gateway:
-    return Gateway(brokers, topic, grpc_endpoint="127.0.0.1:0", http_endpoint="127.0.0.1:0",
-                   **{**FAST, **kw})
+def new_gateway(brokers: list[str], topic: str, encoding: str = "otlp_proto", **kw: Any) -> Gateway:
+    """A gateway on free ports; ``kw`` are receivers.otlp settings over FAST."""
+    protocols = {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}}
+    cfg = OtlpReceiver.model_validate({"protocols": protocols, "topic": topic, "encoding": encoding,
+                                       **FAST, **kw})
+    return Gateway(cfg, brokers)
 
 
 # -- tests -----------------------------------------------------------------------------
@@ -393,7 +397,7 @@ def test_stop_waits_for_in_flight_produce(broker, new_topic) -> None:
     topic = new_topic("gw-stop", PARTITIONS)
     spans = sdk_spans(1, "stop")
     # A long linger keeps the request waiting for its ack while stop() begins.
-    gw = new_gateway([broker.bootstrap], topic, linger_ms=1500)
+    gw = new_gateway([broker.bootstrap], topic, producer={**FAST["producer"], "linger": "1500ms"})
 
     async def go() -> None:
         await gw.start()

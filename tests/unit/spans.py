@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from processor.aggregate.partition import Emission, PartitionAggregator
+from processor.config import StoreConfig, WindowsConfig
+from processor.config.duration import Duration
 from processor.graph.edges import CONN_NAMES, EdgeBatch
 from processor.otlp.batch import (
     KIND_CLIENT,
@@ -28,6 +31,22 @@ STRING_ATTRS = ("peer_service", "server_address", "db_system", "db_name", "messa
                 "virtual_peer")
 NS_PER_MS = 1_000_000
 _U64 = (1 << 64) - 1
+
+
+def store_config(ttl_ms: int, max_items: int = 1000) -> StoreConfig:
+    """processors.servicegraph.store with a ttl in ms."""
+    return StoreConfig(ttl=Duration(ttl_ms * NS_PER_MS), max_items=max_items)
+
+
+def windows_config(size_ms: int, allowed_lateness_ms: int = 30_000) -> WindowsConfig:
+    """processors.windows with sizes in ms."""
+    return WindowsConfig(size=Duration(size_ms * NS_PER_MS),
+                         allowed_lateness=Duration(allowed_lateness_ms * NS_PER_MS))
+
+
+def emit_all(agg: PartitionAggregator) -> Emission:
+    """Closed windows and, provisionally, the open ones that changed (waiting spans stay)."""
+    return agg.flush_closed().extend(agg.flush_open())
 
 
 def ms_to_ns(ms: float) -> int:

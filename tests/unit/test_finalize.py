@@ -7,11 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from processor.aggregate.finalize import Finalizer, HealthRules
+from processor.aggregate.finalize import Finalizer
+from processor.aggregate.health import classify
+from processor.aggregate.messages import EdgeKey, HealthKey, Watermark
 from processor.aggregate.partition import PartitionAggregator
-from processor.graph import GraphSettings
+from processor.config import HealthConfig, StoreConfig
 from processor.otlp.batch import StringTable
-from tests.unit.spans import Spans
+from tests.unit.spans import Spans, emit_all, windows_config
 
 MS = 1_000_000
 SIZE_MS = 10_000
@@ -22,61 +24,61 @@ W0, W1 = T0, T0 + SIZE_MS
 
 
 def _finalizer(*sources: str) -> Finalizer:
-    f = Finalizer(size_ms=SIZE_MS, expected_sources=set(sources))
-    f.on_health_key(("fe", W0), 5)
-    f.on_health_key(("fe", W1), 9)
-    f.on_edge_key(("user", "fe", "virtual_node", W0), 5)
+    f = Finalizer(windows_config(SIZE_MS), sources)
+    f.on_health_key(HealthKey("fe", W0), 5)
+    f.on_health_key(HealthKey("fe", W1), 9)
+    f.on_edge_key(EdgeKey("user", "fe", "virtual_node", W0), 5)
     return f
 
 
 def test_window_not_final_while_an_expected_source_is_unheard() -> None:
     f = _finalizer("spans/0", "spans/1")
-    f.on_watermark("spans/0", W1 + SIZE_MS, idle=False)
+    f.on_watermark(Watermark("spans/0", W1 + SIZE_MS, False))
     assert f.final_before_ms() is None
     assert f.take_ready() == ([], [])
 
 
 def test_window_final_once_every_source_watermark_reaches_its_end() -> None:
     f = _finalizer("spans/0", "spans/1")
-    f.on_watermark("spans/0", W1 + SIZE_MS, idle=False)
-    f.on_watermark("spans/1", W1 - 1, idle=False)  # one ms short of W0's end
+    f.on_watermark(Watermark("spans/0", W1 + SIZE_MS, False))
+    f.on_watermark(Watermark("spans/1", W1 - 1, False))  # one ms short of W0's end
     assert f.take_ready() == ([], [])
-    f.on_watermark("spans/1", W1, idle=False)
+    f.on_watermark(Watermark("spans/1", W1, False))
     assert f.take_ready() == ([("fe", W0)], [("user", "fe", "virtual_node", W0)])
 
 
 def test_idle_source_does_not_hold_windows_back() -> None:
     f = _finalizer("spans/0", "spans/1")
-    f.on_watermark("spans/0", W1, idle=False)
-    f.on_watermark("spans/1", 0, idle=True)
+    f.on_watermark(Watermark("spans/0", W1, False))
+    f.on_watermark(Watermark("spans/1", 0, True))
     assert f.take_ready()[0] == [("fe", W0)]
 
 
 def test_every_source_idle_makes_everything_final() -> None:
     f = _finalizer("spans/0")
-    f.on_watermark("spans/0", 0, idle=True)
+    f.on_watermark(Watermark("spans/0", 0, True))
     assert sorted(f.take_ready()[0]) == [("fe", W0), ("fe", W1)]
 
 
 def test_idle_source_that_resumes_holds_windows_again() -> None:
     f = _finalizer("spans/0", "spans/1")
-    f.on_watermark("spans/0", W1 + SIZE_MS, idle=False)
-    f.on_watermark("spans/1", W1 - 5, idle=True)
+    f.on_watermark(Watermark("spans/0", W1 + SIZE_MS, False))
+    f.on_watermark(Watermark("spans/1", W1 - 5, True))
     assert f.take_ready()[0] == [("fe", W0), ("fe", W1)]
-    f.on_watermark("spans/1", W1 - 5, idle=False)
+    f.on_watermark(Watermark("spans/1", W1 - 5, False))
     assert f.take_ready()[0] == []
 
 
 def test_source_watermark_never_moves_back() -> None:
     f = _finalizer("spans/0")
-    f.on_watermark("spans/0", W1, idle=False)
-    f.on_watermark("spans/0", W0, idle=False)  # e.g. a replayed, older watermark
+    f.on_watermark(Watermark("spans/0", W1, False))
+    f.on_watermark(Watermark("spans/0", W0, False))  # e.g. a replayed, older watermark
     assert f.final_before_ms() == W1
 
 
 def test_done_removes_keys_and_pending_offset_is_the_minimum() -> None:
     f = _finalizer("spans/0")
-    f.on_health_key(("fe", W0), 7)  # a later partial for the same key keeps the older offset
+    f.on_health_key(HealthKey("fe", W0), 7)  # a later partial for the same key keeps the older offset
     assert f.min_pending_offset() == 5
     f.done([("fe", W0)], [("user", "fe", "virtual_node", W0)])
     assert f.min_pending_offset() == 9
@@ -95,13 +97,13 @@ def _partials(latencies_ms: list[np.ndarray], errors: list[int], window_ms: int 
     sp = Spans(strings)
     health, edges = [], []
     for p, (lat, n_err) in enumerate(zip(latencies_ms, errors, strict=True)):
-        agg = PartitionAggregator("spans", p, strings, GraphSettings(), SIZE_MS * MS, 30_000 * MS)
+        agg = PartitionAggregator("spans", p, strings, StoreConfig(), windows_config(SIZE_MS, 30_000))
         end = window_ms + 5_000
         rows = [sp.span(trace=p * 100_000 + i + 1, id=i + 1, service="fe", kind="server",
                         start_ms=end - float(v), end_ms=end, error=i < n_err)
                 for i, v in enumerate(lat)]
         agg.add(sp.batch(*rows, offset=0), 1)
-        em = agg.flush_dirty()
+        em = emit_all(agg)
         health += em.health
         edges += em.edges
     return health, edges
@@ -112,7 +114,7 @@ def test_final_health_merges_partitions_and_p95_matches_all_latencies() -> None:
     lat = [rng.lognormal(3.0, 1.0, n) for n in (400, 250, 600)]
     health, _ = _partials(lat, errors=[3, 0, 7])
     assert len(health) == 3 and {r["input_partition"] for r in health} == {0, 1, 2}
-    [row] = Finalizer(size_ms=SIZE_MS).final_health(health)
+    [row] = Finalizer(windows_config(SIZE_MS)).final_health(health)
     assert (row["service"], row["window_start"], row["window_end"]) == ("fe", W0, W1)
     assert row["calls"] == 1250 and row["errors"] == 10
     assert row["error_rate"] == pytest.approx(10 / 1250)
@@ -141,12 +143,12 @@ def test_final_edges_merge_partitions() -> None:
 
 def test_final_health_below_min_requests_is_insufficient_data() -> None:
     health, _ = _partials([np.full(4, 10.0), np.full(5, 10.0)], errors=[4, 5])
-    [row] = Finalizer(size_ms=SIZE_MS).final_health(health)
+    [row] = Finalizer(windows_config(SIZE_MS)).final_health(health)
     assert row["calls"] == 9 and row["health"] == "insufficient_data"
 
 
 def test_final_health_compares_p95_with_earlier_windows_baseline() -> None:
-    f = Finalizer(size_ms=SIZE_MS)
+    f = Finalizer(windows_config(SIZE_MS))
     for w in range(3):
         h, _ = _partials([np.full(50, 10.0)], errors=[0], window_ms=T0 + w * SIZE_MS)
         assert f.final_health(h)[0]["health"] == "healthy"
@@ -157,7 +159,7 @@ def test_final_health_compares_p95_with_earlier_windows_baseline() -> None:
 
 
 def test_baseline_uses_only_windows_before_the_one_classified() -> None:
-    f = Finalizer(size_ms=SIZE_MS)
+    f = Finalizer(windows_config(SIZE_MS))
     late, _ = _partials([np.full(50, 10.0)], errors=[0], window_ms=T0 + 5 * SIZE_MS)
     f.final_health(late)
     early, _ = _partials([np.full(50, 40.0)], errors=[0], window_ms=T0)
@@ -188,14 +190,14 @@ def test_baseline_uses_only_windows_before_the_one_classified() -> None:
 )
 def test_health_rules_classify(calls: int, errors: int, p95: float, baseline: float | None,
                                health: str) -> None:
-    assert HealthRules().classify(calls, errors, p95, baseline) == health
+    assert classify(HealthConfig(), calls, errors, p95, baseline) == health
 
 
 def test_health_rules_thresholds_are_configurable() -> None:
-    rules = HealthRules(min_requests=1, error_rate_degraded=0.2, error_rate_critical=0.5,
-                        latency_degraded_ratio=2.0, latency_critical_ratio=4.0)
-    assert rules.classify(10, 1, 10.0, 10.0) == "healthy"
-    assert rules.classify(10, 2, 10.0, 10.0) == "degraded"
-    assert rules.classify(10, 5, 10.0, 10.0) == "critical"
-    assert rules.classify(1, 0, 39.0, 10.0) == "degraded"
-    assert rules.classify(1, 0, 40.0, 10.0) == "critical"
+    rules = HealthConfig(min_requests=1, error_rate_degraded=0.2, error_rate_critical=0.5,
+                         latency_degraded_ratio=2.0, latency_critical_ratio=4.0)
+    assert classify(rules, 10, 1, 10.0, 10.0) == "healthy"
+    assert classify(rules, 10, 2, 10.0, 10.0) == "degraded"
+    assert classify(rules, 10, 5, 10.0, 10.0) == "critical"
+    assert classify(rules, 1, 0, 39.0, 10.0) == "degraded"
+    assert classify(rules, 1, 0, 40.0, 10.0) == "critical"

@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from processor.config import ServiceGraphConfig
 from processor.errors import ConfigError, DecodeError
 from processor.otlp.batch import (
     KIND_CLIENT,
@@ -34,6 +35,8 @@ from processor.otlp.encode import encode_json
 from processor.otlp.registry import encodings, get_decoder
 
 T0 = 1_700_000_000_000_000_000
+# db.namespace too (newer semantic conventions), as reference_rows reads it.
+SERVICEGRAPH = ServiceGraphConfig(database_name_attributes=("db.name", "db.namespace"))
 STRING_COLUMNS = [
     "service",
     "peer_service",
@@ -255,7 +258,7 @@ def strings() -> StringTable:
 
 @pytest.fixture
 def decoder(strings: StringTable) -> SpanDecoder:
-    return SpanDecoder(strings)
+    return SpanDecoder(strings, SERVICEGRAPH)
 
 
 def test_every_column_from_proto_and_json(decoder: SpanDecoder, strings: StringTable) -> None:
@@ -442,7 +445,7 @@ def test_every_column_from_proto_and_json(decoder: SpanDecoder, strings: StringT
 def test_attribute_fallbacks(attrs: dict[str, Any], column: str, value: str) -> None:
     for encode in (lambda m: m.SerializeToString(), encode_json):
         strings = StringTable()
-        batch = SpanDecoder(strings).decode(
+        batch = SpanDecoder(strings, SERVICEGRAPH).decode(
             encode(traces(("s", [span(1, 1, kind=KIND_CLIENT, attrs=attrs)]))),
             "otlp_proto" if encode is not encode_json else "otlp_json",
         )
@@ -451,16 +454,15 @@ def test_attribute_fallbacks(attrs: dict[str, Any], column: str, value: str) -> 
 
 def test_configured_attribute_lists_decide_priority() -> None:
     strings = StringTable()
-    decoder = SpanDecoder(
-        strings,
-        virtual_node_peer_attributes=["server.address", "peer.service"],
-        database_name_attributes=["db.namespace", "db.name"],
-    )
+    decoder = SpanDecoder(strings, ServiceGraphConfig(
+        virtual_node_peer_attributes=("server.address", "peer.service"),
+        database_name_attributes=("db.namespace", "db.name"),
+    ))
     attrs = {"peer.service": "p", "server.address": "s", "db.name": "n1", "db.namespace": "n2"}
     batch = decoder.decode_proto(traces(("x", [span(1, 1, attrs=attrs)])).SerializeToString())
     assert strings.lookup(int(batch.virtual_peer[0])) == "s"
     assert strings.lookup(int(batch.db_name[0])) == "n2"
-    assert decoder.virtual_node_peer_attributes == ["server.address", "peer.service"]
+    assert decoder.servicegraph.virtual_node_peer_attributes == ("server.address", "peer.service")
 
 
 def test_duplicate_attribute_key_keeps_first_non_empty(
@@ -783,7 +785,7 @@ def test_decode_records_equals_one_by_one_and_sets_offsets(encoding: str) -> Non
     payloads = [encode(m) for m in msgs]
     offsets = list(range(100, 100 + len(payloads)))
     strings = StringTable()
-    decoder = SpanDecoder(strings)
+    decoder = SpanDecoder(strings, SERVICEGRAPH)
     batch, errors = decoder.decode_records(payloads, encoding, offsets)
     assert errors == []
     want = []
@@ -805,7 +807,7 @@ def test_decode_records_isolates_bad_records(encoding: str) -> None:
         bad = [ok[:-4], b"[1, 2]", _json_with_span(traceId="00")]
     payloads = [ok, bad[0], ok, bad[1], ok, bad[2], ok]
     strings = StringTable()
-    batch, errors = SpanDecoder(strings).decode_records(payloads, encoding, list(range(7)))
+    batch, errors = SpanDecoder(strings, SERVICEGRAPH).decode_records(payloads, encoding, list(range(7)))
     assert [i for i, _ in errors] == [1, 3, 5]
     assert all(isinstance(e, DecodeError) for _, e in errors)
     assert batch.offset.tolist() == [0, 0, 2, 2, 4, 4, 6, 6]
@@ -813,9 +815,9 @@ def test_decode_records_isolates_bad_records(encoding: str) -> None:
 
 
 def test_decode_records_without_offsets() -> None:
-    batch, errors = SpanDecoder(StringTable()).decode_records([VALID, VALID], "otlp_proto")
+    batch, errors = SpanDecoder(StringTable(), SERVICEGRAPH).decode_records([VALID, VALID], "otlp_proto")
     assert errors == [] and batch.offset.tolist() == [-1, -1]
-    assert len(SpanDecoder(StringTable()).decode_records([], "otlp_proto").batch) == 0
+    assert len(SpanDecoder(StringTable(), SERVICEGRAPH).decode_records([], "otlp_proto").batch) == 0
 
 
 def test_bare_resource_spans_array_as_rotel_writes_it_decodes(
@@ -846,7 +848,7 @@ def test_decode_records_in_small_chunks_isolates_a_bad_record() -> None:
     # puts all nine in one chunk.
     for chunk_bytes in (5000, 1 << 20):
         strings = StringTable()
-        batch, errors = SpanDecoder(strings).decode_records(
+        batch, errors = SpanDecoder(strings, SERVICEGRAPH).decode_records(
             payloads, "otlp_proto", offsets=list(range(9)), chunk_bytes=chunk_bytes
         )
         assert [i for i, _ in errors] == [4]

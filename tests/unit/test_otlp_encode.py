@@ -12,7 +12,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from processor.errors import ConfigError
 from processor.otlp.batch import StringTable
 from processor.otlp.decode import SpanDecoder
-from processor.otlp.encode import encode, encode_json, encode_proto, split_by_trace
+from processor.otlp.encode import encode_json, encode_proto, split_by_trace
+from processor.otlp.registry import encode
 
 T0 = 1_700_000_000_000_000_000
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from processor.graph import GraphSettings, PairingStore
+from processor.config import StoreConfig
+from processor.config.duration import Duration
+from processor.graph import PairingStore
 from processor.otlp.batch import StringTable
 from tests.unit.spans import Spans, edge_rows
 
@@ -20,7 +22,7 @@ def sp() -> Spans:
 
 
 def _store(sp: Spans, ttl_ms: int = TTL_MS, max_items: int = 1000) -> PairingStore:
-    return PairingStore(sp.strings, GraphSettings(ttl_ns=ttl_ms * 1_000_000, max_items=max_items))
+    return PairingStore(sp.strings, StoreConfig(ttl=Duration(ttl_ms * 1_000_000), max_items=max_items))
 
 
 def _call(sp: Spans, trace: int = 1, client_id: int = 10, server_id: int = 11,

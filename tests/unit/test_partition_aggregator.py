@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from processor.aggregate.partition import Emission, PartitionAggregator
-from processor.graph import GraphSettings
 from processor.otlp.batch import SpanBatch, StringTable
-from tests.unit.spans import Spans
+from tests.unit.spans import Spans, store_config, windows_config
 
 MS = 1_000_000
 SIZE_MS, LATENESS_MS = 10_000, 5_000
@@ -26,8 +25,8 @@ def sp() -> Spans:
 
 
 def _agg(sp: Spans, ttl_ms: int = 60_000, closed_until_ms: int = 0) -> PartitionAggregator:
-    return PartitionAggregator("spans", 0, sp.strings, GraphSettings(ttl_ns=ttl_ms * MS),
-                               SIZE_MS * MS, LATENESS_MS * MS, closed_until_ms * MS)
+    return PartitionAggregator("spans", 0, sp.strings, store_config(ttl_ms),
+                               windows_config(SIZE_MS, LATENESS_MS), closed_until_ms * MS)
 
 
 def _tick(sp: Spans, end_ms: int) -> dict:
@@ -235,9 +234,8 @@ def _records(gen: TraceGen, n_traces: int, max_delay_ms: float) -> list[SpanBatc
 
 def _new_agg(strings: StringTable, closed_until_ns: int = 0) -> PartitionAggregator:
     # ttl and lateness exceed the arrival delay, so nothing is expired early or late.
-    graph = GraphSettings(ttl_ns=10_000 * MS, max_items=100_000)
-    return PartitionAggregator("spans", 0, strings, graph, SIZE_MS * MS, 20_000 * MS,
-                               closed_until_ns)
+    return PartitionAggregator("spans", 0, strings, store_config(10_000, max_items=100_000),
+                               windows_config(SIZE_MS, 20_000), closed_until_ns)
 
 
 Rows = dict[tuple, dict]

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import generate_latest
 
-from processor.telemetry import METRICS, SERVICE_GRAPH_BUCKETS_S, Telemetry, metrics_table
+from processor.telemetry import METRICS, SERVICE_GRAPH_BUCKETS_S, Metrics, metrics_table
 
 
 def test_readme_metrics_table_is_generated_from_the_declarations() -> None:
@@ -14,7 +14,8 @@ def test_readme_metrics_table_is_generated_from_the_declarations() -> None:
 
 
 def test_every_declared_metric_is_exposed() -> None:
-    t = Telemetry()
+    t = Metrics()
+    Metrics(t.registry, component="gateway")  # a worker that runs the gateway serves both
     t.service_graph.observe([("a", "b", "")], np.array([0, 0]), np.array([True, False]),
                             np.array([0.003, np.nan]), np.array([0.005, 0.02]))
     text = generate_latest(t.registry).decode()
@@ -25,7 +26,7 @@ def test_every_declared_metric_is_exposed() -> None:
 
 
 def test_service_graph_series_count_and_bucket_like_the_connector() -> None:
-    t = Telemetry()
+    t = Metrics()
     t.service_graph.observe([("a", "b", ""), ("a", "db", "database")], np.array([0, 0, 1]),
                             np.array([True, False, False]), np.array([0.003, 0.5, np.nan]),
                             np.array([0.005, 0.6, 0.001]))

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from processor.aggregate.partition import Emission, PartitionAggregator
-from processor.graph import GraphSettings
+from processor.config import StoreConfig
 from processor.otlp.batch import StringTable
 from processor.windows import arith
 from processor.windows.accumulator import pack_edge, unpack_edge
-from tests.unit.spans import Spans
+from tests.unit.spans import Spans, emit_all, store_config, windows_config
 
 MS = 1_000_000
 SIZE_MS, LATENESS_MS = 10_000, 5_000
@@ -73,8 +73,8 @@ def sp() -> Spans:
 
 
 def _agg(sp: Spans) -> PartitionAggregator:
-    return PartitionAggregator("spans", 0, sp.strings, GraphSettings(ttl_ns=2_000 * MS),
-                               SIZE_MS * MS, LATENESS_MS * MS)
+    return PartitionAggregator("spans", 0, sp.strings, store_config(2_000),
+                               windows_config(SIZE_MS, LATENESS_MS))
 
 
 def _calls(em: Emission) -> dict[tuple[str, int], tuple[int, int]]:
@@ -102,7 +102,7 @@ def test_span_is_windowed_by_its_end_time(sp: Spans) -> None:
     agg = _agg(sp)
     # Starts in W0, ends in W1: it belongs to W1.
     agg.add(sp.batch(_root(sp, 1, "fe", W1 - 2_000, W1 + 1)), 1)
-    calls = _calls(agg.flush_dirty())
+    calls = _calls(emit_all(agg))
     assert calls[("fe", W1)] == (1, 0)
     assert ("fe", W0) not in calls
 
@@ -131,7 +131,7 @@ def test_late_span_is_counted_and_does_not_change_emitted_rows(sp: Spans) -> Non
     # Another fe request ending in the closed W0.
     agg.add(sp.batch(_root(sp, 2, "fe", W0 + 2_000, W0 + 2_500, error=True)), 3)
     assert agg.windows.stats.late_spans == 1
-    later = _calls(agg.flush_dirty())
+    later = _calls(emit_all(agg))
     assert ("fe", W0) not in later  # never re-emitted, never added to
     assert later == {("tick", W1): (1, 0)}
 
@@ -147,7 +147,7 @@ def test_late_edge_is_counted_and_not_emitted(sp: Spans) -> None:
     agg.add(sp.batch(c, s), 3)
     assert agg.windows.stats.late_edges == 1
     assert agg.windows.stats.late_spans == 1  # the server span's call
-    assert _edges(agg.flush_dirty()) == {}
+    assert _edges(emit_all(agg)) == {}
 
 
 def test_calls_count_server_consumer_and_root_spans_only(sp: Spans) -> None:
@@ -167,7 +167,7 @@ def test_calls_count_server_consumer_and_root_spans_only(sp: Spans) -> None:
         sp.span(trace=4, id=9, service="pub", kind="producer", start_ms=t, end_ms=t + 3),
     ]
     agg.add(sp.batch(*rows), 1)
-    calls = {svc: c for (svc, _), (c, _) in _calls(agg.flush_dirty()).items()}
+    calls = {svc: c for (svc, _), (c, _) in _calls(emit_all(agg)).items()}
     assert calls == {"fe": 1, "be": 1, "worker": 1, "cron": 1, "batch": 1, "pub": 1}
 
 
@@ -176,13 +176,13 @@ def test_errors_are_counted_per_service_and_window(sp: Spans) -> None:
     rows = [_root(sp, i, "fe", W0 + i, W0 + i + 1, error=(i % 3 == 0)) for i in range(1, 10)]
     rows += [_root(sp, 50, "fe", W1 + 1, W1 + 2, error=True)]
     agg.add(sp.batch(*rows), 1)
-    assert _calls(agg.flush_dirty()) == {("fe", W0): (9, 3), ("fe", W1): (1, 1)}
+    assert _calls(emit_all(agg)) == {("fe", W0): (9, 3), ("fe", W1): (1, 1)}
 
 
 def test_service_latency_sketch_holds_each_call(sp: Spans) -> None:
     agg = _agg(sp)
     agg.add(sp.batch(*[_root(sp, i, "fe", W0, W0 + d) for i, d in enumerate((5, 5, 200), 1)]), 1)
-    [row] = agg.flush_dirty().health
+    [row] = emit_all(agg).health
     assert sum(row["latency_counts"]) == 3
     assert len(row["latency_keys"]) == 2  # two distinct latencies, two buckets
 
@@ -195,7 +195,7 @@ def test_edge_counts_in_client_end_window_even_if_server_ended_earlier(sp: Spans
                 end_ms=W1 - 1)
     agg.add(sp.batch(s), 1)
     agg.add(sp.batch(c), 2)
-    em = agg.flush_dirty()
+    em = emit_all(agg)
     assert _edges(em) == {("fe", "be", "", W1): (1, 0)}
     assert _calls(em)[("be", W0)] == (1, 0)  # the server's call stays in its own window
 
@@ -212,16 +212,16 @@ def test_edge_failures_and_connection_types_are_kept_apart(sp: Spans) -> None:
     rows.append(sp.span(trace=9, id=90, parent=1, service="fe", kind="client", end_ms=t,
                         db_system="be"))  # same node name, different connection type
     agg.add(sp.batch(*rows), 1)
-    assert _edges(agg.flush_dirty()) == {("fe", "be", "", W0): (4, 1),
+    assert _edges(emit_all(agg)) == {("fe", "be", "", W0): (4, 1),
                                          ("fe", "be", "database", W0): (1, 0)}
 
 
 def test_closed_until_survives_restart_so_replay_cannot_reopen(sp: Spans) -> None:
-    agg = PartitionAggregator("spans", 0, sp.strings, GraphSettings(), SIZE_MS * MS,
-                              LATENESS_MS * MS, closed_until_ns=W1 * MS)
+    agg = PartitionAggregator("spans", 0, sp.strings, StoreConfig(),
+                              windows_config(SIZE_MS, LATENESS_MS), closed_until_ns=W1 * MS)
     agg.add(sp.batch(_root(sp, 1, "fe", W0, W0 + 5), _root(sp, 2, "fe", W1, W1 + 5)), 1)
     assert agg.windows.stats.late_spans == 1
-    assert _calls(agg.flush_dirty()) == {("fe", W1): (1, 0)}
+    assert _calls(emit_all(agg)) == {("fe", W1): (1, 0)}
 
 
 def test_edge_latency_sketches_survive_large_string_codes() -> None:
@@ -241,5 +241,5 @@ def test_edge_latency_sketches_survive_large_string_codes() -> None:
     agg.add(sp.batch(*rows), 1)
     got = {(r["client"], r["server"]): (r["requests"], sum(r["server_counts"]),
                                         sum(r["client_counts"]))
-           for r in agg.flush_dirty().edges}
+           for r in emit_all(agg).edges}
     assert got == {("fe", "be"): (2, 2, 2), ("mobile", "be"): (1, 1, 1)}

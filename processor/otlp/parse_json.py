@@ -1,4 +1,4 @@
-"""OTLP/JSON request bodies (hex trace/span ids) parsed into a TracesData message."""
+"""OTLP/JSON (hex trace/span ids) parsed into a TracesData message: requests and re-keyed records."""
 
 from __future__ import annotations
 

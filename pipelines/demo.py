@@ -18,9 +18,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from pipelines.query import HEALTH_COLOURS
 from processor.errors import OtelInsightsError
 from processor.localstack import LocalBroker
-from processor.query import HEALTH_COLOURS
 
 # After the detectors' warm-up (grace_windows x 10s windows in config/local.yaml).
 DEMO_FAULTS = ["latency_shift:product-catalog:150:60:4", "error_burst:cart:270:40:0.3",
@@ -57,7 +57,7 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
         log = open(data_dir / "pipeline.log", "ab")
         console.print(f"starting pipeline (logs: {data_dir / 'pipeline.log'}) ...")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "run", "--config", str(cfg_path)],
+            [sys.executable, "-m", "pipelines.cli", "run", "--config", str(cfg_path)],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         http = cfg.otlp.protocols.http.endpoint  # type: ignore[union-attr]
         api = "http://{}:{}".format(*cfg.prometheus.host_port)  # type: ignore[union-attr]

@@ -161,7 +161,7 @@ def query(name: QueryName, config: ConfigOpt,
           since: Annotated[str, typer.Option(help="look-back, e.g. 15m, 2h")] = "15m",
           format: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
     """Print topology, health or edges rows (asks a running process when it holds the store)."""
-    from processor.query import fetch, render_table
+    from pipelines.query import fetch, render_table
 
     try:
         rows = fetch(_load(config), name.value, since)
@@ -179,7 +179,7 @@ def tail(topic: str,
          from_beginning: Annotated[bool, typer.Option()] = False,
          limit: Annotated[int, typer.Option(help="stop after N records (0 = follow)")] = 0) -> None:
     """Follow a topic and pretty-print its records (OTLP, JSON or raw)."""
-    from processor.tail import follow
+    from pipelines.tail import follow
 
     try:
         asyncio.run(follow(topic, brokers.split(","), from_beginning, limit, out))
@@ -216,7 +216,7 @@ def demo(duration: Annotated[float, typer.Option(help="seconds to run (0 = until
          data_dir: Annotated[Path, typer.Option(help="where the embedded ClickHouse keeps data")] = Path(".otel-insights"),
          rate: Annotated[float, typer.Option(help="traces per second")] = 40.0) -> None:
     """Embedded stack: local broker, embedded ClickHouse, gateway, pipeline and shop traffic."""
-    from processor.demo import run_demo
+    from pipelines.demo import run_demo
 
     try:
         run_demo(duration=duration, data_dir=data_dir, rate=rate, console=out)

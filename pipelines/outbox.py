@@ -1,0 +1,45 @@
+"""Stage 1's outbox on faust topics: partials keys and watermarks, re-keyed records, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from processor.aggregate import messages
+from processor.aggregate.messages import PartialsMessage, Watermark
+from processor.aggregate.stage1 import Record
+
+
+class KafkaOutbox:
+    """Sends every message of a call, then waits for all acknowledgements (acks=all)."""
+
+    def __init__(self, partials: Any, partials_count: int, rekey: Any, dlq: Any) -> None:
+        self.partials_topic = partials
+        self.partials_count = partials_count
+        self.rekey_topic = rekey
+        self.dlq = dlq
+
+    async def partials(self, msgs: Sequence[PartialsMessage]) -> None:
+        futs = []
+        for msg in msgs:
+            value = messages.encode(msg)
+            if isinstance(msg, Watermark):  # every stage-2 worker tracks every source
+                for p in range(self.partials_count):
+                    futs.append(await self.partials_topic.send(key=None, value=value, partition=p))
+            else:
+                futs.append(await self.partials_topic.send(key=messages.message_key(msg), value=value))
+        for f in futs:
+            await f
+
+    async def rekey(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        futs = [await self.rekey_topic.send(key=key, value=value) for key, value in records]
+        for f in futs:
+            await f
+
+    async def dead_letter(self, record: Record, error: str) -> None:
+        headers = [("otel-insights-error", error.encode()[:1000]),
+                   ("otel-insights-topic", record.topic.encode()),
+                   ("otel-insights-partition", str(record.partition).encode()),
+                   ("otel-insights-offset", str(record.offset).encode())]
+        fut = await self.dlq.send(key=record.key, value=record.value, headers=headers)
+        await fut

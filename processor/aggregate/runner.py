@@ -1,0 +1,153 @@
+"""LocalRun: stages 1 and 2 in one process without Kafka, over the same library calls as `run`.
+
+Records are fed per input partition; what stage 1 sends is delivered to stage 2 at once
+(keys and watermarks in the order sent), re-keyed records come back to stage 1 on the
+re-key topic, and time only moves when the caller says so (`advance`), so idle partitions
+and late data are deterministic. The store is a `MemoryStore` unless one is given (a chdb
+`Store` runs the same). For tests, golden cases and trying a config on a file of traces:
+
+    run = LocalRun(config)
+    run.feed(records)            # Records of any input partitions
+    run.advance(11.0)            # 11 s of wall time: quiet partitions go idle
+    result = run.finish()        # every partition idle: every window final
+    result.health, result.edges  # final rows as stage 2 wrote them
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from processor.aggregate import messages
+from processor.aggregate.messages import PartialsMessage
+from processor.aggregate.stage1 import Partition, Record, Stage1
+from processor.aggregate.stage2 import Stage2
+from processor.config import Config
+from processor.storage.window_store import MemoryStore, Row, WindowStore
+from processor.telemetry import Metrics
+
+
+async def direct(fn: Any, *args: Any) -> Any:
+    """Run a store call in place (the runner has no ClickHouse thread)."""
+    return fn(*args)
+
+
+class Outbox:
+    """Stage 1's outbox as lists (dead letters are kept for the caller)."""
+
+    def __init__(self) -> None:
+        self.pending_partials: list[PartialsMessage] = []
+        self.pending_rekeyed: list[tuple[bytes, bytes]] = []
+        self.dead_letters: list[tuple[Record, str]] = []
+
+    async def partials(self, messages: Sequence[PartialsMessage]) -> None:
+        self.pending_partials.extend(messages)
+
+    async def rekey(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        self.pending_rekeyed.extend(records)
+
+    async def dead_letter(self, record: Record, error: str) -> None:
+        self.dead_letters.append((record, error))
+
+
+@dataclass
+class RunResult:
+    health: list[Row]  # final service windows, by (window_start, service)
+    edges: list[Row]  # final edge windows, by (window_start, client, server, connection_type)
+    dead_letters: list[tuple[Record, str]]
+    metrics: Metrics  # the self metrics and traces_service_graph_* series of the run
+    safe_offsets: dict[Partition, int]  # what `run` would have committed last, per partition
+
+
+class LocalRun:
+    """One worker owning every input partition, one stage-2 instance, no broker."""
+
+    def __init__(self, config: Config, partitions: int | None = None,
+                 store: WindowStore | None = None) -> None:
+        if config.kafka is None:
+            raise ValueError("the traces pipeline has no kafka receiver")
+        self.config = config
+        kafka = config.kafka
+        self.partitions = partitions or kafka.partitions
+        self.store = store if store is not None else MemoryStore()
+        self.metrics = Metrics()
+        self.outbox = Outbox()
+        self.now = 0.0  # the runner's monotonic clock, in seconds
+        self.stage1 = Stage1(config, self.store, direct, self.outbox, self.metrics,
+                             clock=lambda: self.now)
+        self.sources: list[Partition] = [(kafka.traces.topic, p) for p in range(self.partitions)]
+        if kafka.rekey != "never":
+            self.sources += [(kafka.rekey_topic, p) for p in range(self.partitions)]
+        self.stage2 = Stage2(config.windows, [f"{t}/{p}" for t, p in self.sources], self.store,
+                             direct, self.metrics)
+        self._next_offset: dict[Partition, int] = {}
+        self._partials_offset = 0
+        self.safe_offsets: dict[Partition, int] = {}
+
+    def record(self, value: bytes, partition: int = 0, key: bytes | None = None,
+               topic: str | None = None) -> Record:
+        """The next record of an input partition (offsets count up per partition)."""
+        assert self.config.kafka is not None
+        tp = (topic or self.config.kafka.traces.topic, partition)
+        offset = self._next_offset.get(tp, 0)
+        self._next_offset[tp] = offset + 1
+        return Record(tp[0], tp[1], offset, key, value)
+
+    def feed(self, records: Iterable[Record]) -> None:
+        """Process records (one stage-1 batch), then deliver what that sent."""
+        asyncio.run(self._feed(list(records)))
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` of wall time pass with no records, then run both stages' timers."""
+        self.now += seconds
+        asyncio.run(self._tick())
+
+    def finish(self) -> RunResult:
+        """End of input: every partition idle, every window final; the final rows."""
+        self.advance(self.config.windows.idle_timeout.seconds)
+        self.advance(0.0)  # the idle partitions re-advertise: nothing is left pending
+        if isinstance(self.store, MemoryStore):
+            health = [self.store.health_final[k] for k in sorted(self.store.health_final, key=_by_window)]
+            edges = [self.store.edges_final[k] for k in sorted(self.store.edges_final, key=_by_window)]
+        else:
+            health, edges = self.store.final_rows_between(0)  # type: ignore[attr-defined]
+        return RunResult(health, edges, list(self.outbox.dead_letters), self.metrics,
+                         dict(self.safe_offsets))
+
+    async def _feed(self, records: list[Record]) -> None:
+        self.safe_offsets.update(await self.stage1.process(records))
+        await self._deliver()
+
+    async def _tick(self) -> None:
+        self.safe_offsets.update(await self.stage1.tick(self.sources))
+        await self._deliver()
+
+    async def _deliver(self) -> None:
+        """Stage 1's messages to stage 2; re-keyed records back to stage 1, until none are left."""
+        assert self.config.kafka is not None
+        while self.outbox.pending_partials or self.outbox.pending_rekeyed:
+            rekeyed, self.outbox.pending_rekeyed = self.outbox.pending_rekeyed, []
+            if rekeyed:
+                topic = self.config.kafka.rekey_topic
+                self.safe_offsets.update(await self.stage1.process(
+                    [self.record(value, zlib.crc32(key) % self.partitions, key, topic)
+                     for key, value in rekeyed]))
+            sent, self.outbox.pending_partials = self.outbox.pending_partials, []
+            for msg in sent:
+                self.stage2.receive(self._partials_offset, messages.encode(msg))
+                self._partials_offset += 1
+            await self.stage2.finalize_ready()
+
+
+def _by_window(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (key[-1], *key[:-1])
+
+
+def run_records(config: Config, records: Iterable[Record], partitions: int | None = None) -> RunResult:
+    """Feed `records` in one batch and finish: the final rows of a whole input."""
+    run = LocalRun(config, partitions)
+    run.feed(records)
+    return run.finish()

@@ -1,0 +1,261 @@
+"""Stage 1: input records -> decode -> pair -> window per input partition -> partials and keys.
+
+Transport-free: records come in as `Record`s and everything stage 1 sends goes through an
+`Outbox` (the faust agent's topics in `run`, lists in the Kafka-free runner); store calls
+run through `io` (the ClickHouse thread with retries in `run`, a direct call in the runner).
+What it returns is the offset below which each partition's records may be committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from processor.aggregate.messages import PartialsMessage, Watermark
+from processor.aggregate.partition import Emission, PartitionAggregator, PartitionStats
+from processor.config import Config
+from processor.config.components import KafkaReceiver
+from processor.errors import DecodeError
+from processor.graph import CONN_NAMES, EdgeBatch
+from processor.otlp.batch import SpanBatch, StringTable
+from processor.otlp.compression import decompress_record
+from processor.otlp.decode import SpanDecoder
+from processor.otlp.encode import split_by_trace
+from processor.otlp.registry import get_codec
+from processor.storage.window_store import WindowStore
+from processor.telemetry import Metrics
+from processor.windows.accumulator import pack_edge, unpack_edge
+
+log = logging.getLogger("otel_insights.stage1")
+_TRACE_KEY = re.compile(rb"^[0-9a-f]{32}$")
+Partition = tuple[str, int]  # (topic, partition)
+IoCall = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input record as stage 1 needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class Outbox(Protocol):
+    """Where stage 1's messages go."""
+
+    async def partials(self, messages: Sequence[PartialsMessage]) -> None:
+        """Keys to the entity's partials partition; watermarks to every partials partition."""
+
+    async def rekey(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """(trace id hex key, payload) records for the re-key topic."""
+
+    async def dead_letter(self, record: Record, error: str) -> None:
+        """The record's original bytes with the error, for the dead-letter topic."""
+
+
+def needs_rekey(kafka: KafkaReceiver, topic: str, key: bytes | None) -> bool:
+    """Whether a record must go through the re-key topic before it can be paired."""
+    if topic != kafka.traces.topic or kafka.rekey == "never":
+        return False
+    return kafka.rekey == "always" or key is None or not _TRACE_KEY.match(key)
+
+
+class Stage1:
+    """The aggregators of the input partitions this worker owns, and what they emit."""
+
+    def __init__(self, config: Config, store: WindowStore, io: IoCall, outbox: Outbox,
+                 metrics: Metrics, strings: StringTable | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if config.kafka is None:
+            raise ValueError("the traces pipeline has no kafka receiver")
+        self.kafka = config.kafka
+        self.servicegraph = config.servicegraph
+        self.windows = config.windows
+        self.store = store
+        self.io = io
+        self.outbox = outbox
+        self.metrics = metrics
+        self.strings = strings or StringTable()
+        self.clock = clock
+        self.decoder = SpanDecoder(self.strings, self.servicegraph)
+        self.codec = get_codec(self.kafka.traces.encoding)
+        self.aggregators: dict[Partition, PartitionAggregator] = {}
+        self.idle: set[Partition] = set()
+        self._advertised: dict[Partition, tuple[int, bool]] = {}
+        self._warned_rekey = False
+
+    async def aggregator(self, topic: str, partition: int) -> PartitionAggregator:
+        """The partition's aggregator, created with its stored watermark on first use."""
+        agg = self.aggregators.get((topic, partition))
+        if agg is None:
+            marks = await self.io(self.store.load_watermarks, self.kafka.group_id, topic)
+            closed_ms = int(marks.get(partition, 0))
+            agg = PartitionAggregator(topic, partition, self.strings, self.servicegraph.store,
+                                      self.windows, closed_until_ns=closed_ms * 1_000_000,
+                                      clock=self.clock)
+            self.aggregators[(topic, partition)] = agg
+        return agg
+
+    async def process(self, records: Sequence[Record]) -> dict[Partition, int]:
+        """Add a batch of records (any partitions); returns each partition's safe offset."""
+        by_tp: dict[Partition, list[Record]] = defaultdict(list)
+        for rec in records:
+            by_tp[(rec.topic, rec.partition)].append(rec)
+        safe: dict[Partition, int] = {}
+        for (topic, partition), recs in by_tp.items():
+            agg = await self.aggregator(topic, partition)
+            self.idle.discard((topic, partition))
+            spans = await self._decode(recs, topic)
+            self.metrics.inc("otel_insights_records_total", len(recs), topic=topic)
+            self.metrics.inc("otel_insights_spans_total", len(spans))
+            edges = agg.add(spans, next_offset=recs[-1].offset + 1)
+            self._observe(agg.source, agg.take_stats())
+            self._observe_edges(edges)
+            await self.emit(agg, agg.flush_closed())
+            safe[(topic, partition)] = agg.safe_offset()
+        return safe
+
+    async def _decode(self, recs: list[Record], topic: str) -> SpanBatch:
+        """Decode a partition's records in one call; bad ones go to the DLQ, others re-key."""
+        payloads: list[bytes] = []
+        offsets: list[int] = []
+        kept: list[Record] = []
+        for rec in recs:
+            try:
+                payload = decompress_record(rec.value)
+                if needs_rekey(self.kafka, topic, rec.key):
+                    await self._rekey(payload)
+                    continue
+            except DecodeError as exc:
+                await self._dead_letter(rec, str(exc))
+                continue
+            payloads.append(payload)
+            offsets.append(rec.offset)
+            kept.append(rec)
+        if not payloads:
+            return SpanBatch.empty()
+        decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding, offsets)
+        for i, error in decoded.errors:
+            await self._dead_letter(kept[i], str(error))
+        return decoded.batch
+
+    async def _rekey(self, payload: bytes) -> None:
+        if not self._warned_rekey:
+            log.warning("input records are not keyed by trace id: re-keying through topic %r "
+                        "(doubles broker traffic; set partition_traces_by_id on the collector)",
+                        self.kafka.rekey_topic)
+            self._warned_rekey = True
+        try:
+            data = self.codec.parse(payload)
+        except DecodeError as exc:
+            raise DecodeError(f"cannot re-key record: {exc}") from exc
+        await self.outbox.rekey([(trace_id.hex().encode(), self.codec.encode(part))
+                                 for trace_id, part in split_by_trace(data).items()])
+        self.metrics.inc("otel_insights_rekeyed_records_total")
+
+    async def _dead_letter(self, rec: Record, error: str) -> None:
+        await self.outbox.dead_letter(rec, error)
+        self.metrics.inc("otel_insights_dlq_records_total", reason="decode")
+        log.warning("record %s[%d]@%d -> DLQ: %s", rec.topic, rec.partition, rec.offset, error)
+
+    def _observe(self, source: str, st: PartitionStats) -> None:
+        m = self.metrics
+        m.inc("otel_insights_late_spans_total", st.late_spans, what="span")
+        m.inc("otel_insights_late_spans_total", st.late_edges, what="edge")
+        for kind, n in st.pairing.expired.items():
+            m.inc("otel_insights_unpaired_spans_total", n, kind=kind)
+        m.inc("otel_insights_expired_edges_total", st.pairing.virtual_peer, kind="client")
+        m.inc("otel_insights_expired_edges_total", st.pairing.virtual_user, kind="user")
+        m.inc("otel_insights_evicted_spans_total", st.pairing.evicted)
+        m.set("otel_insights_pairing_store_items", st.waiting_spans, partition=source)
+
+    def _observe_edges(self, e: EdgeBatch) -> None:
+        if not len(e):
+            return
+        ids = pack_edge(e.client, e.server, e.conn)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        names = self.strings.strings
+        labels = []
+        for eid in uniq.tolist():
+            c, s, conn = unpack_edge(eid)
+            labels.append((names[c], names[s], CONN_NAMES[conn]))
+        self.metrics.service_graph.observe(labels, inverse, e.failed, e.server_ms / 1000.0,
+                                           e.client_ms / 1000.0)
+
+    async def emit(self, agg: PartitionAggregator, em: Emission, idle: bool = False) -> None:
+        """Persist an emission, tell stage 2 which keys changed, then advertise the watermark.
+
+        The partial rows and the watermark are durable before any key names them, so a
+        stage-2 worker never reads a key's partials before they exist, and a restart of
+        stage 1 never reopens a window it already emitted.
+        """
+        tp = (agg.topic, agg.partition)
+        if em:
+            await self._persist(agg, em)
+            await self.outbox.partials([*em.health_keys(), *em.edge_keys()])
+        elif em.watermark_ms and self._advertised.get(tp, (0, idle))[0] != em.watermark_ms:
+            await self.io(self.store.save_watermarks, self.kafka.group_id, agg.topic,
+                          {agg.partition: em.watermark_ms})
+        if self._advertised.get(tp) != (em.watermark_ms, idle):
+            await self.advertise(agg, idle)
+
+    async def _persist(self, agg: PartitionAggregator, em: Emission) -> None:
+        """Partial rows first, then the partition's watermark."""
+        if em.health:
+            await self.io(self.store.insert_health_partials, em.health)
+        if em.edges:
+            await self.io(self.store.insert_edge_partials, em.edges)
+        await self.io(self.store.save_watermarks, self.kafka.group_id, agg.topic,
+                      {agg.partition: em.watermark_ms})
+
+    async def advertise(self, agg: PartitionAggregator, idle: bool) -> None:
+        """Tell every stage-2 worker how far this partition has emitted, and whether it is idle."""
+        self._advertised[(agg.topic, agg.partition)] = (agg.watermark_ms, idle)
+        await self.outbox.partials([Watermark(agg.source, agg.watermark_ms, idle)])
+
+    def revoke(self, tp: Partition) -> None:
+        """Forget a partition this worker no longer owns; its new owner replays what was not committed."""
+        self.aggregators.pop(tp, None)
+        self._advertised.pop(tp, None)
+        self.idle.discard(tp)
+
+    async def tick(self, assigned: Collection[Partition], backlog: Collection[Partition] = ()
+                   ) -> dict[Partition, int]:
+        """Timer: create state for newly assigned partitions, flush idle ones, re-advertise.
+
+        ``backlog``: partitions with records still to process. Such a partition is never
+        idle, however long since its last record: a sibling in the same stream can starve
+        it for longer than idle_timeout, and an idle flag then would let stage 2 finalise
+        (and detection judge) windows without its data.
+
+        Returns the safe offsets of the partitions an idle flush moved.
+        """
+        for tp in list(self.aggregators):
+            if tp not in assigned:
+                self.revoke(tp)
+        safe: dict[Partition, int] = {}
+        idle_s = self.windows.idle_timeout.seconds
+        for topic, partition in sorted(assigned):
+            tp = (topic, partition)
+            agg = await self.aggregator(topic, partition)
+            if tp not in backlog and agg.quiet_for() >= idle_s:
+                if tp not in self.idle:
+                    self.idle.add(tp)
+                    await self.emit(agg, agg.flush_idle(), idle=True)
+                    safe[tp] = agg.safe_offset()
+                else:
+                    await self.advertise(agg, idle=True)
+            else:
+                self.idle.discard(tp)
+                await self.advertise(agg, idle=False)
+        return safe

@@ -1,0 +1,96 @@
+"""WindowStore: what stages 1 and 2 read and write, and MemoryStore, its in-process implementation.
+
+`Store` (ClickHouse through chdb or HTTP) is the production implementation; `MemoryStore`
+keeps the same rows in dicts with the same replacing semantics (the highest version of a
+key wins, as ReplacingMergeTree with FINAL reads), so the Kafka-free runner and its tests
+run the stages without a database, and the golden tests hold both to the same output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+HealthWindow = tuple[str, int]  # (service, window_start_ms)
+EdgeWindow = tuple[str, str, str, int]  # (client, server, connection_type, window_start_ms)
+
+
+class WindowStore(Protocol):
+    """Partial and final window rows and the per-partition watermarks (times as epoch ms)."""
+
+    def insert_health_partials(self, rows: Sequence[Row]) -> None: ...
+    def insert_edge_partials(self, rows: Sequence[Row]) -> None: ...
+    def read_health_partials(self, windows: Sequence[HealthWindow]) -> list[Row]: ...
+    def read_edge_partials(self, windows: Sequence[EdgeWindow]) -> list[Row]: ...
+    def insert_health_final(self, rows: Sequence[Row]) -> None: ...
+    def insert_edges_final(self, rows: Sequence[Row]) -> None: ...
+    def save_watermarks(self, group_id: str, topic: str, watermarks: dict[int, int]) -> None: ...
+    def load_watermarks(self, group_id: str, topic: str) -> dict[int, int]: ...
+
+    def recent_health_p95(self, service_names: Sequence[str] | None, before_ms: int, windows: int,
+                          skip_insufficient: bool = True) -> dict[str, list[float]]: ...
+
+
+def _replace(table: dict[tuple[Any, ...], Row], key: tuple[Any, ...], row: Row) -> None:
+    """Keep the row with the highest version; a tie goes to the later insert (as ClickHouse)."""
+    old = table.get(key)
+    if old is None or row["version"] >= old["version"]:
+        table[key] = dict(row)
+
+
+class MemoryStore:
+    """A WindowStore in dicts: for the Kafka-free runner and tests, not for production."""
+
+    def __init__(self) -> None:
+        self.health_partials: dict[tuple[Any, ...], Row] = {}
+        self.edge_partials: dict[tuple[Any, ...], Row] = {}
+        self.health_final: dict[HealthWindow, Row] = {}
+        self.edges_final: dict[EdgeWindow, Row] = {}
+        self.watermarks: dict[tuple[str, str, int], int] = {}
+
+    def insert_health_partials(self, rows: Sequence[Row]) -> None:
+        for r in rows:
+            key = (r["service"], r["window_start"], r["input_topic"], r["input_partition"])
+            _replace(self.health_partials, key, r)
+
+    def insert_edge_partials(self, rows: Sequence[Row]) -> None:
+        for r in rows:
+            key = (r["client"], r["server"], r["connection_type"], r["window_start"],
+                   r["input_topic"], r["input_partition"])
+            _replace(self.edge_partials, key, r)
+
+    def read_health_partials(self, windows: Sequence[HealthWindow]) -> list[Row]:
+        wanted = {tuple(w) for w in windows}
+        return [dict(r) for k, r in sorted(self.health_partials.items()) if k[:2] in wanted]
+
+    def read_edge_partials(self, windows: Sequence[EdgeWindow]) -> list[Row]:
+        wanted = {tuple(w) for w in windows}
+        return [dict(r) for k, r in sorted(self.edge_partials.items()) if k[:4] in wanted]
+
+    def insert_health_final(self, rows: Sequence[Row]) -> None:
+        for r in rows:
+            _replace(self.health_final, (r["service"], r["window_start"]), r)  # type: ignore[arg-type]
+
+    def insert_edges_final(self, rows: Sequence[Row]) -> None:
+        for r in rows:
+            key = (r["client"], r["server"], r["connection_type"], r["window_start"])
+            _replace(self.edges_final, key, r)  # type: ignore[arg-type]
+
+    def save_watermarks(self, group_id: str, topic: str, watermarks: dict[int, int]) -> None:
+        for partition, wm in watermarks.items():
+            self.watermarks[(group_id, topic, int(partition))] = int(wm)
+
+    def load_watermarks(self, group_id: str, topic: str) -> dict[int, int]:
+        return {p: wm for (g, t, p), wm in sorted(self.watermarks.items()) if (g, t) == (group_id, topic)}
+
+    def recent_health_p95(self, service_names: Sequence[str] | None, before_ms: int, windows: int,
+                          skip_insufficient: bool = True) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for (service, ws), r in sorted(self.health_final.items()):
+            if ws >= before_ms or (service_names is not None and service not in service_names):
+                continue
+            if skip_insufficient and r["health"] == "insufficient_data":
+                continue
+            out.setdefault(service, []).append(float(r["p95_ms"]))
+        return {s: v[-windows:] for s, v in out.items() if windows > 0}
