@@ -50,9 +50,14 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from processor.aggregate.finalize import Finalizer  # noqa: E402
-from processor.config.components import ClickHouseExporter, WindowsConfig  # noqa: E402
+from processor.config.components import (  # noqa: E402
+    AnomalyConfig,
+    ClickHouseExporter,
+    DetectorTuning,
+    WindowsConfig,
+)
 from processor.config.duration import Duration  # noqa: E402
-from processor.detect.window import AnomalySettings, Verdict, WindowDetector  # noqa: E402
+from processor.detect.window import Verdict, WindowDetector  # noqa: E402
 from processor.storage.open import open_store  # noqa: E402
 from processor.storage.store import Store  # noqa: E402
 from processor.windows import sketch  # noqa: E402
@@ -218,14 +223,14 @@ def finalise(windows: list[Window]) -> tuple[list[tuple[int, list[dict[str, Any]
     return out, elapsed
 
 
-def settings(period: int) -> AnomalySettings:
-    return AnomalySettings(seasonal_period_windows=period)
+def settings(period: int) -> AnomalyConfig:
+    return AnomalyConfig(tuning=DetectorTuning(seasonal_period_windows=period))
 
 
 def detect_once(final: list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]], warmup: int, period: int,
                 profiler: cProfile.Profile | None = None) -> tuple[float, int, list[Verdict]]:
     """(seconds in the timed windows, entity-windows timed, verdicts of the timed windows)."""
-    det = WindowDetector(settings(period))
+    det = WindowDetector(settings(period), MINUTE_MS)
     for ws, h, e in final[:warmup]:
         det.observe_window(ws, h, e)
     verdicts: list[Verdict] = []

@@ -23,7 +23,7 @@ from processor.config import Config
 from processor.config.components import AnomalyConfig
 from processor.detect.autoencoder import Autoencoder
 from processor.detect.incidents import IncidentTracker
-from processor.detect.window import AnomalySettings, WindowDetector
+from processor.detect.window import WindowDetector
 from processor.storage.store import END_OF_TIME_MS
 from processor.telemetry import Metrics
 
@@ -46,12 +46,6 @@ class AnomalyStage:
         self.idle_timeout_ms = config.windows.idle_timeout.ms
         self.window_ms = config.windows.size.ms
         self.finalizer: Finalizer | None = None  # stage 2's: which windows are final everywhere
-        self.settings = AnomalySettings(
-            detectors=tuple(cfg.detectors), window_size_ms=self.window_ms,
-            min_requests=cfg.min_requests, min_baseline_requests=cfg.min_baseline_requests,
-            threshold=cfg.threshold, warning=cfg.severity_warning,
-            critical=cfg.severity_critical, info=min(0.3, cfg.threshold),
-            grace_windows=cfg.grace_windows)
         self.trainer = (ModelTrainer(io, metrics, cfg.autoencoder, cfg.min_requests, self.window_ms)
                         if "autoencoder" in cfg.detectors else None)
         self.settle_s = 2.0 + 4 * config.kafka.max_batch_wait.seconds
@@ -61,7 +55,7 @@ class AnomalyStage:
         self._reset()
 
     def _reset(self) -> None:
-        self.detector = WindowDetector(self.settings)
+        self.detector = WindowDetector(self.cfg, self.window_ms)
         self.tracker = IncidentTracker(self.window_ms, self.cfg.incident_gap_windows)
         self.last_window_ms = -1  # newest window judged (or replayed as judged)
         self.pending: dict[int, float] = {}  # final window start -> when it was first seen final

@@ -197,7 +197,7 @@ app.add_typer(evaluate_app, name="evaluate")
                       context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def evaluate_nab(ctx: typer.Context) -> None:
     """NAB scoring (standard / low-FP / low-FN): --data DIR [--windows FILE] [--detector ...] [--out DIR]."""
-    from processor.detect.nab.cli import main as nab_main
+    from processor.evaluate.nab.cli import main as nab_main
 
     raise typer.Exit(nab_main(list(ctx.args), out))
 
@@ -206,7 +206,7 @@ def evaluate_nab(ctx: typer.Context) -> None:
                       context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def evaluate_faults(ctx: typer.Context) -> None:
     """Injected faults in generated traffic: precision, recall, F1, delay, false alarms per entity-day."""
-    from processor.detect.evaluate_faults import main as faults_main
+    from processor.evaluate.faults import main as faults_main
 
     raise typer.Exit(faults_main(list(ctx.args), out))
 

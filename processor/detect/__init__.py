@@ -1,35 +1,30 @@
-"""Streaming anomaly detectors over health-window metrics: one learn_one/score_one contract.
+"""Streaming anomaly detection over final health windows: what the pipeline's judge runs.
 
-Scalar detectors (one metric): RobustBaseline, EWMA, Seasonal, WindowedGaussian (NAB's
-baseline, for the benchmark only). Vector detectors (one entity's feature vector):
-StreamingAutoencoder, Ensemble. Thresholded turns any of them into flags. The contract
-is in :mod:`processor.detect.base`; scores share the calibration in
-:mod:`processor.detect.stats`. Pure numpy, no pipeline code.
+WindowDetector (:mod:`processor.detect.window`) judges every entity of a window at once
+with the numpy banks (:mod:`processor.detect.banks`), the exact count tests
+(:mod:`processor.detect.counts`) and per-entity autoencoders; incidents and attribution
+follow. RobustBaseline, EWMA and Seasonal are one-row views of the banks behind the
+learn_one/score_one contract (:mod:`processor.detect.base`), Thresholded wraps one with the
+same learning refusal the judge applies. Scores share the calibration in
+:mod:`processor.detect.stats`. Pure numpy, no pipeline code; offline evaluation is in
+:mod:`processor.evaluate`.
 """
 
-from processor.detect.autoencoder import Autoencoder, FeatureDeviation, StreamingAutoencoder
-from processor.detect.base import BaseDetector, Detector, Explanation, VectorDetector
-from processor.detect.ensemble import Assessment, Ensemble, Factor
+from processor.detect.autoencoder import Autoencoder, FeatureDeviation
+from processor.detect.base import BaseDetector, Detector, Explanation
 from processor.detect.ewma import EWMA
-from processor.detect.gaussian import WindowedGaussian
 from processor.detect.robust import RobustBaseline
 from processor.detect.seasonal import Seasonal
 from processor.detect.threshold import Thresholded
 
 __all__ = [
-    "Assessment",
     "Autoencoder",
     "BaseDetector",
     "Detector",
     "EWMA",
-    "Ensemble",
     "Explanation",
-    "Factor",
     "FeatureDeviation",
     "RobustBaseline",
     "Seasonal",
-    "StreamingAutoencoder",
     "Thresholded",
-    "VectorDetector",
-    "WindowedGaussian",
 ]

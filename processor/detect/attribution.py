@@ -6,21 +6,21 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from processor.config.components import AnomalyConfig
 from processor.detect import stats
 from processor.detect.entity_vector import EDGE, ERRORS, RATE, edge_entity, features, to_model
-from processor.detect.settings import AnomalySettings
 
 
 def rank_edges(service: str, edge_rows: Iterable[Mapping[str, Any]],
                baselines: Mapping[str, Mapping[str, tuple[float, float]]],
-               settings: AnomalySettings | None = None) -> list[dict[str, Any]]:
+               cfg: AnomalyConfig | None = None) -> list[dict[str, Any]]:
     """Edges with ``service`` as client or server, ranked by their largest directed deviation.
 
     ``baselines``: edge -> metric -> (expected, sigma). Deviation is in sigmas, counted in the
     bad direction only (latency/errors up, traffic down). Returns [{edge, peer, role, metric,
     observed, expected, deviation}], largest deviation first; edges with no baseline are left out.
     """
-    s = settings or AnomalySettings()
+    s = cfg or AnomalyConfig()
     out: list[dict[str, Any]] = []
     for row in edge_rows:
         client, server = str(row["client"]), str(row["server"])
@@ -40,7 +40,7 @@ def rank_edges(service: str, edge_rows: Iterable[Mapping[str, Any]],
             expected, sigma = base[metric]
             diff = to_model(metric, value) - to_model(metric, expected)
             dev = diff / sigma if sigma > 0 else 0.0
-            bad = stats.directed(dev, s.traffic_direction if metric == RATE else "up")
+            bad = stats.directed(dev, s.tuning.traffic_direction if metric == RATE else "up")
             if best is None or bad > best["deviation"]:
                 best = {"edge": name, "peer": server if client == service else client,
                         "role": "client" if client == service else "server", "metric": metric,

@@ -11,10 +11,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from processor.detect import stats
-from processor.detect.base import Parametrised, VectorDetector
+from processor.detect.base import Parametrised
 from processor.detect.exceptions import ModelFormatError
 from processor.detect.mlp import MLP
-from processor.detect.ring import Ring
 
 FORMAT_VERSION = 2  # 2: generalised Pareto tail, per-feature min_std
 # Calibration keeps the error quantiles up to TAIL_LEVEL and a generalised Pareto tail beyond
@@ -258,91 +257,3 @@ class Autoencoder(Parametrised):
         u, sigma, xi = arrays["tail"].tolist()
         model._tail = (float(u), float(sigma), float(xi))
         return model
-
-
-class StreamingAutoencoder(VectorDetector):
-    """:class:`Autoencoder` over a stream: keeps the last ``buffer_size`` vectors, retrains on them.
-
-    Scores 0 until the first model is trained, after ``grace_period`` learned vectors (or
-    after :meth:`fit` on history, or :meth:`load_model` of a stored model, which end the
-    warm-up at once). Then every
-    ``retrain_every`` learned vectors a fresh copy of the ``autoencoder`` template is
-    trained on the buffer and replaces the model. Retraining runs inside ``learn_one``
-    (tens to hundreds of ms for the default sizes), so callers that cannot pause should
-    train elsewhere and ``load_model`` the result.
-    """
-
-    def __init__(
-        self,
-        autoencoder: Autoencoder | None = None,
-        buffer_size: int = 2000,
-        retrain_every: int = 1000,
-        grace_period: int = 200,
-    ) -> None:
-        super().__init__()
-        if grace_period < 2 or buffer_size < 2 or retrain_every < 1:
-            raise ValueError("grace_period and buffer_size must be >= 2, retrain_every >= 1")
-        self.autoencoder = autoencoder
-        self.buffer_size = buffer_size
-        self.retrain_every = retrain_every
-        self.grace_period = grace_period
-        self.model: Autoencoder | None = None
-        self._buffer: Ring | None = None
-        self._since_train = 0
-
-    def fit(self, X: Any) -> StreamingAutoencoder:
-        """Batch-train on history rows (oldest first); they also fill the buffer."""
-        rows = self._coerce_many(X)
-        rows = rows[np.isfinite(rows).all(axis=1)] if rows.size else rows
-        if len(rows) < 2:
-            raise ValueError(f"need at least 2 finite rows to fit, got {len(rows)}")
-        self._ensure_buffer(rows.shape[1]).extend(rows)
-        # A trained model ends the warm-up, however few rows it took.
-        self.n_learned = max(self.n_learned + len(rows), self.grace_period)
-        self._retrain()
-        return self
-
-    def load_model(self, model: Autoencoder) -> None:
-        """Use a stored, fitted model (e.g. ``Autoencoder.from_bytes``) from now on."""
-        if not model.is_fitted:
-            raise ValueError("load_model needs a fitted Autoencoder")
-        self.model = model
-        self._since_train = 0
-        self.n_learned = max(self.n_learned, self.grace_period)  # a trained model ends the warm-up
-
-    def _ensure_buffer(self, width: int) -> Ring:
-        if self._buffer is None:
-            self._buffer = Ring(self.buffer_size, width=width)
-        elif self._buffer.buf.shape[1] != width:
-            raise ValueError(f"expected {self._buffer.buf.shape[1]} features, got {width}")
-        return self._buffer
-
-    def _retrain(self) -> None:
-        assert self._buffer is not None
-        template = self.autoencoder if self.autoencoder is not None else Autoencoder()
-        self.model = template.clone().fit(self._buffer.filled())
-        self._since_train = 0
-
-    def _learn(self, x: np.ndarray) -> None:
-        self._ensure_buffer(x.size).push(x)
-        self._since_train += 1
-        if self.n_learned + 1 >= self.grace_period and (
-            self.model is None or self._since_train >= self.retrain_every
-        ):
-            self._retrain()
-
-    def _score(self, x: np.ndarray) -> float:
-        return 0.0 if self.model is None else self.model.score_one(x)
-
-    def contributions(self, x: Any) -> np.ndarray:
-        """Per-feature squared-error shares of x (all 0 before the first model)."""
-        xv = self._coerce(x)
-        return np.zeros(xv.size) if self.model is None else self.model.contributions(xv)
-
-    def explain_features(self, x: Any) -> list[FeatureDeviation]:
-        return [] if self.model is None else self.model.explain_features(self._coerce(x))
-
-    @classmethod
-    def _unit_test_params(cls) -> dict[str, Any]:
-        small = Autoencoder(hidden=(3, 2), epochs=5, batch_size=32, seed=3)
-        return {"autoencoder": small, "buffer_size": 60, "retrain_every": 40, "grace_period": 30}

@@ -1,15 +1,15 @@
-"""Detector banks: RobustBaseline, EWMA and Seasonal over many entities x metrics at once, in numpy.
+"""Detector banks: the rolling median/MAD, EWMA and seasonal detectors over many entities x metrics.
 
-A bank holds the state of one scalar detector per (entity row, metric) as arrays and scores
-or learns a batch of rows in a handful of numpy calls, so a window of 200 entities costs a
-fifth of what one Python detector object per entity and metric did (``bench_detect.py``:
-16 against 79 µs per entity-window). Each bank gives exactly the
-scores of its scalar class (``tests/unit/test_detect_banks.py`` checks bit-for-bit equality on
-random streams), by the same two-step path the scalar classes take: most values sit within
-``z0`` floors of the baseline and score 0 whatever the spread, which is decided here with
-exact arithmetic (+, -, *, /, sqrt, max, sort); the few that pass go through the scalar
-functions of :mod:`processor.detect.stats`, so transcendental functions (log, exp) are never
-taken from numpy's SIMD loops, whose last bits can differ from libm's.
+A bank holds the state of one detector per (entity row, metric) as arrays and scores or
+learns a batch of rows in a handful of numpy calls (the README has the cost per
+entity-window). They are the only implementation: the scalar detectors RobustBaseline, EWMA
+and Seasonal are one-row views of them, and ``tests/unit/test_detect_banks.py`` holds them
+bit for bit to plain per-value reference implementations (``tests/unit/reference/``) on
+random streams. Exactness comes from a two-step path: most values sit within ``z0`` floors
+of the baseline and score 0 whatever the spread, which is decided here with exact
+arithmetic (+, -, *, /, sqrt, max, sort); the few that pass go through the scalar functions
+of :mod:`processor.detect.stats`, so transcendental functions (log, exp) are never taken
+from numpy's SIMD loops, whose last bits can differ from libm's.
 
 Directions are per metric (``+1`` up, ``-1`` down, ``0`` both); rows must be unique within a
 batch (fancy-index assignment). Rows are allocated by the caller (:meth:`grow`) and reset to
@@ -28,6 +28,7 @@ from processor.detect import stats
 from processor.detect.base import NO_EXPLANATION, Explanation
 
 SIGN = {"up": 1.0, "down": -1.0, "both": 0.0}
+ONE_ROW = np.zeros(1, dtype=np.int64)  # the row of a bank that backs one scalar detector
 
 
 def directions(names: Sequence[str]) -> np.ndarray:
@@ -97,7 +98,9 @@ class _Floors(RowColumns):
 
 
 class RobustBank(_Floors):
-    """:class:`~processor.detect.robust.RobustBaseline` per (row, metric): rings of ``window`` values."""
+    """The rolling median/MAD per (row, metric): rings of ``window`` values.
+
+    :class:`~processor.detect.robust.RobustBaseline` is one row of it."""
 
     _fills = {"ring": np.nan, "pos": 0, "size": 0, "n_learned": 0}
 
@@ -173,7 +176,9 @@ class RobustBank(_Floors):
 
 
 class EWMABank(_Floors):
-    """:class:`~processor.detect.ewma.EWMA` (without ``clip``) per (row, metric): two floats each."""
+    """The EW mean and variance per (row, metric): two floats each.
+
+    :class:`~processor.detect.ewma.EWMA` is one row of it."""
 
     _fills = {"mean": 0.0, "var": 0.0, "n_learned": 0}
 
@@ -225,8 +230,8 @@ class EWMABank(_Floors):
 
 
 class SeasonalBank(_Floors):
-    """:class:`~processor.detect.seasonal.Seasonal` per (row, metric); the metrics of a row share one
-    clock (every slot pushes a value or a gap for each), so position and size are per row."""
+    """The same-phase comparison per (row, metric) (:class:`~processor.detect.seasonal.Seasonal` is one
+    row of it); the metrics of a row share one clock (every slot pushes a value or a gap for each), so position and size are per row."""
 
     _fills = {"pos": 0, "size": 0, "resid": np.nan, "n_resid": 0}  # and the ring: see grow
 

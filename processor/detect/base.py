@@ -1,4 +1,4 @@
-"""Detector contract: learn_one / score_one over scalar (Detector) or vector (VectorDetector) streams.
+"""Detector contract: learn_one / score_one over a stream of one metric's values.
 
 The contract, fixed for every detector (tests/unit/test_detect_contract.py checks it):
 
@@ -8,8 +8,8 @@ The contract, fixed for every detector (tests/unit/test_detect_contract.py check
   (score a value against the past, then add it to the past). ``process_many(xs)`` is that
   loop over ``xs`` (detectors may vectorise it; the result must equal the loop).
   ``score_many(xs)`` scores every value against the *current* state and learns nothing.
-- Unusable input — a NaN/inf value (any non-finite component for vectors), or a
-  ``volume`` below the detector's ``min_volume`` — scores 0 and is not learned. Detectors
+- Unusable input — a NaN/inf value, or a ``volume`` below the detector's ``min_volume`` —
+  scores 0 and is not learned. Detectors
   whose state is a clock of slots (``clocked``: the seasonal one) record it as a gap so
   later values keep their phase.
 - The first ``grace_period`` learned values score 0 (warm-up).
@@ -63,7 +63,7 @@ class Parametrised:
 
 
 class BaseDetector(Parametrised, abc.ABC, Generic[X]):
-    """Shared machinery of :class:`Detector` and :class:`VectorDetector`; subclass those."""
+    """The contract's machinery over values of type X; subclass :class:`Detector`."""
 
     grace_period: int = 0
     min_volume: float = 0.0
@@ -98,11 +98,6 @@ class BaseDetector(Parametrised, abc.ABC, Generic[X]):
         """Whether x carries a usable value."""
 
     # -- properties -----------------------------------------------------------------------
-    @property
-    def is_vector(self) -> bool:
-        """Inputs are feature vectors (np.ndarray) rather than floats."""
-        return False
-
     @property
     def clocked(self) -> bool:
         """Every slot, usable or not, advances the state (phase-aligned detectors)."""
@@ -188,31 +183,6 @@ class Detector(BaseDetector[float]):
     def explain_one(self, x: float) -> Explanation:
         """Expected value and signed deviation of x (NaN when the detector has no baseline yet)."""
         return NO_EXPLANATION
-
-
-class VectorDetector(BaseDetector[np.ndarray]):
-    """A detector over a stream of feature vectors (one entity's window: rate, errors, p95...)."""
-
-    @property
-    def is_vector(self) -> bool:
-        return True
-
-    def _coerce(self, x: Any) -> np.ndarray:
-        arr = np.asarray(x, dtype=np.float64)
-        if arr.ndim != 1:
-            raise ValueError(f"{type(self).__name__} takes a 1-D feature vector, got shape {arr.shape}")
-        return arr
-
-    def _coerce_many(self, xs: Any) -> np.ndarray:
-        arr = np.asarray(xs, dtype=np.float64)
-        if arr.size == 0:
-            return arr.reshape(0, arr.shape[-1] if arr.ndim == 2 else 0)
-        if arr.ndim != 2:
-            raise ValueError(f"{type(self).__name__} takes a 2-D array (rows = vectors), got shape {arr.shape}")
-        return arr
-
-    def _finite(self, x: np.ndarray) -> bool:
-        return bool(np.isfinite(x).all())
 
 
 def volumes_array(volumes: Any, n: int) -> np.ndarray | None:

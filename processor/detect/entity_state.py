@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from processor.config.components import AnomalyConfig
 from processor.detect.banks import (
     EWMABank,
     RobustBank,
@@ -23,7 +24,6 @@ from processor.detect.banks import (
 )
 from processor.detect.counts import ErrorBank
 from processor.detect.entity_vector import FEATURES, LATENCY, RATE
-from processor.detect.settings import AnomalySettings
 
 SCORED = (RATE, *LATENCY)  # the metrics the banks watch, on the model scale; errors are counts
 NO_WINDOW = -(1 << 62)  # last_ms of an entity that has seen no window yet
@@ -35,32 +35,32 @@ class EntityState(RowColumns):
     _fills = {"slots": 0, "refused": 0, "prev": 0.0, "prev_vector": 0.0, "volumes": np.nan, "volume_pos": 0,
               "volume_size": 0, "recent_n": 0, "recent_count": 0}
 
-    def __init__(self, settings: AnomalySettings) -> None:
-        s = self.settings = settings
+    def __init__(self, cfg: AnomalyConfig, period_windows: int) -> None:
+        s = self.cfg = cfg
         self.index: dict[tuple[str, str], int] = {}  # insertion order = order of first sight
         self.last_ms: list[int] = []  # per row: the last window observed (rows and absences)
         self.last_seen_ms: list[int] = []  # per row: the last window the entity had a row in
         self.free: list[int] = []  # rows of forgotten entities, reused by the next new ones
         self.capacity = 0
-        sign = directions([s.traffic_direction if m == RATE else "up" for m in SCORED])
+        sign = directions([s.tuning.traffic_direction if m == RATE else "up" for m in SCORED])
         # Floors on the model scale (see to_model): a relative change r of the count is r/2 of
         # its square root; latency's log scale takes an absolute floor.
-        lo = np.array([0.0 if m == RATE else s.latency_min_scale for m in SCORED])
-        rel = np.array([s.rate_min_relative_scale / 2 if m == RATE else 0.0 for m in SCORED])
-        self.robust = (RobustBank(s.robust_windows, sign, s.grace_windows, lo, rel)
+        lo = np.array([0.0 if m == RATE else s.tuning.latency_min_scale for m in SCORED])
+        rel = np.array([s.tuning.rate_min_relative_scale / 2 if m == RATE else 0.0 for m in SCORED])
+        self.robust = (RobustBank(s.tuning.robust_windows, sign, s.grace_windows, lo, rel)
                        if "robust" in s.detectors else None)
-        self.ewma = EWMABank(s.ewma_alpha, sign, s.grace_windows, lo, rel) if "ewma" in s.detectors else None
-        self.seasonal = (SeasonalBank(s.period_windows, s.seasonal_lags, 1, sign, lo, rel)
+        self.ewma = EWMABank(s.tuning.ewma_alpha, sign, s.grace_windows, lo, rel) if "ewma" in s.detectors else None
+        self.seasonal = (SeasonalBank(period_windows, s.tuning.seasonal_lags, 1, sign, lo, rel)
                          if "seasonal" in s.detectors else None)
-        self.errors = ErrorBank(s.error_windows, s.grace_windows, s.error_ratio_unit, s.error_span_windows)
+        self.errors = ErrorBank(s.tuning.error_windows, s.grace_windows, s.tuning.error_ratio_unit, s.tuning.error_span_windows)
         self.slots = np.zeros(0, dtype=np.int64)  # windows since the row was (re)set, gaps included
         self.refused = np.zeros((0, len(FEATURES)), dtype=np.int64)  # consecutive refused windows
         self.prev = np.zeros((0, len(FEATURES)))  # each metric's score in its last assessed window
         self.prev_vector = np.zeros(0)  # the autoencoder's score in its last scored window
-        self.volumes = np.full((0, s.volume_history_windows), np.nan)  # learned request counts
+        self.volumes = np.full((0, s.tuning.volume_history_windows), np.nan)  # learned request counts
         self.volume_pos = np.zeros(0, dtype=np.int64)
         self.volume_size = np.zeros(0, dtype=np.int64)
-        span = max(s.rate_span_windows - 1, 0)
+        span = max(s.tuning.rate_span_windows - 1, 0)
         self.recent_n = np.zeros((0, span), dtype=np.int64)  # last windows' counts, newest last
         self.recent_count = np.zeros(0, dtype=np.int64)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+import numpy as np
+
 from processor.detect import stats
-from processor.detect.base import NO_EXPLANATION, Detector, Explanation
+from processor.detect.banks import ONE_ROW, EWMABank, directions
+from processor.detect.base import Detector, Explanation
 
 
 class EWMA(Detector):
@@ -16,12 +18,11 @@ class EWMA(Detector):
     (Welford); after that each value moves them by ``alpha``: ``d = x - mean``,
     ``mean += alpha * d``, ``var = (1 - alpha) * (var + alpha * d * d)``. Memory is two floats,
     and a shift of the level shows on its first value. The variance absorbs a step quickly,
-    so after a clean step the detector goes quiet again within a few values; ``clip``
-    (in sigmas) caps how much one value can inflate the variance, which keeps a single
-    spike from blinding it but makes alarms after a real step last longer (about
-    ``ln(step / (z0 * sigma)) / alpha`` values). Scale floors, the Student-t correction
-    (here with n_learned - 1 degrees of freedom) and scoring as in
+    so after a clean step the detector goes quiet again within a few values. Scale floors,
+    the Student-t correction (here with n_learned - 1 degrees of freedom) and scoring as in
     :class:`processor.detect.robust.RobustBaseline`.
+
+    This is one row of :class:`~processor.detect.banks.EWMABank`, the code the pipeline runs.
 
     >>> import numpy as np
     >>> det = EWMA(alpha=0.1, direction="down", grace_period=10)
@@ -40,10 +41,8 @@ class EWMA(Detector):
         tau: float = stats.TAU,
         min_scale: float = 0.0,
         min_relative_scale: float = 0.01,
-        clip: float | None = None,
     ) -> None:
         super().__init__()
-        stats.check_direction(direction)
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.alpha = alpha
@@ -54,40 +53,18 @@ class EWMA(Detector):
         self.tau = tau
         self.min_scale = min_scale
         self.min_relative_scale = min_relative_scale
-        self.clip = clip
-        self._mean = 0.0
-        self._var = 0.0  # Welford's M2 / n during warm-up, the EW variance after
-
-    def _scale(self) -> float:
-        return stats.floor_scale(math.sqrt(self._var), self._mean, self.min_scale, self.min_relative_scale)
-
-    def _learn(self, x: float) -> None:
-        n = self.n_learned + 1
-        d = x - self._mean
-        if n <= max(self.grace_period, 1):
-            # Exact mean and population variance of the warm-up values.
-            self._mean += d / n
-            self._var += (d * (x - self._mean) - self._var) / n
-            return
-        if self.clip is not None:
-            limit = self.clip * self._scale()
-            dv = min(max(d, -limit), limit)
-        else:
-            dv = d
-        self._mean += self.alpha * d
-        self._var = (1.0 - self.alpha) * (self._var + self.alpha * dv * dv)
+        self.bank = EWMABank(alpha, directions([direction]), grace_period, np.array([min_scale]),
+                             np.array([min_relative_scale]), z0, tau)
+        self.bank.grow(1)
 
     def _score(self, x: float) -> float:
-        if self.n_learned == 0:
-            return 0.0
-        # Student-t -> Gaussian with n - 1 dof: guards the warm-up, fades as values accumulate.
-        return stats.squash_t((x - self._mean) / self._scale(), self.n_learned - 1, self.direction,
-                              self.z0, self.tau)
+        return float(self.bank.score(ONE_ROW, np.array([[x]]))[0, 0])
+
+    def _learn(self, x: float) -> None:
+        self.bank.learn(ONE_ROW, np.array([[x]]))
 
     def explain_one(self, x: float) -> Explanation:
-        if self.n_learned == 0:
-            return NO_EXPLANATION
-        return Explanation(self._mean, (float(x) - self._mean) / self._scale())
+        return self.bank.explain(0, 0, float(x))
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:

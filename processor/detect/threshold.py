@@ -1,4 +1,8 @@
-"""Thresholded: a score -> flag wrapper that can refuse to learn from what it flags."""
+"""Thresholding: which flagged values a detector refuses to learn, and the Thresholded wrapper.
+
+`refusals` is the rule, vectorised: the pipeline's WindowDetector applies it per entity and
+metric; Thresholded is the same rule around one scalar detector.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,20 @@ import numpy as np
 
 from processor.detect.base import BaseDetector
 from processor.detect.robust import RobustBaseline
+
+
+def refusals(flagged: np.ndarray, assessed: np.ndarray, run: np.ndarray, adapt_after: int | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(the new runs of consecutive flagged values, which values to refuse to learn).
+
+    A flagged value extends its run, an assessed unflagged one ends it (a value that was not
+    assessed, e.g. too few requests, leaves it). A flagged value is refused while its run is
+    at most ``adapt_after`` long (always when None): an incident stays out of the baseline,
+    a lasting change becomes the new level after ``adapt_after`` values.
+    """
+    run = np.where(flagged, run + 1, np.where(assessed, 0, run))
+    refuse = flagged if adapt_after is None else flagged & (run <= adapt_after)
+    return run, refuse
 
 
 class Thresholded(BaseDetector[Any]):
@@ -20,7 +38,7 @@ class Thresholded(BaseDetector[Any]):
     lasting change is accepted as the new level after N windows. A refused value is
     :meth:`skip_one` for the inner detector (a clocked one records a gap).
 
-    Scores are the inner detector's; scalar or vector depends on the inner detector.
+    Scores are the inner detector's.
 
     >>> from processor.detect.robust import RobustBaseline
     >>> det = Thresholded(RobustBaseline(window=10, grace_period=5), threshold=0.5)
@@ -42,10 +60,6 @@ class Thresholded(BaseDetector[Any]):
         self.learn_from_anomalies = learn_from_anomalies
         self.adapt_after = adapt_after
         self._refused_run = 0
-
-    @property
-    def is_vector(self) -> bool:
-        return self.detector.is_vector
 
     @property
     def clocked(self) -> bool:
@@ -82,13 +96,12 @@ class Thresholded(BaseDetector[Any]):
         return s
 
     def _learn_scored(self, x: Any, volume: float | None, score: float) -> None:
-        if score >= self.threshold and not self.learn_from_anomalies:
-            self._refused_run += 1
-            if self.adapt_after is None or self._refused_run <= self.adapt_after:
-                self.detector.skip_one()
-                return
-        else:
-            self._refused_run = 0
+        flagged = np.array([score >= self.threshold and not self.learn_from_anomalies])
+        run, refuse = refusals(flagged, np.ones(1, bool), np.array([self._refused_run]), self.adapt_after)
+        self._refused_run = int(run[0])
+        if refuse[0]:
+            self.detector.skip_one()
+            return
         self.detector.learn_one(x, volume)
         self.n_learned = self.detector.n_learned
 

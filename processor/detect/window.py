@@ -31,7 +31,7 @@ Contract with the caller (see :meth:`WindowDetector.observe_window`):
   :meth:`WindowDetector.replay` (or per entity :meth:`WindowDetector.warm_up`), or by
   :meth:`WindowDetector.state_bytes` / :meth:`WindowDetector.from_bytes`.
 
->>> det = WindowDetector(AnomalySettings(grace_windows=5))
+>>> det = WindowDetector(AnomalyConfig(grace_windows=5), window_ms=60_000)
 >>> for i in range(30):
 ...     row = {"calls": 500 + 7 * (i % 3), "errors": 1, "p50_ms": 10.0 + 0.1 * (i % 4),
 ...            "p95_ms": 40.0 + (i % 5), "p99_ms": 80.0 + 2 * (i % 3)}
@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from processor.config.components import AnomalyConfig, WindowsConfig
 from processor.detect import stats
 from processor.detect.attribution import rank_edges
 from processor.detect.autoencoder import Autoencoder
@@ -75,8 +76,9 @@ from processor.detect.entity_vector import (
     group_by_window,
     merge_edge_rows,
 )
-from processor.detect.settings import STATE_VERSION, AnomalySettings
+from processor.detect.threshold import refusals
 
+STATE_VERSION = 3  # 3: the settings are processors.anomaly and the window size
 Feats = tuple[int, int, float, float, float]  # (requests, errors, p50, p95, p99) of a window
 _ABSENT: Feats = (0, 0, math.nan, math.nan, math.nan)
 _METRIC = {m: j for j, m in enumerate(FEATURES)}
@@ -120,9 +122,12 @@ class _Scores:
 class WindowDetector:
     """Per-entity, per-metric streaming detectors over final windows; see the module docstring."""
 
-    def __init__(self, settings: AnomalySettings | None = None) -> None:
-        self.settings = settings or AnomalySettings()
-        self._state = EntityState(self.settings)
+    def __init__(self, cfg: AnomalyConfig | None = None, window_ms: int | None = None) -> None:
+        """`cfg` is processors.anomaly; `window_ms` the size of the windows it judges."""
+        self.cfg = cfg or AnomalyConfig()
+        self.window_ms = window_ms or WindowsConfig().size.ms
+        self.period = self.cfg.period_windows(self.window_ms)
+        self._state = EntityState(self.cfg, self.period)
         # Autoencoders are trained elsewhere (on stored history, on a schedule) and loaded.
         self._models: dict[tuple[str, str], Autoencoder] = {}
 
@@ -132,7 +137,7 @@ class WindowDetector:
         Ignored unless "autoencoder" is among the settings' detectors; a model whose width
         does not match the entity's vector is skipped when scoring.
         """
-        if "autoencoder" in self.settings.detectors:
+        if "autoencoder" in self.cfg.detectors:
             self._models.update(models)
 
     def models(self) -> dict[tuple[str, str], Autoencoder]:
@@ -165,7 +170,7 @@ class WindowDetector:
         the window is scored and learned in one batch (the banks' numpy passes).
         """
         health_rows, edge_rows = list(health_rows), merge_edge_rows(edge_rows)
-        vectors = window_vectors(health_rows, edge_rows, self.settings.min_requests) if self._models else {}
+        vectors = window_vectors(health_rows, edge_rows, self.cfg.min_requests) if self._models else {}
         batch: list[tuple[tuple[str, str], Feats, np.ndarray | None]] = []
         seen: set[tuple[str, str]] = set()
         for kind, rows in ((SERVICE, health_rows), (EDGE, edge_rows)):
@@ -174,7 +179,7 @@ class WindowDetector:
                 if key not in seen:  # a repeated row is a repeated window: ignored
                     seen.add(key)
                     batch.append((key, features(kind, row), vectors.get(key)))
-        st, horizon = self._state, self.settings.forget_after_windows * self.settings.window_size_ms
+        st, horizon = self._state, self.cfg.tuning.forget_after_windows * self.window_ms
         for key in [k for k in st.index if k not in seen]:
             if window_start_ms - st.last_seen_ms[st.index[key]] > horizon:
                 st.forget(key)  # gone for good (a renamed service, a retired edge): stop tracking it
@@ -205,18 +210,18 @@ class WindowDetector:
 
     def _clock(self, key: tuple[str, str], ws: int) -> int | None:
         """The entity's row, its clock moved to window ``ws``; None for a window at or before its last."""
-        st, s = self._state, self.settings
+        st, s = self._state, self.cfg
         row = st.index.get(key)
         if row is None:
             row = st.add(key)
         else:
             last = st.last_ms[row]
-            if last != NO_WINDOW and ws - last > s.forget_after_windows * s.window_size_ms:
+            if last != NO_WINDOW and ws - last > s.tuning.forget_after_windows * self.window_ms:
                 st.reset(row)
             elif last != NO_WINDOW:
                 if ws <= last:
                     return None
-                gaps = min((ws - last) // s.window_size_ms - 1, s.period_windows * 8)
+                gaps = min((ws - last) // self.window_ms - 1, self.period * 8)
                 if gaps > 0:
                     st.gap(row, gaps)
         st.last_ms[row] = ws
@@ -225,7 +230,7 @@ class WindowDetector:
     def _step(self, ws: int, batch: Sequence[tuple[tuple[str, str], Feats, np.ndarray | None]]
               ) -> list[Verdict | None]:
         """Score each entity's window against its past, then learn it (one numpy pass per member)."""
-        s, st = self.settings, self._state
+        s, st = self.cfg, self._state
         out: list[Verdict | None] = [None] * len(batch)
         rows_l: list[int] = []
         at: list[int] = []  # batch position of each stepped row
@@ -265,8 +270,8 @@ class WindowDetector:
 
     def _vectors(self, rows: np.ndarray, feats: list[Feats], n: np.ndarray) -> np.ndarray:
         """The windows on the model scale (see to_model), NaN where a value is no evidence."""
-        s = self.settings
-        tail, nan, log = s.min_tail_requests, math.nan, math.log
+        s = self.cfg
+        tail, nan, log = s.tuning.min_tail_requests, math.nan, math.log
         x = np.full((len(feats), len(FEATURES)), nan)
         for b, (nb, kb, p50, p95, p99) in enumerate(feats):
             if nb < s.min_requests or nb <= 0:
@@ -287,7 +292,7 @@ class WindowDetector:
 
     def _score(self, rows: np.ndarray, x: np.ndarray, n: np.ndarray, k: np.ndarray) -> _Scores:
         """Every member's score of every row's window against the state before it (no learning)."""
-        s, st = self.settings, self._state
+        s, st = self.cfg, self._state
         x4 = x[:, :4]
         srt = st.robust.sorted_rings(rows) if st.robust is not None else None
         robust = st.robust.score(rows, x4, srt) if st.robust is not None and srt is not None else None
@@ -296,7 +301,7 @@ class WindowDetector:
         if st.seasonal is not None:
             seasonal = np.zeros(x4.shape)
             refs = st.seasonal.references(rows)
-            warm = st.slots[rows] > s.period_windows * min(s.seasonal_lags) + s.seasonal_grace_windows
+            warm = st.slots[rows] > self.period * min(s.tuning.seasonal_lags) + s.tuning.seasonal_grace_windows
             if warm.all():
                 seasonal = st.seasonal.score(rows, x4, refs)
             elif warm.any():
@@ -308,19 +313,19 @@ class WindowDetector:
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The multi-window traffic drop per row against the traffic member's baseline (robust
         first): (score, observed per-window count, expected count, z); score 0 where none."""
-        s, st = self.settings, self._state
+        s, st = self.cfg, self._state
         size = len(rows)
         score, z = np.zeros(size), np.zeros(size)
         observed, expected = np.full(size, math.nan), np.full(size, math.nan)
         base = st.robust if st.robust is not None else st.ewma
-        if base is None or not st.recent_n.shape[1] or s.traffic_direction == "up":
+        if base is None or not st.recent_n.shape[1] or s.tuning.traffic_direction == "up":
             return score, observed, expected, z
         # A sum of m windows shows a drop sqrt(m) times more clearly than one, so it waits for a
         # full baseline (robust_windows learned): a scale from the first dozen windows of a
         # low-volume entity called an ordinary three-window dip a 4-sigma drop. Single-window
         # drops are the members' (Student-t read) meanwhile.
         learned = base.size[rows, 0] if isinstance(base, RobustBank) else base.n_learned[rows, 0]
-        live = ((st.recent_count[rows] > 0) & np.isfinite(x[:, 0]) & (learned >= s.robust_windows)
+        live = ((st.recent_count[rows] > 0) & np.isfinite(x[:, 0]) & (learned >= s.tuning.robust_windows)
                 & (base.n_learned[rows, 0] >= base.grace_period))
         if not live.any():
             return score, observed, expected, z
@@ -328,7 +333,7 @@ class WindowDetector:
         with np.errstate(invalid="ignore"):
             dev = (x[live, 0] - med) / scale
         z[live], observed[live], expected[live] = sustained_drops(
-            med, dev, x[live, 0], n[live], st.recent_n[rows[live]], st.recent_count[rows[live]], s.rate_drop_unit)
+            med, dev, x[live, 0], n[live], st.recent_n[rows[live]], st.recent_count[rows[live]], s.tuning.rate_drop_unit)
         for b in np.nonzero(z > 0.0)[0]:  # math's exp, as the scalar detectors score
             score[b] = stats.squash(float(z[b]))
         return score, observed, expected, z
@@ -347,7 +352,7 @@ class WindowDetector:
                vector: np.ndarray | None, sc: _Scores, scores: np.ndarray) -> Verdict | None:
         """One entity window with some evidence: its factors, its verdict; fills ``scores`` (per
         metric, the strongest evidence) and the autoencoder's confirmation state."""
-        s, st = self.settings, self._state
+        s, st = self.cfg, self._state
         xl = x.tolist()
         evidence: list[Evidence] = []
         members = ((sc.robust, st.robust, "robust"), (sc.ewma, st.ewma, "ewma"))
@@ -374,7 +379,7 @@ class WindowDetector:
         vector_score = math.nan
         if model is not None and vector is not None and vector.size == model.n_features:
             vector_score, found = score_vector(model, vector, vector_features(key[0]), s.info,
-                                               s.traffic_direction)
+                                               s.tuning.traffic_direction)
             evidence.extend(found)
         evidence.sort(key=lambda e: -e.score)
         for e in evidence:
@@ -390,11 +395,11 @@ class WindowDetector:
 
         def confirmed(e: Evidence) -> bool:
             if e.detector == "autoencoder":
-                return float(st.prev_vector[row]) >= s.confirm_level
+                return float(st.prev_vector[row]) >= s.tuning.confirm_level
             col = _METRIC.get(e.metric)
-            return col is not None and prev[col] >= s.confirm_level
+            return col is not None and prev[col] >= s.tuning.confirm_level
 
-        firing = [e for e in evidence if e.score >= s.critical or (e.score >= s.threshold and (
+        firing = [e for e in evidence if e.score >= s.severity_critical or (e.score >= s.threshold and (
             e.metric == ERRORS or e.detector == "sustained" or confirmed(e)))]
         if not math.isnan(vector_score):
             st.prev_vector[row] = vector_score
@@ -409,12 +414,9 @@ class WindowDetector:
                n: np.ndarray, k: np.ndarray, references: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
         """Thresholded convention per metric: a flagged value is not learned (the incident stays
         out of the baseline) unless it has lasted adapt_after_windows (then it is the new level)."""
-        s, st = self.settings, self._state
-        flagged = scores >= s.threshold
-        old = st.refused[rows]
-        refused = np.where(flagged, old + 1, np.where(assessed, 0, old))
-        st.refused[rows] = refused
-        refuse = flagged & (refused <= s.adapt_after_windows)
+        s, st = self.cfg, self._state
+        st.refused[rows], refuse = refusals(scores >= s.threshold, assessed, st.refused[rows],
+                                            s.tuning.adapt_after_windows)
         learn = np.where(refuse, np.nan, x)
         x4 = learn[:, :4]
         if st.robust is not None:
@@ -452,7 +454,7 @@ class WindowDetector:
                 out[metric] = (from_model(metric, expected), 1.0 / bank.explain(row, j, expected + 1.0).deviation)
         p0 = float(st.errors.expected(np.array([row]))[0])
         if not math.isnan(p0):
-            out[ERRORS] = (p0, max(self.settings.error_ratio_unit, 1e-12))
+            out[ERRORS] = (p0, max(self.cfg.tuning.error_ratio_unit, 1e-12))
         return out
 
     def attribution(self, verdict: Verdict, edge_rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -463,7 +465,7 @@ class WindowDetector:
         """
         rows = list(edge_rows)
         baselines = {edge_entity(r): self.baseline(EDGE, edge_entity(r)) for r in rows}
-        return rank_edges(verdict.entity, rows, baselines, self.settings)
+        return rank_edges(verdict.entity, rows, baselines, self.cfg)
 
     # -- persistence ----------------------------------------------------------------------------
     def entities(self) -> list[tuple[str, str]]:
@@ -471,14 +473,16 @@ class WindowDetector:
 
     def state_bytes(self) -> bytes:
         """All entity state (pickle, versioned); restore with :meth:`from_bytes`."""
-        return pickle.dumps((STATE_VERSION, self.settings, self._state), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((STATE_VERSION, self.cfg, self.window_ms, self._state),
+                            protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WindowDetector:
         """State written by :meth:`state_bytes` of a trusted peer (pickle); ValueError if another version."""
-        version, settings, state = pickle.loads(data)  # noqa: S301 - our own state, trusted store
+        version, *rest = pickle.loads(data)  # noqa: S301 - our own state, trusted store
         if version != STATE_VERSION:
             raise ValueError(f"window detector state version {version}, this build reads {STATE_VERSION}")
-        det = cls(settings)
+        cfg, window_ms, state = rest
+        det = cls(cfg, window_ms)
         det._state = state
         return det

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from processor.detect.nab.baselines import NullDetector, perfect_scores
-from processor.detect.nab.cli import main
-from processor.detect.nab.corpus import NabCorpus, load_corpus
-from processor.detect.nab.harness import evaluate, result_path, score_detector
+from processor.evaluate.nab.baselines import NullDetector, perfect_scores
+from processor.evaluate.nab.cli import main
+from processor.evaluate.nab.corpus import NabCorpus, load_corpus
+from processor.evaluate.nab.harness import evaluate, result_path, score_detector
 
 NAB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "nab"
 DATA, WINDOWS = NAB / "data", NAB / "combined_windows.json"

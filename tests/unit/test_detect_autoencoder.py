@@ -1,4 +1,4 @@
-"""Autoencoder and StreamingAutoencoder: calibration, explanation, storage, retraining."""
+"""Autoencoder: calibration, explanation, storage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from processor.detect import Autoencoder, StreamingAutoencoder
+from processor.detect import Autoencoder
 from processor.detect.autoencoder import FORMAT_VERSION
 from processor.detect.exceptions import ModelFormatError
 
@@ -111,38 +111,3 @@ def test_fit_drops_non_finite_rows_and_does_not_mutate() -> None:
 def test_unfitted_model_refuses_to_score() -> None:
     with pytest.raises(ValueError, match="fit"):
         Autoencoder().score_one(np.zeros(3))
-
-
-def small_streaming(**kw: int) -> StreamingAutoencoder:
-    params = {"buffer_size": 200, "retrain_every": 100, "grace_period": 150} | kw
-    return StreamingAutoencoder(Autoencoder(hidden=(6, 2), epochs=20, seed=0), **params)
-
-
-def test_streaming_scores_zero_until_trained_then_retrains_on_schedule() -> None:
-    det = small_streaming()
-    X = windows(420, seed=7)
-    scores = det.process_many(X[:150])
-    assert (scores == 0.0).all() and det.model is not None  # trained at the 150th value
-    first = det.model
-    det.process_many(X[150:249])
-    assert det.model is first
-    det.learn_one(X[249])
-    assert det.model is not first  # 100 more -> retrained
-    assert det._buffer is not None and det._buffer.buf.shape == (200, 7)  # bounded buffer
-
-
-def test_streaming_fit_on_history_then_flags() -> None:
-    det = small_streaming().fit(windows(400, seed=8))
-    x = windows(1, seed=9)[0]
-    bad = x.copy()
-    bad[1] *= 3.0
-    assert det.score_one(x) < THRESHOLD <= det.score_one(bad)
-    assert int(np.argmax(det.contributions(bad))) == 1
-
-
-def test_streaming_load_model_uses_stored_model(model: Autoencoder) -> None:
-    det = small_streaming()
-    det.load_model(Autoencoder.from_bytes(model.to_bytes()))
-    x = windows(1, seed=10)[0]
-    assert det.n_learned == det.grace_period  # a restart from storage needs no warm-up
-    assert det.score_one(x) == model.score_one(x)

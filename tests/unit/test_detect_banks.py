@@ -1,4 +1,5 @@
-"""The detector banks give bit-for-bit the scores and explanations of their scalar detectors."""
+"""The detector banks give bit for bit the scores and explanations of the per-value reference
+detectors (tests/unit/reference/), and the scalar detectors are one-row views of them."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 
 from processor.detect.banks import EWMABank, RobustBank, SeasonalBank, directions
 from processor.detect.base import Detector
-from processor.detect.ewma import EWMA
-from processor.detect.robust import RobustBaseline
-from processor.detect.seasonal import Seasonal
+from tests.unit.reference.ewma import EWMA
+from tests.unit.reference.robust import RobustBaseline
+from tests.unit.reference.seasonal import Seasonal
 
 DIRS = ("down", "up", "both")
 MIN_SCALE = np.array([0.0, 0.05, 0.0])
@@ -137,3 +138,35 @@ def test_bank_rows_reset_to_unfitted() -> None:
     assert bank.n_learned[:, 0].tolist() == [30, 0]
     assert bank.score(rows, np.full((2, 3), 100.0), bank.sorted_rings(rows))[1].tolist() == [0.0, 0.0, 0.0]
     assert bank.score(rows, np.full((2, 3), 100.0), bank.sorted_rings(rows))[0, 1] > 0.9
+
+
+def _stream(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A level with a step, spikes and NaN holes, and request volumes some of which are low."""
+    rng = np.random.default_rng(seed)
+    xs = 40.0 + rng.normal(0.0, 2.0, 400) + 6.0 * np.sin(np.arange(400) * 2 * np.pi / 12)
+    xs[250:] += 12.0
+    xs[rng.random(400) < 0.03] *= 2.5
+    xs[rng.random(400) < 0.03] *= 0.3
+    xs[rng.random(400) < 0.05] = np.nan
+    return xs, rng.poisson(30, 400).astype(np.float64)
+
+
+@pytest.mark.parametrize("direction", DIRS)
+@pytest.mark.parametrize("kind", ["robust", "ewma", "seasonal"])
+def test_scalar_detectors_are_the_references(kind: str, direction: str) -> None:
+    from processor.detect import EWMA as ViewEWMA
+    from processor.detect import RobustBaseline as ViewRobust
+    from processor.detect import Seasonal as ViewSeasonal
+
+    params: dict = {"direction": direction, "min_volume": 25.0}
+    classes = {"robust": (ViewRobust, RobustBaseline, {"window": 30}),
+               "ewma": (ViewEWMA, EWMA, {"alpha": 0.1}),
+               "seasonal": (ViewSeasonal, Seasonal, {"period": 12, "lags": (1, 2)})}[kind]
+    view, ref = classes[0](**params, **classes[2]), classes[1](**params, **classes[2])
+    xs, volumes = _stream(3)
+    got = [view.process_one(x, v) for x, v in zip(xs, volumes, strict=True)]
+    want = [ref.process_one(x, v) for x, v in zip(xs, volumes, strict=True)]
+    assert got == want and max(got) > 0.5
+    assert view.n_learned == ref.n_learned
+    for v in (30.0, 45.0, 80.0):
+        assert view.explain_one(v) == ref.explain_one(v)

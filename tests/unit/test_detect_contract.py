@@ -1,4 +1,5 @@
-"""The detector contract, checked on every detector in processor/detect/, discovered automatically.
+"""The detector contract, checked on every detector in processor/detect/ and processor/evaluate/,
+discovered automatically.
 
 A detector opts out of a check only through its class attribute ``_contract_skips``
 ({check name: reason}); an empty reason fails.
@@ -16,10 +17,11 @@ import numpy as np
 import pytest
 
 import processor.detect as detect_pkg
+import processor.evaluate as evaluate_pkg
 from processor.detect.base import BaseDetector
 
 N = 240
-D = 4  # vector detectors' test dimension; _unit_test_params of vector detectors agree with it
+PACKAGES = (detect_pkg, evaluate_pkg)
 
 
 Cls = type[BaseDetector[Any]]
@@ -35,12 +37,14 @@ def _all_subclasses(cls: Cls) -> list[Cls]:
 
 def _discover() -> list[Cls]:
     # Every top-level module, so a new detector module is covered without editing this file.
-    for mod in pkgutil.iter_modules(detect_pkg.__path__):
-        if not mod.ispkg:
-            importlib.import_module(f"{detect_pkg.__name__}.{mod.name}")
+    for pkg in PACKAGES:
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            if not mod.ispkg:
+                importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    prefixes = tuple(pkg.__name__ + "." for pkg in PACKAGES)
     found = {
         c for c in _all_subclasses(BaseDetector)  # type: ignore[type-abstract]
-        if not inspect.isabstract(c) and c.__module__.startswith(detect_pkg.__name__ + ".")
+        if not inspect.isabstract(c) and c.__module__.startswith(prefixes)
     }
     return sorted(found, key=lambda c: c.__name__)
 
@@ -50,8 +54,8 @@ DETECTORS = _discover()
 
 def test_discovery_finds_the_known_detectors() -> None:
     names = {c.__name__ for c in DETECTORS}
-    assert {"RobustBaseline", "EWMA", "Seasonal", "WindowedGaussian", "StreamingAutoencoder",
-            "Ensemble", "Thresholded"} <= names
+    assert {"RobustBaseline", "EWMA", "Seasonal", "WindowedGaussian", "NabDetector",
+            "Thresholded"} <= names
 
 
 def _make(cls: Cls) -> BaseDetector[Any]:
@@ -64,24 +68,17 @@ def _series(det: BaseDetector[Any], seed: int = 7) -> np.ndarray:
     level = np.r_[np.full(N // 2, 100.0), np.full(N - N // 2, 130.0)]
     level[N // 3] += 80.0
     level += np.linspace(0.0, 10.0, N)
-    if not det.is_vector:
-        return level + rng.normal(0.0, 3.0, N)
-    errors = np.clip(rng.normal(0.02, 0.01, N), 0.0, None)
-    rate = 50.0 + rng.normal(0.0, 2.0, N)
-    requests = rng.poisson(20, N).astype(np.float64)
-    requests[::17] = 1.0  # below the test ensemble's min_volume
-    return np.c_[level + rng.normal(0.0, 3.0, N), errors, rate, requests]
+    return level + rng.normal(0.0, 3.0, N)
 
 
 def _with_nans(det: BaseDetector[Any], xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """xs with NaN rows inserted after every 9th value; returns (series, mask of inserted)."""
     out, mask = [], []
-    nan_row = np.nan if not det.is_vector else np.full(xs.shape[1], np.nan)
     for i, x in enumerate(xs):
         out.append(x)
         mask.append(False)
         if i % 9 == 8:
-            out.append(nan_row)
+            out.append(np.nan)
             mask.append(True)
     return np.array(out), np.array(mask)
 
@@ -178,7 +175,7 @@ def test_does_not_mutate_input(cls: Cls) -> None:
 def test_empty_input(cls: Cls) -> None:
     _skip_if_opted_out(cls, "empty")
     det = _make(cls)
-    empty = np.empty((0, D)) if det.is_vector else np.empty(0)
+    empty = np.empty(0)
     assert det.process_many(empty).shape == (0,)
     assert det.score_many(empty).shape == (0,)
     assert det.n_learned == 0
@@ -224,6 +221,6 @@ def test_params_stored_verbatim(cls: Cls) -> None:
         assert hasattr(det, name), f"{cls.__name__} does not store {name!r}"
         if name in cls._unit_test_params():
             assert getattr(det, name) == cls._unit_test_params()[name] or name in (
-                "detector", "autoencoder", "members"), name
+                "detector",), name
         elif p.default is not inspect.Parameter.empty:
             assert getattr(det, name) == p.default, name

@@ -1,4 +1,4 @@
-"""Docstring examples in processor/detect/ run and hold."""
+"""Docstring examples in processor/detect/ and processor/evaluate/ run and hold."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import pkgutil
 import pytest
 
 import processor.detect as detect_pkg
+import processor.evaluate as evaluate_pkg
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(detect_pkg.__path__) if not m.ispkg)
+MODULES = sorted(f"{pkg.__name__}.{m.name}" for pkg in (detect_pkg, evaluate_pkg)
+                 for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg)
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_doctests(name: str) -> None:
-    module = importlib.import_module(f"{detect_pkg.__name__}.{name}")
+    module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
 
@@ -23,7 +25,7 @@ def test_doctests(name: str) -> None:
 def test_detector_modules_have_examples() -> None:
     with_examples = set()
     for name in MODULES:
-        module = importlib.import_module(f"{detect_pkg.__name__}.{name}")
+        module = importlib.import_module(name)
         if doctest.DocTestFinder().find(module) and any(t.examples for t in doctest.DocTestFinder().find(module)):
-            with_examples.add(name)
-    assert {"robust", "ewma", "seasonal", "gaussian", "autoencoder", "ensemble", "threshold"} <= with_examples
+            with_examples.add(name.rsplit(".", 1)[-1])
+    assert {"robust", "ewma", "seasonal", "gaussian", "autoencoder", "threshold", "window"} <= with_examples

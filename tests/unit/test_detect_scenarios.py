@@ -170,4 +170,4 @@ def test_explain_reports_baseline_and_signed_deviation() -> None:
 def test_robust_memory_is_bounded_by_its_window() -> None:
     det = RobustBaseline(window=30)
     det.process_many(noise(10_000, seed=12))
-    assert det._ring.buf.size == 30
+    assert det.bank.ring.size == 30

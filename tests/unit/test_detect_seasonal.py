@@ -100,4 +100,4 @@ def test_seed_history_equals_learning_the_same_values() -> None:
 def test_memory_is_one_week_plus_half_width() -> None:
     det = Seasonal(period=P, lags=(1, 7), half_width=2)
     det.process_many(diurnal(20, seed=10))
-    assert det._ring.buf.size == 7 * P + 2
+    assert det.bank.ring.size == 7 * P + 2

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from processor.config.components import AnomalyConfig, DetectorTuning
 from processor.detect.counts import ErrorBank, beta_binomial_log_sf
 from processor.detect.entity_vector import features
-from processor.detect.window import AnomalySettings, Verdict, WindowDetector
+from processor.detect.window import Verdict, WindowDetector
 
 W = 60_000  # window size, ms
 P50, P95, P99 = 20.0, 60.0, 100.0
@@ -49,8 +50,14 @@ def feed(det: WindowDetector, traffic: Traffic, windows: int, start: int = 0, en
     return out
 
 
+def settings_of(**kw: Any) -> AnomalyConfig:
+    """processors.anomaly with ``kw`` set, tuning knobs (DetectorTuning fields) included."""
+    tuning = {k: kw.pop(k) for k in list(kw) if k in DetectorTuning.model_fields}
+    return AnomalyConfig(**kw, tuning=DetectorTuning(**tuning))
+
+
 def baseline(seed: int = 1, windows: int = 200, **settings: Any) -> tuple[WindowDetector, Traffic]:
-    det = WindowDetector(AnomalySettings(**settings))
+    det = WindowDetector(settings_of(**settings))
     traffic = Traffic(seed)
     assert feed(det, traffic, windows) == []
     return det, traffic
@@ -95,7 +102,7 @@ def test_traffic_drop_is_flagged_and_a_surge_is_not() -> None:
 @pytest.mark.parametrize("seed", [4, 7])
 def test_a_lasting_halving_of_low_traffic_is_caught_by_the_multi_window_sum(seed: int) -> None:
     def run(history: int = 200, **settings: Any) -> list[Verdict]:
-        det = WindowDetector(AnomalySettings(**settings))
+        det = WindowDetector(settings_of(**settings))
         traffic = Traffic(seed, calls=40.0)
         assert feed(det, traffic, history) == []
         return feed(det, traffic, 3, start=history, calls_factor=0.45)
@@ -123,7 +130,7 @@ def test_a_service_that_disappears_is_flagged_through_observe_window() -> None:
 
 
 def test_an_entity_without_rows_for_forget_after_windows_is_forgotten_and_starts_afresh() -> None:
-    det = WindowDetector(AnomalySettings(forget_after_windows=50))
+    det = WindowDetector(settings_of(forget_after_windows=50))
     cart, ad = Traffic(1), Traffic(2)
     for i in range(100):
         det.observe_window(i * W, [{"service": "cart", **cart.row()}, {"service": "ad", **ad.row()}], [])
@@ -320,10 +327,10 @@ def test_beta_binomial_tail_matches_brute_force(k: int, n: int, a: float, b: flo
 
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="detectors"):
-        AnomalySettings(detectors=("robust", "lstm"))
+        settings_of(detectors=("robust", "lstm"))
     with pytest.raises(ValueError):
-        AnomalySettings(threshold=0.2, info=0.3)
-    assert AnomalySettings(window_size_ms=60_000).period_windows == 1440
+        settings_of(threshold=0.2, info=0.3)
+    assert settings_of().period_windows(60_000) == 1440
 
 
 def _fan_window(det: WindowDetector, i: int, traffic: Traffic, callers: tuple[str, ...]) -> list[Verdict]:
@@ -338,7 +345,7 @@ def test_stored_autoencoder_flags_a_lost_caller_that_no_single_metric_shows() ->
     from processor.detect.autoencoder import Autoencoder
     from processor.detect.entity_models import ModelSpec, TrainingSet, train_models
 
-    settings = AnomalySettings(detectors=("robust", "ewma", "autoencoder"))
+    settings = settings_of(detectors=("robust", "ewma", "autoencoder"))
     traffic = Traffic(30)
     history = TrainingSet(settings.min_requests, 1000)
     det = WindowDetector(settings)
@@ -366,13 +373,13 @@ def test_stored_autoencoder_flags_a_lost_caller_that_no_single_metric_shows() ->
 def test_models_are_ignored_unless_the_autoencoder_is_chosen() -> None:
     from processor.detect.autoencoder import Autoencoder
 
-    det = WindowDetector(AnomalySettings(detectors=("robust",)))
+    det = WindowDetector(settings_of(detectors=("robust",)))
     det.load_models({("service", "cart"): Autoencoder()})
     assert det.models() == {}
 
 
 def test_an_edge_under_two_connection_types_is_one_entity_with_summed_counts() -> None:
-    det = WindowDetector(AnomalySettings(grace_windows=5))
+    det = WindowDetector(settings_of(grace_windows=5))
     traffic = Traffic(4, calls=200.0)
     for i in range(40):
         direct = traffic.edge_row("checkout", "email")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from processor.detect import evaluate_faults as ef
-from processor.detect.faults_scenario import (
+from processor.config.components import AnomalyConfig
+from processor.evaluate import faults as ef
+from processor.evaluate.faults_scenario import (
     SIZES,
     LabelledFault,
     detecting_entities,
@@ -14,7 +15,6 @@ from processor.detect.faults_scenario import (
     related_entities,
     window_rows,
 )
-from processor.detect.window import AnomalySettings
 from processor.generate import FaultSpec, GroundTruth, ShopGenerator
 
 W_MS = 60_000
@@ -68,7 +68,7 @@ def test_alarms_merge_runs_with_short_gaps() -> None:
 
 def _result(name: str, verdicts: list[tuple[str, str, int, str, float]], faults: list[LabelledFault],
             days: float = 1.0, entities: int = 10) -> ef.RunResult:
-    spec = ef.RunSpec(name, 1, 10.0, days, 0, 60, 0.5, 0.05, 24, AnomalySettings())
+    spec = ef.RunSpec(name, 1, 10.0, days, 0, 60, 0.5, 0.05, 24, AnomalyConfig())
     return ef.RunResult(spec, verdicts, faults, [], entities, 0, int(days * 86_400_000), 100, 0.01, 1.0)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from processor.detect.nab.errors import NabDataError
+from processor.evaluate.nab.errors import NabDataError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -81,36 +81,56 @@ class SeriesLabels:
 def label_series(name: str, n_rows: int, windows: Sequence[tuple[int, int]],
                  probation_percent: float = PROBATION_PERCENT) -> SeriesLabels:
     """Builds the geometry of a series from its windows as inclusive row-index ranges [start, end]."""
-    spans = sorted((int(a), int(b)) for a, b in windows)
-    for k, (a, b) in enumerate(spans):
+    for a, b in windows:
         if not 0 <= a <= b < n_rows:
             raise NabDataError(f"{name}: window rows [{a}, {b}] are outside 0..{n_rows - 1}")
-        if k and a <= spans[k - 1][1]:
-            raise NabDataError(f"{name}: windows {spans[k - 1]} and {(a, b)} overlap; merge them")
-    rows = np.arange(n_rows, dtype=np.int64)
+    members = [np.arange(a, b + 1, dtype=np.int64) for a, b in windows]
+    return label_rows(name, n_rows, members, probation_percent)
+
+
+def label_rows(name: str, n_rows: int, windows: Sequence[npt.ArrayLike],
+               probation_percent: float = PROBATION_PERCENT) -> SeriesLabels:
+    """Builds the geometry of a series from the rows of each window, scored in file order.
+
+    A window's rows need not be contiguous (a file whose clock steps back has rows of a
+    window's time range on either side of rows outside it): positions count the window's own
+    rows, so the k-th of m rows sits at -(m - k) / m, and a row outside every window is
+    measured from the last row of the most recent window that ended before it. For a
+    contiguous window these are NAB's sweeper positions exactly.
+    """
+    arrays = (np.unique(np.asarray(w, dtype=np.int64)) for w in windows)
+    members = sorted((m for m in arrays if m.size), key=lambda m: int(m[0]))
     window_id = np.full(n_rows, -1, dtype=np.int64)
-    for k, (a, b) in enumerate(spans):
-        window_id[a:b + 1] = k
-    starts = np.array([a for a, _ in spans], dtype=np.int64)
-    ends = np.array([b for _, b in spans], dtype=np.int64)
-    widths = (ends - starts + 1).astype(np.float64)
+    rank = np.zeros(n_rows, dtype=np.int64)
+    for k, m in enumerate(members):
+        if m[0] < 0 or m[-1] >= n_rows:
+            raise NabDataError(f"{name}: window rows [{m[0]}, {m[-1]}] are outside 0..{n_rows - 1}")
+        if (window_id[m] >= 0).any():
+            raise NabDataError(f"{name}: windows {int(window_id[m].max())} and {k} overlap; merge them")
+        window_id[m] = k
+        rank[m] = np.arange(m.size)
+    rows = np.arange(n_rows, dtype=np.int64)
+    ends = np.array([int(m[-1]) for m in members], dtype=np.int64)
+    widths = np.array([m.size for m in members], dtype=np.float64)
 
     unit = np.full(n_rows, -1.0)
     inside = window_id >= 0
     k_in = window_id[inside]
     # NAB: position = -(right - i + 1) / width, i.e. -1 at the first row, -1/width at the last.
-    unit[inside] = scaled_sigmoid(-(ends[k_in] - rows[inside] + 1) / widths[k_in]) / _MAX_TP
+    unit[inside] = scaled_sigmoid(-(widths[k_in] - rank[inside]) / widths[k_in]) / _MAX_TP
     # Outside: the preceding window is the last one whose end is before the row.
-    prev = np.searchsorted(ends, rows, side="left") - 1
+    by_end = np.argsort(ends, kind="stable")
+    prev = np.searchsorted(ends[by_end], rows, side="left") - 1
     after = ~inside & (prev >= 0)
-    k_prev = prev[after]
+    k_prev = by_end[prev[after]]
     # A one-row window makes NAB divide by zero; treat its FPs as far from it (-1).
     with np.errstate(divide="ignore"):
         past = (rows[after] - ends[k_prev]) / (widths[k_prev] - 1.0)
     unit[after] = scaled_sigmoid(np.where(widths[k_prev] > 1.0, past, np.inf))
 
     scorable = rows >= probation_length(n_rows, probation_percent)
-    return SeriesLabels(name=name, n_rows=n_rows, windows=tuple(spans), window_id=window_id,
+    spans = tuple((int(m[0]), int(m[-1])) for m in members)
+    return SeriesLabels(name=name, n_rows=n_rows, windows=spans, window_id=window_id,
                         unit_value=unit, scorable=scorable)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from processor.detect.base import NO_EXPLANATION, Detector, Explanation
-from processor.detect.ring import Ring
+from processor.evaluate.ring import Ring
 
 _SQRT2 = math.sqrt(2.0)
 _STD_IF_ZERO = 1e-6  # NAB's stand-in for a zero standard deviation

@@ -15,9 +15,9 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
-from processor.detect.nab.corpus import NabCorpus, NabSeries
-from processor.detect.nab.errors import NabDataError
-from processor.detect.nab.scorer import PROFILES, GroupScore, Profile, ProfileResult, score_corpus
+from processor.evaluate.nab.corpus import NabCorpus, NabSeries
+from processor.evaluate.nab.errors import NabDataError
+from processor.evaluate.nab.scorer import PROFILES, GroupScore, Profile, ProfileResult, score_corpus
 
 FloatArray = npt.NDArray[np.float64]
 

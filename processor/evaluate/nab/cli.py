@@ -1,4 +1,4 @@
-"""Command line for the NAB harness: `python -m processor.detect.nab --data DIR --windows FILE`."""
+"""Command line for the NAB harness: `python -m processor.evaluate.nab --data DIR --windows FILE`."""
 
 from __future__ import annotations
 
@@ -9,28 +9,36 @@ from pathlib import Path
 
 from rich.console import Console
 
-from processor.detect.nab.baselines import NullDetector
-from processor.detect.nab.corpus import load_corpus
-from processor.detect.nab.errors import NabDataError
-from processor.detect.nab.harness import (
+from processor.errors import OtelInsightsError
+from processor.evaluate.gaussian import WindowedGaussian
+from processor.evaluate.nab.baselines import NullDetector
+from processor.evaluate.nab.corpus import load_corpus
+from processor.evaluate.nab.errors import NabDataError
+from processor.evaluate.nab.harness import (
     DetectorFactory,
     check_detector_name,
     evaluate,
     print_tables,
 )
-from processor.errors import OtelInsightsError
+from processor.evaluate.nab_detector import NabDetector
 
-BUILTIN: dict[str, DetectorFactory] = {"null": NullDetector}
+# Detectors known by name. NAB's own baseline and ours are what a run without --detector
+# scores, side by side (the margin column is ours minus the baseline).
+BUILTIN: dict[str, DetectorFactory] = {"null": NullDetector, "windowedGaussian": WindowedGaussian,
+                                       "candidate": NabDetector}
+DEFAULT_DETECTORS = ("windowedGaussian", "candidate")
 
 
 def resolve_detector(spec: str) -> tuple[str, DetectorFactory]:
-    """`null`, `pkg.module:Factory` or `name=pkg.module:Factory` -> (name, zero-argument factory)."""
+    """A built-in name (null, windowedGaussian, candidate), `pkg.module:Factory` or
+    `name=pkg.module:Factory` -> (name, zero-argument factory)."""
     name, _, target = spec.rpartition("=")
     if target in BUILTIN:
         return check_detector_name(name or target), BUILTIN[target]
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
-        raise NabDataError(f"detector {spec!r}: expected 'null' or '[name=]package.module:Factory'")
+        raise NabDataError(f"detector {spec!r}: expected one of {', '.join(BUILTIN)} "
+                           "or '[name=]package.module:Factory'")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -41,7 +49,7 @@ def resolve_detector(spec: str) -> tuple[str, DetectorFactory]:
 
 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m processor.detect.nab",
+    parser = argparse.ArgumentParser(prog="python -m processor.evaluate.nab",
                                      description="Score streaming detectors on a NAB-layout corpus.")
     parser.add_argument("--data", type=Path, required=True, help="directory laid out like NAB's data/")
     parser.add_argument("--windows", type=Path, default=None,
@@ -49,12 +57,13 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     parser.add_argument("--out", type=Path, default=None,
                         help="also write DIR/<detector>/<category>/<detector>_<file>.csv")
     parser.add_argument("--detector", action="append", default=None,
-                        help="null | [name=]package.module:Factory; repeat to compare (first is the baseline)")
+                        help="null | windowedGaussian | candidate | [name=]package.module:Factory; repeat to "
+                             "compare (first is the baseline); default: windowedGaussian and candidate")
     args = parser.parse_args(argv)
     console = console or Console()
     try:
         windows = args.windows or args.data.parent / "combined_windows.json"
-        detectors = dict(resolve_detector(s) for s in (args.detector or ["null"]))
+        detectors = dict(resolve_detector(s) for s in (args.detector or DEFAULT_DETECTORS))
         corpus = load_corpus(args.data, windows)
         print_tables(evaluate(corpus, detectors, out_dir=args.out), console)
     except OtelInsightsError as exc:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from processor.detect.nab.errors import NabDataError
-from processor.detect.nab.scorer import PROBATION_PERCENT, SeriesLabels, label_series
+from processor.evaluate.nab.errors import NabDataError
+from processor.evaluate.nab.scorer import PROBATION_PERCENT, SeriesLabels, label_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,27 +77,28 @@ def _parse_times(texts: Sequence[str], where: str) -> npt.NDArray[np.datetime64]
         raise NabDataError(f"{where}: timestamps must look like 'YYYY-MM-DD HH:MM:SS' ({exc})") from exc
 
 
-def window_rows(times: npt.NDArray[np.datetime64], windows: Sequence[Sequence[str]],
-                where: str) -> list[tuple[int, int]]:
-    """Maps [start, end] timestamp windows to inclusive row ranges.
+def window_members(times: npt.NDArray[np.datetime64], windows: Sequence[Sequence[str]],
+                   where: str) -> list[npt.NDArray[np.int64]]:
+    """The rows of each [start, end] timestamp window, in file order, as NAB's labeller finds them.
 
-    NAB's windows start and end on existing rows; snapping to the rows inside [start, end] gives
-    the same ranges there and stays correct for resampled data whose edges fall between rows.
-    Timestamps must not decrease; repeated ones are allowed.
+    A row belongs to a window when its timestamp is within [start, end], wherever it sits in the
+    file: a file whose clock steps back (a clock change, a collector restart) is scored in file
+    order, as NAB's labeller does. Of several rows stamped exactly `end` (repeated stamps at DST
+    changes) only the first belongs, since NAB's sweeper ends a window at the first such row.
     """
     out = []
     for w in windows:
         if len(w) != 2:
             raise NabDataError(f"{where}: a window must be [start, end], got {w!r}")
         start, end = _parse_times([str(w[0]), str(w[1])], where)
-        a = int(np.searchsorted(times, start, side="left"))
-        # NAB ends a window at the first row stamped `end` (repeated stamps occur at DST changes).
-        b = int(np.searchsorted(times, end, side="left"))
-        if b == times.size or times[b] != end:
-            b -= 1
-        if a > b:
+        inside = (times >= start) & (times <= end)
+        at_end = np.nonzero(times == end)[0]
+        if at_end.size > 1:
+            inside[at_end[1:]] = False
+        rows = np.nonzero(inside)[0]
+        if not rows.size:
             raise NabDataError(f"{where}: window {list(w)} contains no rows")
-        out.append((a, b))
+        out.append(rows.astype(np.int64))
     return out
 
 
@@ -123,10 +124,8 @@ def load_corpus(data_dir: Path, windows_path: Path,
     for name in sorted(set(files) & set(windows)):
         stamps, values = read_series_csv(files[name])
         times = _parse_times(stamps, str(files[name]))
-        if times.size > 1 and np.any(times[1:] < times[:-1]):
-            raise NabDataError(f"{files[name]}: timestamps must not go backwards")
-        rows = window_rows(times, windows[name], f"{windows_path} [{name}]")
-        labels = label_series(name, len(stamps), rows, probation_percent)
+        rows = window_members(times, windows[name], f"{windows_path} [{name}]")
+        labels = label_rows(name, len(stamps), rows, probation_percent)
         series.append(NabSeries(name=name, timestamps=stamps, values=values, labels=labels))
     if not series:
         raise NabDataError(f"no file under {data_dir}/<category>/ has an entry in {windows_path}")

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from processor.detect.nab.baselines import NullDetector, perfect_scores
-from processor.detect.nab.errors import NabDataError
-from processor.detect.nab.scorer import (
+from processor.evaluate.nab.baselines import NullDetector, perfect_scores
+from processor.evaluate.nab.errors import NabDataError
+from processor.evaluate.nab.scorer import (
     PROFILES,
     REWARD_LOW_FN,
     REWARD_LOW_FP,

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processor.detect.nab.corpus import load_corpus
-from processor.detect.nab.harness import evaluate
-from processor.detect.nab_detector import NabDetector, detect_period
+from processor.evaluate.nab.corpus import load_corpus
+from processor.evaluate.nab.harness import evaluate
+from processor.evaluate.nab_detector import NabDetector, detect_period
 
 NAB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "nab"
 SMALL_FILES = (  # short real series with windows, plus an anomaly-free artificial one

@@ -1,7 +1,7 @@
 """`otel-insights evaluate faults`: WindowDetector vs labelled injected faults -> recall, precision, false alarms.
 
 Two runs of the demo shop's traffic (diurnal rate, per-minute rate noise, harmless blips),
-turned into final window rows without a broker (:mod:`processor.detect.faults_scenario`):
+turned into final window rows without a broker (:mod:`processor.evaluate.faults_scenario`):
 one with a fault in every slot of 24 windows (4 kinds x 3 sizes, random targets and
 times), one fault-free. Both stream through one WindowDetector each, in window order, after
 an unscored warm-up, windows without any traffic included as the pipeline judges them
@@ -26,16 +26,18 @@ import statistics
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from processor.config.components import AutoencoderConfig
+from processor.config.components import AnomalyConfig, AutoencoderConfig
 from processor.detect.autoencoder import Autoencoder
 from processor.detect.entity_models import TrainingSet, model_spec, train_models
-from processor.detect.faults_scenario import (
+from processor.detect.window import WindowDetector
+from processor.evaluate.faults_scenario import (
     SIZES,
     LabelledFault,
     detecting_entities,
@@ -44,7 +46,6 @@ from processor.detect.faults_scenario import (
     window_rows,
     with_silences,
 )
-from processor.detect.window import AnomalySettings, WindowDetector
 from processor.generate import FaultSpec, ShopGenerator
 
 DETECT_WINDOWS = 2
@@ -67,7 +68,7 @@ class RunSpec:
     diurnal_amplitude: float
     rate_noise: float
     slot_windows: int
-    settings: AnomalySettings
+    settings: AnomalyConfig
 
 
 @dataclass
@@ -94,7 +95,7 @@ def run_one(spec: RunSpec) -> RunResult:
     gen = ShopGenerator(seed=spec.seed, rate=spec.rate, start_ns=START_NS,
                         faults=[f.spec for f in sched.faults] + sched.blips,
                         diurnal_amplitude=spec.diurnal_amplitude, rate_noise=spec.rate_noise)
-    det = WindowDetector(replace(spec.settings, window_size_ms=spec.window_s * 1000))
+    det = WindowDetector(spec.settings, spec.window_s * 1000)
     first_ms = (START_NS + spec.warmup_windows * window_ns) // 10**6
     verdicts: list[tuple[str, str, int, str, float]] = []
     entities: set[tuple[str, str]] = set()
@@ -286,11 +287,11 @@ def _union_ms(spans: list[tuple[int, int]]) -> int:
 
 
 def evaluate_faults(seed: int = 1, rate: float = 10.0, fault_days: float = 1.0, clean_days: float = 1.0,
-                    settings: AnomalySettings | None = None, jobs: int = 2, warmup_windows: int = 120,
+                    settings: AnomalyConfig | None = None, jobs: int = 2, warmup_windows: int = 120,
                     window_s: int = 60, diurnal_amplitude: float = 0.5, rate_noise: float = 0.05,
                     slot_windows: int = 24) -> dict[str, Any]:
     """Run the fault and fault-free runs (in ``jobs`` processes) and score them; see the module doc."""
-    settings = settings or AnomalySettings()
+    settings = settings or AnomalyConfig()
     common = dict(rate=rate, warmup_windows=warmup_windows, window_s=window_s,
                   diurnal_amplitude=diurnal_amplitude, rate_noise=rate_noise,
                   slot_windows=slot_windows, settings=settings)
@@ -356,18 +357,23 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(summary)
 
 
-def settings_from_args(args: argparse.Namespace) -> AnomalySettings:
-    s = AnomalySettings()
+def settings_from_args(args: argparse.Namespace) -> AnomalyConfig:
+    """processors.anomaly with the command line's overrides; ValueError naming a bad one."""
+    update: dict[str, Any] = {}
     if args.detectors:
-        s = replace(s, detectors=tuple(d.strip() for d in args.detectors.split(",") if d.strip()))
+        update["detectors"] = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
     if args.threshold is not None:
-        s = replace(s, threshold=args.threshold, warning=min(s.warning, args.threshold),
-                    info=min(s.info, args.threshold))
+        update["threshold"] = args.threshold
+        update["severity_warning"] = min(AnomalyConfig().severity_warning, args.threshold)
     if args.min_requests is not None:
-        s = replace(s, min_requests=args.min_requests)
+        update["min_requests"] = args.min_requests
     if args.min_baseline_requests is not None:
-        s = replace(s, min_baseline_requests=args.min_baseline_requests)
-    return s
+        update["min_baseline_requests"] = args.min_baseline_requests
+    try:
+        return AnomalyConfig.model_validate(update)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+                                   for e in exc.errors())) from None
 
 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:

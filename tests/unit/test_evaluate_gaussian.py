@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from processor.detect import WindowedGaussian
+from processor.evaluate.gaussian import WindowedGaussian
 
 
 def nab_reference(values: np.ndarray, window: int, step: int) -> list[float]:

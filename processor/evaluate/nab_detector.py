@@ -11,7 +11,7 @@ import numpy as np
 
 from processor.detect import stats
 from processor.detect.base import NO_EXPLANATION, Detector, Explanation
-from processor.detect.ring import Ring
+from processor.evaluate.ring import Ring
 
 _LN10 = math.log(10.0)
 # Quantiles kept per calibrator: the body of the deviation distribution, interpolated.

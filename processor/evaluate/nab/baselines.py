@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from processor.detect.nab.scorer import NULL_SCORE, SeriesLabels
+from processor.evaluate.nab.scorer import NULL_SCORE, SeriesLabels
 
 
 class NullDetector:

@@ -1,0 +1,1 @@
+"""Plain per-value detectors the numpy banks are held to, bit for bit (test oracles)."""
