@@ -84,8 +84,9 @@ class LocalRun:
         self.stage2 = Stage2(config.windows, [f"{t}/{p}" for t, p in self.sources], self.store,
                              direct, self.metrics)
         self._next_offset: dict[Partition, int] = {}
-        self._partials_offset = 0
+        self.partials_log: list[bytes] = []  # every partials record; its index is its offset
         self.safe_offsets: dict[Partition, int] = {}
+        asyncio.run(self._tick())  # the worker's first timer tick: every partition is assigned
 
     def record(self, value: bytes, partition: int = 0, key: bytes | None = None,
                topic: str | None = None) -> Record:
@@ -108,12 +109,7 @@ class LocalRun:
     def finish(self) -> RunResult:
         """End of input: every partition idle, every window final; the final rows."""
         self.advance(self.config.windows.idle_timeout.seconds)
-        self.advance(0.0)  # the idle partitions re-advertise: nothing is left pending
-        if isinstance(self.store, MemoryStore):
-            health = [self.store.health_final[k] for k in sorted(self.store.health_final, key=_by_window)]
-            edges = [self.store.edges_final[k] for k in sorted(self.store.edges_final, key=_by_window)]
-        else:
-            health, edges = self.store.final_rows_between(0)  # type: ignore[attr-defined]
+        health, edges = self.store.final_rows_between(0)
         return RunResult(health, edges, list(self.outbox.dead_letters), self.metrics,
                          dict(self.safe_offsets))
 
@@ -136,14 +132,23 @@ class LocalRun:
                     [self.record(value, zlib.crc32(key) % self.partitions, key, topic)
                      for key, value in rekeyed]))
             sent, self.outbox.pending_partials = self.outbox.pending_partials, []
-            for msg in sent:
-                self.stage2.receive(self._partials_offset, messages.encode(msg))
-                self._partials_offset += 1
-            await self.stage2.finalize_ready()
+            await self._to_stage2([messages.encode(msg) for msg in sent])
 
+    async def _to_stage2(self, values: list[bytes]) -> None:
+        for value in values:
+            self.stage2.receive(len(self.partials_log), value)
+            self.partials_log.append(value)
+        await self.stage2.finalize_ready()
 
-def _by_window(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (key[-1], *key[:-1])
+    def uncommitted_partials(self) -> list[bytes]:
+        """The partials records Kafka would deliver again after a crash now: from the lowest
+        offset whose key still waits for its final row."""
+        low = self.stage2.finalizer.min_pending_offset()
+        return [] if low is None else self.partials_log[low:]
+
+    def redeliver(self, values: list[bytes]) -> None:
+        """Partials records a crashed run left uncommitted, delivered to this run's stage 2."""
+        asyncio.run(self._to_stage2(values))
 
 
 def run_records(config: Config, records: Iterable[Record], partitions: int | None = None) -> RunResult:

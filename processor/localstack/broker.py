@@ -80,9 +80,6 @@ class LocalBroker:
                 f"could not create topic {name!r}: {done.stderr.decode(errors='replace').strip()}"
             )
 
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def stop(self) -> None:
         if self._proc is None:
             return

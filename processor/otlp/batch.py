@@ -121,12 +121,5 @@ class SpanBatch:
         )
 
 
-def id_to_u64_pair(raw: bytes) -> tuple[int, int]:
-    """16-byte trace id -> (hi, lo) big-endian uint64 halves; empty -> (0, 0)."""
-    if len(raw) != 16:
-        return (0, 0)
-    return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
-
-
 def u64_pair_to_hex(hi: int, lo: int) -> str:
     return f"{int(hi):016x}{int(lo):016x}"

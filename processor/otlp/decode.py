@@ -16,7 +16,7 @@ from processor.otlp.batch import SpanBatch, StringTable
 from processor.otlp.decode_json import decode_json
 from processor.otlp.decode_proto import decode_proto, decode_resource_spans, parse
 from processor.otlp.gc_pause import gc_paused
-from processor.otlp.registry import get_decoder
+from processor.otlp.registry import get_codec, get_decoder
 from processor.otlp.wire_view import TracesDataTopView
 
 _resource_spans = attrgetter("resource_spans")
@@ -25,9 +25,9 @@ _resource_spans = attrgetter("resource_spans")
 CHUNK_BYTES = 256 * 1024
 
 
-def _chunks(payloads: Sequence[bytes], encoding: str, chunk_bytes: int) -> list[tuple[int, int]]:
+def _chunks(payloads: Sequence[bytes], concatenates: bool, chunk_bytes: int) -> list[tuple[int, int]]:
     """[start, end) ranges of payloads to decode together (JSON: one record at a time)."""
-    if encoding != "otlp_proto":
+    if not concatenates:
         return [(i, i + 1) for i in range(len(payloads))]
     ranges, start, size = [], 0, 0
     for i, payload in enumerate(payloads):
@@ -89,13 +89,14 @@ class SpanDecoder:
         chunk fails, its records are decoded one by one so only the bad ones are reported,
         in `errors` as (index into payloads, DecodeError).
         """
-        decoder = get_decoder(encoding)
+        codec = get_codec(encoding)
+        decoder = codec.decode
         parts: list[SpanBatch] = []
         counts: list[np.ndarray] = []
         ok: list[int] = []
         errors: list[tuple[int, DecodeError]] = []
         with gc_paused():
-            for start, end in _chunks(payloads, encoding, chunk_bytes):
+            for start, end in _chunks(payloads, codec.concatenates, chunk_bytes):
                 chunk = payloads[start:end]
                 if end - start > 1:
                     try:

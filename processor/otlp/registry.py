@@ -38,11 +38,14 @@ class Codec:
     decode: Decoder  # payload -> columns
     parse: Callable[[bytes], TracesData]  # payload -> message; DecodeError when invalid
     encode: Callable[[TracesData], bytes]
+    # Serialized protobuf messages concatenate into one message of all their fields, so many
+    # records can be parsed in one call; JSON documents cannot.
+    concatenates: bool
 
 
 CODECS: dict[Encoding, Codec] = {
-    "otlp_proto": Codec(decode_proto, parse_proto, encode_proto),
-    "otlp_json": Codec(decode_json, parse_otlp_json, encode_json),
+    "otlp_proto": Codec(decode_proto, parse_proto, encode_proto, concatenates=True),
+    "otlp_json": Codec(decode_json, parse_otlp_json, encode_json, concatenates=False),
 }
 
 

@@ -31,6 +31,10 @@ class WindowStore(Protocol):
     def recent_health_p95(self, service_names: Sequence[str] | None, before_ms: int, windows: int,
                           skip_insufficient: bool = True) -> dict[str, list[float]]: ...
 
+    def final_rows_between(self, since_ms: int, until_ms: int = ...) -> tuple[list[Row], list[Row]]:
+        """Final health and edge rows with since_ms <= window_start < until_ms, oldest first."""
+        ...
+
 
 def _replace(table: dict[tuple[Any, ...], Row], key: tuple[Any, ...], row: Row) -> None:
     """Keep the row with the highest version; a tie goes to the later insert (as ClickHouse)."""
@@ -83,6 +87,13 @@ class MemoryStore:
 
     def load_watermarks(self, group_id: str, topic: str) -> dict[int, int]:
         return {p: wm for (g, t, p), wm in sorted(self.watermarks.items()) if (g, t) == (group_id, topic)}
+
+    def final_rows_between(self, since_ms: int, until_ms: int = 2**62) -> tuple[list[Row], list[Row]]:
+        def rows(table: dict[Any, Row]) -> list[Row]:
+            keys = sorted((k for k in table if since_ms <= k[-1] < until_ms), key=lambda k: (k[-1], *k[:-1]))
+            return [dict(table[k]) for k in keys]
+
+        return rows(self.health_final), rows(self.edges_final)
 
     def recent_health_p95(self, service_names: Sequence[str] | None, before_ms: int, windows: int,
                           skip_insufficient: bool = True) -> dict[str, list[float]]:

@@ -66,7 +66,7 @@ def _run(broker, new_topic, unique_name, tmp_path, faults_at: float | None):
 
 
 def _ns(iso: str) -> int:
-    from tests.integration.truth_compare import iso_to_ns
+    from tests.truth_compare import iso_to_ns
 
     return iso_to_ns(iso)
 

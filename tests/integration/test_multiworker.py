@@ -21,7 +21,7 @@ from processor.generate import FaultSpec, GroundTruth, ShopGenerator
 from processor.generate.sinks import send_kafka
 from tests.chshim import Shim, start_shim
 from tests.integration.harness import Pipeline, make_pipeline, wait_until
-from tests.integration.truth_compare import assert_exact, counts_match, iso_to_ns
+from tests.truth_compare import assert_exact, counts_match, iso_to_ns
 
 pytestmark = pytest.mark.integration
 W_NS = 2_000_000_000

@@ -11,7 +11,7 @@ import pytest
 from processor.generate import GroundTruth, ShopGenerator
 from processor.generate.sinks import send_kafka
 from tests.integration.harness import Pipeline, make_pipeline, wait_until
-from tests.integration.truth_compare import assert_exact, counts_match
+from tests.truth_compare import assert_exact, counts_match
 
 pytestmark = pytest.mark.integration
 WINDOW_NS = 2_000_000_000

@@ -129,6 +129,14 @@ def test_shipped_configs_validate(name: str) -> None:
     assert config.dlq.brokers == config.kafka.brokers  # inherited at load
 
 
+def test_the_packaged_default_is_config_local_yaml() -> None:
+    # `demo` reads the copy inside the package; config/local.yaml is what users read.
+    from importlib import resources
+
+    packaged = resources.files("processor.config").joinpath("local.yaml").read_bytes()
+    assert packaged == (REPO / "config" / "local.yaml").read_bytes()
+
+
 def test_local_config_uses_short_windows_and_embedded_clickhouse() -> None:
     config = load_config(REPO / "config" / "local.yaml", environ={})
     assert config.windows.size == Duration(10 * S)

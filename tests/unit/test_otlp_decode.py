@@ -777,6 +777,14 @@ def test_registry_dispatch_and_unknown_encoding(decoder: SpanDecoder) -> None:
         decoder.decode(VALID, "jaeger")
 
 
+def test_the_config_accepts_exactly_the_registered_encodings() -> None:
+    from typing import get_args
+
+    from processor.config.components import Encoding
+
+    assert list(get_args(Encoding)) == encodings()
+
+
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
 def test_decode_records_equals_one_by_one_and_sets_offsets(encoding: str) -> None:
     rng = random.Random(11)

@@ -1,4 +1,4 @@
-"""Compare pipeline query rows with the generator's independent ground truth."""
+"""Compare final rows (query API rows or the runner's) with the generator's independent ground truth."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import numpy as np
 from processor.generate import GroundTruth
 
 
-def iso_to_ns(text: str) -> int:
+def iso_to_ns(text: str | int) -> int:
+    """A window start as ns: the query API's ISO string, or the store's epoch ms."""
+    if isinstance(text, int):
+        return text * 1_000_000
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000) * 1_000_000
 
 
