@@ -206,7 +206,7 @@ def evaluate_nab(ctx: typer.Context) -> None:
                       context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def evaluate_faults(ctx: typer.Context) -> None:
     """Injected faults in generated traffic: precision, recall, F1, delay, false alarms per entity-day."""
-    from processor.evaluate.faults import main as faults_main
+    from processor.evaluate.faults_cli import main as faults_main
 
     raise typer.Exit(faults_main(list(ctx.args), out))
 

@@ -1,1 +1,3 @@
-"""Stage-1 partition aggregation (pair + window + offset holds) and stage-2 finalisation."""
+"""The two aggregation stages without transport: stage 1 (records -> pairs -> partial window
+rows and changed keys), stage 2 (keys -> final rows), the message between them, and LocalRun,
+which runs both in one process over the same calls."""

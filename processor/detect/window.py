@@ -9,13 +9,13 @@ history is in. Latency is scored as log(ms), the request count on a square-root 
 ratio a beta-binomial tail (a median/MAD of mostly-zero ratios calls one stray error in 40
 requests a 5-sigma event), traffic a lasting drop. A score in [threshold, critical) alarms
 only if its metric was suspicious in the previous window too, and a flagged value is not
-learned (the Thresholded convention) until it has lasted ``adapt_after_windows``.
+learned (:func:`~processor.detect.threshold.refusals`) until it has lasted
+``tuning.adapt_after_windows``.
 
 Every entity of a window is scored and learned in one batch: the state is columnar
-(:class:`~processor.detect.entity_state.EntityState`, one row per entity) and each kind of
-detector is a bank over all rows (:mod:`processor.detect.banks`), bit-for-bit the scalar
-detectors of :mod:`processor.detect` (RobustBaseline, EWMA, Seasonal) that the NAB harness
-runs. Only the rare entity with evidence is explained in Python.
+(:class:`~processor.detect.entity_state.EntityState`, one row per entity), each kind of
+detector is a bank over all rows (:mod:`processor.detect.banks`) and one pass scores them all
+(:mod:`processor.detect.scoring`). Only the rare entity with evidence is explained in Python.
 
 Contract with the caller (see :meth:`WindowDetector.observe_window`):
 
@@ -56,11 +56,8 @@ from typing import Any
 import numpy as np
 
 from processor.config.components import AnomalyConfig, WindowsConfig
-from processor.detect import stats
 from processor.detect.attribution import rank_edges
 from processor.detect.autoencoder import Autoencoder
-from processor.detect.banks import EWMABank, RobustBank
-from processor.detect.counts import sustained_drops
 from processor.detect.entity_models import score_vector, vector_features, window_vectors
 from processor.detect.entity_state import NO_WINDOW, SCORED, EntityState
 from processor.detect.entity_vector import (
@@ -76,10 +73,10 @@ from processor.detect.entity_vector import (
     group_by_window,
     merge_edge_rows,
 )
+from processor.detect.scoring import Feats, Scores, model_vectors, score_window
 from processor.detect.threshold import refusals
 
 STATE_VERSION = 3  # 3: the settings are processors.anomaly and the window size
-Feats = tuple[int, int, float, float, float]  # (requests, errors, p50, p95, p99) of a window
 _ABSENT: Feats = (0, 0, math.nan, math.nan, math.nan)
 _METRIC = {m: j for j, m in enumerate(FEATURES)}
 
@@ -102,21 +99,6 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class _Scores:
-    """Member scores of one batch of entity windows (rows of the batch x metrics)."""
-
-    robust: np.ndarray | None
-    ewma: np.ndarray | None
-    seasonal: np.ndarray | None  # zero where the seasonal members are not warm yet
-    references: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # the seasonal slot's, for learning
-    errors: np.ndarray
-    drop: np.ndarray  # the multi-window drop's score
-    drop_observed: np.ndarray  # its mean count per window
-    drop_expected: np.ndarray  # and the baseline count
-    drop_z: np.ndarray
 
 
 class WindowDetector:
@@ -249,8 +231,8 @@ class WindowDetector:
         feats = [batch[i][1] for i in at]
         n = np.array([f[0] for f in feats], dtype=np.int64)
         k = np.array([f[1] for f in feats], dtype=np.int64)
-        x = self._vectors(rows, feats, n)
-        sc = self._score(rows, x, n, k)
+        x = model_vectors(self.cfg, self._state, rows, feats, n)
+        sc = score_window(self.cfg, self._state, self.period, rows, x, n, k)
         scores = np.zeros((len(rows), len(FEATURES)))
         assessed = np.c_[np.isfinite(x[:, :4]), n > 0]  # a window without evidence neither confirms nor clears
         hot = sc.errors >= s.info
@@ -268,88 +250,8 @@ class WindowDetector:
         self._learn(rows, x, scores, assessed, n, k, sc.references)
         return out
 
-    def _vectors(self, rows: np.ndarray, feats: list[Feats], n: np.ndarray) -> np.ndarray:
-        """The windows on the model scale (see to_model), NaN where a value is no evidence."""
-        s = self.cfg
-        tail, nan, log = s.tuning.min_tail_requests, math.nan, math.log
-        x = np.full((len(feats), len(FEATURES)), nan)
-        for b, (nb, kb, p50, p95, p99) in enumerate(feats):
-            if nb < s.min_requests or nb <= 0:
-                continue
-            # A quantile with fewer than min_tail_requests requests above it is the max, not a p99.
-            # math.log, not numpy's: its SIMD log may differ from libm in the last bit.
-            x[b, 1] = log(p50) if nb * 0.5 >= tail and p50 > 0.0 else nan
-            x[b, 2] = log(p95) if nb * 0.05 >= tail and p95 > 0.0 else nan
-            x[b, 3] = log(p99) if nb * 0.01 >= tail and p99 > 0.0 else nan
-            x[b, 4] = kb / nb
-        # Traffic is judged against the volume the entity normally has: a drop to 3 requests
-        # from 600 is the anomaly, so its guard uses the baseline volume, not this window's.
-        rate_ok = n >= s.min_baseline_requests
-        if not rate_ok.all():
-            rate_ok |= self._state.baseline_volume(rows) >= s.min_baseline_requests
-        x[:, 0] = np.where(rate_ok, 2.0 * np.sqrt(n + 0.375), nan)
-        return x
-
-    def _score(self, rows: np.ndarray, x: np.ndarray, n: np.ndarray, k: np.ndarray) -> _Scores:
-        """Every member's score of every row's window against the state before it (no learning)."""
-        s, st = self.cfg, self._state
-        x4 = x[:, :4]
-        srt = st.robust.sorted_rings(rows) if st.robust is not None else None
-        robust = st.robust.score(rows, x4, srt) if st.robust is not None and srt is not None else None
-        ewma = st.ewma.score(rows, x4) if st.ewma is not None else None
-        seasonal = refs = None
-        if st.seasonal is not None:
-            seasonal = np.zeros(x4.shape)
-            refs = st.seasonal.references(rows)
-            warm = st.slots[rows] > self.period * min(s.tuning.seasonal_lags) + s.tuning.seasonal_grace_windows
-            if warm.all():
-                seasonal = st.seasonal.score(rows, x4, refs)
-            elif warm.any():
-                seasonal[warm] = st.seasonal.score(rows[warm], x4[warm], tuple(r[warm] for r in refs))
-        errors = st.errors.score(rows, k, n, s.min_requests)
-        return _Scores(robust, ewma, seasonal, refs, errors, *self._drops(rows, x, n, srt))
-
-    def _drops(self, rows: np.ndarray, x: np.ndarray, n: np.ndarray, srt: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The multi-window traffic drop per row against the traffic member's baseline (robust
-        first): (score, observed per-window count, expected count, z); score 0 where none."""
-        s, st = self.cfg, self._state
-        size = len(rows)
-        score, z = np.zeros(size), np.zeros(size)
-        observed, expected = np.full(size, math.nan), np.full(size, math.nan)
-        base = st.robust if st.robust is not None else st.ewma
-        if base is None or not st.recent_n.shape[1] or s.tuning.traffic_direction == "up":
-            return score, observed, expected, z
-        # A sum of m windows shows a drop sqrt(m) times more clearly than one, so it waits for a
-        # full baseline (robust_windows learned): a scale from the first dozen windows of a
-        # low-volume entity called an ordinary three-window dip a 4-sigma drop. Single-window
-        # drops are the members' (Student-t read) meanwhile.
-        learned = base.size[rows, 0] if isinstance(base, RobustBank) else base.n_learned[rows, 0]
-        live = ((st.recent_count[rows] > 0) & np.isfinite(x[:, 0]) & (learned >= s.tuning.robust_windows)
-                & (base.n_learned[rows, 0] >= base.grace_period))
-        if not live.any():
-            return score, observed, expected, z
-        med, scale = self._rate_baseline(base, rows[live], srt[live, 0] if srt is not None else None)
-        with np.errstate(invalid="ignore"):
-            dev = (x[live, 0] - med) / scale
-        z[live], observed[live], expected[live] = sustained_drops(
-            med, dev, x[live, 0], n[live], st.recent_n[rows[live]], st.recent_count[rows[live]], s.tuning.rate_drop_unit)
-        for b in np.nonzero(z > 0.0)[0]:  # math's exp, as the scalar detectors score
-            score[b] = stats.squash(float(z[b]))
-        return score, observed, expected, z
-
-    @staticmethod
-    def _rate_baseline(base: RobustBank | EWMABank, rows: np.ndarray, srt: np.ndarray | None
-                       ) -> tuple[np.ndarray, np.ndarray]:
-        """(expected, scale) of the traffic member (NaN expected where it has nothing learned)."""
-        if isinstance(base, RobustBank) and srt is not None:
-            return base.baseline(rows, 0, srt)
-        assert isinstance(base, EWMABank)
-        mean = np.where(base.n_learned[rows, 0] > 0, base.mean[rows, 0], np.nan)
-        return mean, base._scale(base.mean[rows, 0:1], base.var[rows, 0:1])[:, 0]
-
     def _judge(self, b: int, row: int, key: tuple[str, str], ws: int, x: np.ndarray, n: int, k: int,
-               vector: np.ndarray | None, sc: _Scores, scores: np.ndarray) -> Verdict | None:
+               vector: np.ndarray | None, sc: Scores, scores: np.ndarray) -> Verdict | None:
         """One entity window with some evidence: its factors, its verdict; fills ``scores`` (per
         metric, the strongest evidence) and the autoencoder's confirmation state."""
         s, st = self.cfg, self._state

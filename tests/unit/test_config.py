@@ -368,3 +368,40 @@ def test_config_is_frozen() -> None:
     with pytest.raises(ValueError):
         config.windows.size = Duration(1)  # type: ignore[misc]
     assert isinstance(Config.model_validate(config.model_dump()), Config)  # dump round-trips
+
+
+def test_production_config_shows_every_key() -> None:
+    """config/production.yaml is the reference of the keys: each component model's every
+    field (nested ones too) is written out in it."""
+    import typing
+
+    import yaml
+    from pydantic import BaseModel
+
+    from processor.config.components import EXPORTERS, PROCESSORS, RECEIVERS
+
+    raw = yaml.safe_load((REPO / "config" / "production.yaml").read_text())
+
+    def model_of(annotation: object) -> type[BaseModel] | None:
+        for arg in (annotation, *typing.get_args(annotation)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+        return None
+
+    def missing(model: type[BaseModel], section: dict, path: str) -> list[str]:
+        out = []
+        for field, info in model.model_fields.items():
+            if field not in section:
+                out.append(f"{path}.{field}")
+                continue
+            nested = model_of(info.annotation)
+            if nested is not None and isinstance(section[field], dict):
+                out += missing(nested, section[field], f"{path}.{field}")
+        return out
+
+    gaps = []
+    for kind, registry in (("receivers", RECEIVERS), ("processors", PROCESSORS),
+                           ("exporters", EXPORTERS)):
+        for cid, section in raw[kind].items():
+            gaps += missing(registry[cid.split("/")[0]], section or {}, f"{kind}.{cid}")
+    assert gaps == []

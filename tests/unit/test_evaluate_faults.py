@@ -7,6 +7,7 @@ from pathlib import Path
 
 from processor.config.components import AnomalyConfig
 from processor.evaluate import faults as ef
+from processor.evaluate import faults_cli
 from processor.evaluate.faults_scenario import (
     SIZES,
     LabelledFault,
@@ -124,10 +125,10 @@ def test_cli_prints_the_tables_and_writes_json(tmp_path: Path) -> None:
 
     console = Console(record=True, width=140)
     out = tmp_path / "report.json"
-    code = ef.main(["--seed", "6", "--rate", "2", "--fault-days", "0.03", "--clean-days", "0",
+    code = faults_cli.main(["--seed", "6", "--rate", "2", "--fault-days", "0.03", "--clean-days", "0",
                     "--jobs", "1", "--warmup-windows", "20", "--json", str(out)], console=console)
     assert code == 0
     text = console.export_text()
     assert "overall" in text and "false alarms / entity-day" in text
     assert json.loads(out.read_text())["overall"]["faults"] >= 1
-    assert ef.main(["--detectors", "robust,lstm", "--fault-days", "0.01"], console=console) == 2
+    assert faults_cli.main(["--detectors", "robust,lstm", "--fault-days", "0.01"], console=console) == 2
