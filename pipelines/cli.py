@@ -8,11 +8,12 @@ import logging
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
 
+from processor.config.components import Encoding, KafkaTraces
 from processor.errors import OtelInsightsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -120,11 +121,11 @@ def gateway(config: ConfigOpt) -> None:
 @app.command()
 def generate(
     brokers: Annotated[str, typer.Option(help="comma-separated Kafka brokers")] = "127.0.0.1:19092",
-    topic: Annotated[str, typer.Option()] = "otlp_spans",
+    topic: Annotated[str, typer.Option()] = KafkaTraces().topic,
     otlp_http: Annotated[str, typer.Option(help="send to this OTLP/HTTP URL instead of Kafka")] = "",
     rate: Annotated[float, typer.Option(help="traces per second")] = 50.0,
     duration: Annotated[float, typer.Option(help="seconds of traffic")] = 60.0,
-    encoding: Annotated[str, typer.Option(help="otlp_proto or otlp_json")] = "otlp_proto",
+    encoding: Annotated[str, typer.Option(help=" or ".join(get_args(Encoding)))] = KafkaTraces().encoding,
     seed: Annotated[int, typer.Option()] = 1,
     realtime: Annotated[bool, typer.Option(help="pace to wall clock (else as fast as possible)")] = True,
     fault: Annotated[list[str], typer.Option(help="KIND:TARGET:START_S:DURATION_S[:MAGNITUDE], e.g. latency_shift:payment:30:60:4")] = [],  # noqa: B006

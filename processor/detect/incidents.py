@@ -38,7 +38,7 @@ class Assignment:
 class IncidentTracker:
     """Assigns incident ids to each window's anomalies (call once per window, in order)."""
 
-    def __init__(self, window_ms: int, gap_windows: int = 2) -> None:
+    def __init__(self, window_ms: int, gap_windows: int) -> None:
         self.window_ms = window_ms
         self.gap_windows = gap_windows
         self.open: dict[str, Incident] = {}

@@ -35,7 +35,7 @@ class KafkaSink:
 
     def __init__(self, brokers: list[str], *, compression: str | None, request_timeout_ms: int,
                  linger_ms: int, enable_idempotence: bool, max_record_bytes: int,
-                 reconnect_backoff_s: tuple[float, float] = (0.2, 5.0)) -> None:
+                 reconnect_backoff_s: tuple[float, float]) -> None:
         self.brokers = list(brokers)
         self.compression = compression
         self.request_timeout_ms = request_timeout_ms

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from clickhouse_connect.driver.binding import format_bind_value
 
+from processor.config.components import ClickHouseExporter
 from processor.errors import ConfigError, StorageError
 
 Row = Sequence[Any]
@@ -257,14 +258,7 @@ class HttpBackend:
     user's default database and `CREATE DATABASE` works before ours exists.
     """
 
-    def __init__(
-        self,
-        url: str,
-        username: str = "default",
-        password: str = "",
-        database: str = "otel_insights",
-        timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, url: str, username: str, password: str, database: str, timeout: float) -> None:
         import clickhouse_connect
 
         parts = urlsplit(url)
@@ -354,37 +348,11 @@ def _http_value(value: Any) -> Any:
 # --------------------------------------------------------------------------- open
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, str]:
-    """("chdb", data path) or ("http", url) for a clickhouse exporter endpoint.
-
-    `chdb:///abs/path` names /abs/path and `chdb://rel/path` names rel/path.
-    """
-    scheme = endpoint.split("://", 1)[0].lower() if "://" in endpoint else ""
-    if scheme == "chdb":
-        path = endpoint[len("chdb://") :]
-        if not path:
-            raise ConfigError(f"clickhouse endpoint {endpoint!r}: missing chdb data path")
-        return "chdb", path
-    if scheme in ("http", "https"):
-        return "http", endpoint
-    raise ConfigError(
-        f"clickhouse endpoint {endpoint!r}: use chdb:///path, http://host:8123 or https://host:8443"
-    )
-
-
-def open_backend(
-    endpoint: str,
-    *,
-    username: str = "default",
-    password: str = "",
-    database: str = "otel_insights",
-    timeout: float = 10.0,
-) -> Backend:
-    """Backend for `chdb:///abs/path`, `chdb://rel/path`, `http://host:8123` or `https://…`."""
-    kind, target = parse_endpoint(endpoint)
-    if kind == "chdb":
-        return ChdbBackend(target)
-    return HttpBackend(target, username, password, database, timeout)
+def open_backend(ch: ClickHouseExporter) -> Backend:
+    """The backend of `exporters.clickhouse`: chdb for `chdb://<path>`, else clickhouse-connect."""
+    if ch.backend == "chdb":
+        return ChdbBackend(ch.chdb_path)
+    return HttpBackend(ch.endpoint, ch.username, ch.password, ch.database, ch.timeout.seconds)
 
 
 def epoch_ms_to_datetime(ms: int) -> datetime:

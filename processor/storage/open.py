@@ -8,8 +8,7 @@ from processor.storage.store import Store
 
 
 def open_store(ch: ClickHouseExporter, migrate: bool | None = None) -> Store:
-    backend = open_backend(ch.endpoint, username=ch.username, password=ch.password,
-                           database=ch.database, timeout=ch.timeout.seconds)
+    backend = open_backend(ch)
     store = Store(backend, ch.database)
     if ch.create_schema if migrate is None else migrate:
         store.migrate(ch.ttl.ns // 1_000_000_000, ch.cluster_name)

@@ -147,7 +147,7 @@ def _ms_keys(row: dict[str, Any]) -> dict[str, Any]:
 class Store:
     """Window partials, final windows and watermarks in one ClickHouse database."""
 
-    def __init__(self, backend: Backend, database: str = "otel_insights") -> None:
+    def __init__(self, backend: Backend, database: str) -> None:
         self.backend = backend
         self.database = check_database_name(database)
         self._version_lock = threading.Lock()

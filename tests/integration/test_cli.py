@@ -71,8 +71,8 @@ def test_query_says_what_to_do_when_the_store_is_held_and_nobody_answers(tmp_pat
 
     data = tmp_path / "chdb"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys,time; from processor.storage.backends import open_backend;"
-         f" b=open_backend('chdb://{data}'); print('ready', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import sys,time; from processor.storage.backends import ChdbBackend;"
+         f" b=ChdbBackend('{data}'); print('ready', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"

@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from processor.config import ClickHouseExporter
 from processor.errors import ConfigError, StorageError
 from processor.storage import Store, migrate, open_backend, rows_to_jsonable
 from processor.storage import store as store_module
-from processor.storage.backends import Backend, ChdbBackend, parse_endpoint
+from processor.storage.backends import Backend, ChdbBackend
 from processor.storage.schema import MIGRATIONS, applied_versions
 from processor.storage.sketch_sql import SKETCH_GAMMA, SKETCH_MIN_VALUE_MS, quantile_sql
 from processor.windows import sketch
@@ -111,7 +112,8 @@ def adaptor_backend(chdb_backend: ChdbBackend) -> Iterator[Backend]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(chdb_backend))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    backend = open_backend(f"http://127.0.0.1:{server.server_address[1]}", timeout=30)
+    backend = open_backend(ClickHouseExporter(endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+                                              timeout="30s"))
     yield backend
     backend.close()
     server.shutdown()
@@ -143,7 +145,7 @@ def server_backend() -> Iterator[Backend]:
     url, extra = _server_url()
     if url is None:
         pytest.skip(str(extra))
-    backend = open_backend(url)
+    backend = open_backend(ClickHouseExporter(endpoint=url))
     yield backend
     backend.close()
     if extra is not None:
@@ -573,34 +575,25 @@ def test_dead_http_endpoint_is_one_line_storage_error() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(StorageError) as info:
-        open_backend(f"http://user:secret@127.0.0.1:{port}", timeout=2)
+        open_backend(ClickHouseExporter(endpoint=f"http://user:secret@127.0.0.1:{port}", timeout="2s"))
     message = str(info.value)
     assert message.startswith(f"ClickHouse http://127.0.0.1:{port} is unreachable: ")
     assert message.endswith("Connection refused") and "secret" not in message
     assert info.value.__cause__ is None  # nothing for the CLI to print beyond the line
 
 
-def test_endpoint_parsing() -> None:
-    assert parse_endpoint("chdb:///var/lib/oi") == ("chdb", "/var/lib/oi")
-    assert parse_endpoint("chdb://data/oi") == ("chdb", "data/oi")
-    assert parse_endpoint("https://ch:8443") == ("http", "https://ch:8443")
-    for bad in ("tcp://ch:9000", "chdb://", "/just/a/path"):
-        with pytest.raises(ConfigError, match="clickhouse endpoint"):
-            parse_endpoint(bad)
-
-
 def test_second_directory_in_same_process_is_storage_error(chdb_backend: ChdbBackend) -> None:
     with pytest.raises(StorageError, match="one data directory per process"):
-        open_backend(f"chdb://{chdb_backend.path}-other")
+        open_backend(ClickHouseExporter(endpoint=f"chdb://{chdb_backend.path}-other"))
 
 
 def test_second_process_opening_chdb_dir_gets_storage_error(chdb_backend: ChdbBackend) -> None:
     script = (
         "import sys\n"
         "from processor.errors import StorageError\n"
-        "from processor.storage import open_backend\n"
+        "from processor.storage import ChdbBackend\n"
         "try:\n"
-        "    open_backend('chdb://' + sys.argv[1])\n"
+        "    ChdbBackend(sys.argv[1])\n"
         "except StorageError as exc:\n"
         "    print(exc)\n"
         "    sys.exit(3)\n"
