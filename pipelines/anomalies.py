@@ -26,6 +26,7 @@ from processor.detect.incidents import IncidentTracker
 from processor.detect.window import WindowDetector
 from processor.storage.store import END_OF_TIME_MS
 from processor.telemetry import Metrics
+from processor.windows.arith import window_start
 
 log = logging.getLogger("otel_insights.anomaly")
 SCHEMA_VERSION = 1
@@ -35,9 +36,10 @@ DISCOVER_EVERY_S = 2.0  # how often to look for the first stored window, before 
 
 
 class AnomalyStage:
-    def __init__(self, config: Config, cfg: AnomalyConfig, io: StoreIO, metrics: Metrics, topic: Any) -> None:
-        assert config.kafka is not None
-        self.cfg = cfg
+    def __init__(self, config: Config, io: StoreIO, metrics: Metrics, topic: Any, finalizer: Finalizer) -> None:
+        """`finalizer` is stage 2's: it knows which windows are final on every input."""
+        assert config.kafka is not None and config.anomaly is not None
+        self.cfg: AnomalyConfig = config.anomaly
         self.io = io
         self.store = io.store
         self.metrics = metrics
@@ -45,9 +47,9 @@ class AnomalyStage:
         self.group_id = config.kafka.group_id
         self.idle_timeout_ms = config.windows.idle_timeout.ms
         self.window_ms = config.windows.size.ms
-        self.finalizer: Finalizer | None = None  # stage 2's: which windows are final everywhere
-        self.trainer = (ModelTrainer(io, metrics, cfg.autoencoder, cfg.min_requests, self.window_ms)
-                        if "autoencoder" in cfg.detectors else None)
+        self.finalizer = finalizer
+        self.trainer = (ModelTrainer(io, metrics, self.cfg.autoencoder, self.cfg.min_requests, self.window_ms)
+                        if "autoencoder" in self.cfg.detectors else None)
         self.settle_s = 2.0 + 4 * config.kafka.max_batch_wait.seconds
         self.owner = False
         self._compute_s = 0.0  # judging time within the current tick
@@ -197,7 +199,7 @@ class AnomalyStage:
         before the wall clock, after which an input that sent nothing has nothing to send.
         Whether the window has rows is found when it is judged.
         """
-        final_before = self.finalizer.final_before_ms() if self.finalizer is not None else None
+        final_before = self.finalizer.final_before_ms()
         if final_before is None:
             return
         now_ms = int(time.time() * 1000)
@@ -212,7 +214,7 @@ class AnomalyStage:
                 return
             start = first - self.window_ms
         oldest = now_ms - self.cfg.history.ms
-        start = max(start, oldest - oldest % self.window_ms - self.window_ms)
+        start = max(start, window_start(oldest, self.window_ms) - self.window_ms)
         now = time.monotonic()
         for ws in range(start + self.window_ms, bound - self.window_ms + 1, self.window_ms):
             self.pending.setdefault(ws, now)

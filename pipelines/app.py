@@ -23,19 +23,20 @@ import os
 import signal
 import tempfile
 import time
-from collections import defaultdict, deque
 from collections.abc import Collection, Iterator
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipelines.acks import InputHolds, KeyHolds
 from pipelines.outbox import KafkaOutbox
 from pipelines.store_io import StoreIO
 from processor.aggregate.messages import Watermark
 from processor.aggregate.stage1 import Partition, Record, Stage1
 from processor.aggregate.stage2 import Stage2
 from processor.config import Config
+from processor.config.components import PrometheusExporter
 from processor.since import parse_since
 from processor.storage.queries import rows_to_jsonable
 from processor.telemetry import Metrics
@@ -46,26 +47,23 @@ QUERY_NAMES = ("health", "edges", "topology", "anomalies")
 _EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
-class Worker:
+class AgentState:
     """What the agents of one worker share; `failed` stops every agent after an internal error."""
 
-    def __init__(self, cfg: Config, io: StoreIO, metrics: Metrics) -> None:
-        self.cfg = cfg
-        self.io = io
-        self.metrics = metrics
+    def __init__(self) -> None:
         self.failed = False
         # Timers and agents interleave at awaits: each stage's state has its own lock.
         self.stage1_lock = asyncio.Lock()
         self.stage2_lock = asyncio.Lock()
-        self.held1: dict[Partition, deque[Any]] = defaultdict(deque)  # events until their offset is safe
-        self.held2: list[tuple[Any, Any]] = []  # (event, the key it announced)
+        self.held1 = InputHolds()
+        self.held2 = KeyHolds()
 
 
 def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Collection[str],
                partials_partitions: int) -> faust.App:
     kafka = cfg.kafka
     assert kafka is not None
-    prom_host, prom_port = cfg.prometheus.host_port if cfg.prometheus else ("127.0.0.1", 9464)
+    prom_host, prom_port = (cfg.prometheus or PrometheusExporter()).host_port
     app = faust.App(
         kafka.group_id,
         broker=[f"kafka://{b}" for b in kafka.brokers],
@@ -97,53 +95,34 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Col
     partials = app.topic(kafka.partials_topic, **raw)
     outbox = KafkaOutbox(partials, partials_partitions, rekey=app.topic(kafka.rekey_topic, **raw),
                          dlq=app.topic(cfg.dlq.topic, **raw))
-    w = Worker(cfg, io, metrics)
+    w = AgentState()
     stage1 = Stage1(cfg, io.store, io.call, outbox, metrics)
+    stage2 = Stage2(cfg.windows, expected_sources, io.store, io.call, metrics)
     anomaly = None
     if cfg.anomaly is not None:
         from pipelines.anomalies import AnomalyStage
 
-        anomaly = AnomalyStage(cfg, cfg.anomaly, io, metrics, app.topic(cfg.anomaly.topic, **raw))
-    stage2 = Stage2(cfg.windows, expected_sources, io.store, io.call, metrics,
-                    on_final=anomaly.remember if anomaly is not None else None)
-    if anomaly is not None:
-        anomaly.finalizer = stage2.finalizer
+        anomaly = AnomalyStage(cfg, io, metrics, app.topic(cfg.anomaly.topic, **raw), stage2.finalizer)
+        stage2.on_final = anomaly.remember
     wait_s = kafka.max_batch_wait.seconds
     stage1_topics = {kafka.traces.topic, kafka.rekey_topic}
-
-    def ack1(safe: dict[Partition, int]) -> None:
-        for tp, offset in safe.items():
-            q = w.held1[tp]
-            while q and q[0].message.offset < offset:
-                q.popleft().ack()
-
-    def ack2() -> None:
-        keep = []
-        for ev, key in w.held2:
-            if stage2.is_pending(key):
-                keep.append((ev, key))
-            else:
-                ev.ack()
-        w.held2 = keep
 
     async def process1(events: list[Any]) -> None:
         records = []
         for ev in events:
             m = ev.message
-            m.incref()  # released by ack1 once the results are durable
-            w.held1[(m.topic, m.partition)].append(ev)
+            w.held1.hold(ev)  # released once its results are durable
             value = m.value if isinstance(m.value, bytes) else bytes(m.value or b"")
             records.append(Record(m.topic, m.partition, m.offset, m.key, value))
-        ack1(await stage1.process(records))
+        w.held1.release(await stage1.process(records))
 
     async def process2(events: list[Any]) -> None:
         for ev in events:
             msg = stage2.receive(ev.message.offset, ev.value)
             if msg is not None and not isinstance(msg, Watermark):
-                ev.message.incref()  # released by ack2 once the key's final row is written
-                w.held2.append((ev, msg))
+                w.held2.hold(ev, msg)  # released once the key's final row is written
         await stage2.finalize_ready()
-        ack2()
+        w.held2.release(stage2.is_pending)
 
     @app.agent(inputs, name="stage1")
     async def stage1_agent(stream: Any) -> None:
@@ -165,13 +144,11 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Col
             return
         assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()
                     if tp.topic in stage1_topics}
-        for tp in list(w.held1):
-            if tp not in assigned:
-                w.held1.pop(tp)  # revoked: whatever was not acked is replayed by the new owner
         backlog = await _lag_and_backlog(app, stage1, metrics, assigned)
         async with w.stage1_lock:
             with _busy(metrics, "stage1"):
-                ack1(await stage1.tick(assigned, backlog))
+                w.held1.keep_only(assigned)  # with the aggregators tick drops, under one lock
+                w.held1.release(await stage1.tick(assigned, backlog))
 
     @app.timer(0.5)
     async def stage2_timer() -> None:
@@ -180,7 +157,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Col
         async with w.stage2_lock:
             with _busy(metrics, "stage2"):
                 await stage2.finalize_ready()
-                ack2()
+                w.held2.release(stage2.is_pending)
             if anomaly is not None:
                 mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.partials_topic}
                 await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
@@ -212,7 +189,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Col
 
     app.stage1 = stage1  # type: ignore[attr-defined]
     app.stage2 = stage2  # type: ignore[attr-defined]
-    app.worker = w  # type: ignore[attr-defined]
+    app.agent_state = w  # type: ignore[attr-defined]
     return app
 
 
@@ -234,7 +211,7 @@ def _busy(metrics: Metrics, step: str) -> Iterator[None]:
         metrics.inc("otel_insights_stage_busy_seconds_total", time.perf_counter() - t0, step=step)
 
 
-async def _guarded(w: Worker, fn: Any, events: list[Any]) -> None:
+async def _guarded(w: AgentState, fn: Any, events: list[Any]) -> None:
     """Run a stage step; an unexpected error stops the worker instead of skipping records.
 
     Bad input never gets here (it goes to the DLQ). Anything else means in-memory state may

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from processor.aggregate.health import LatencyBaselines, classify
 from processor.aggregate.messages import EdgeKey, HealthKey, Watermark
 from processor.config.components import WindowsConfig
+from processor.windows.arith import END_OF_TIME_MS
 from processor.windows.sketch import merged_quantiles
-
-ALL_FINAL = 2**62  # every source idle: whatever arrived is all there is
 
 
 @dataclass
@@ -59,7 +58,7 @@ class Finalizer:
             return None
         active = [s.watermark_ms for s in self.sources.values() if not s.idle]
         if not active:
-            return ALL_FINAL
+            return END_OF_TIME_MS  # every source idle: whatever arrived is all there is
         return min(active)
 
     def take_ready(self) -> tuple[list[HealthKey], list[EdgeKey]]:

@@ -2,8 +2,10 @@
 
 Records are fed per input partition; what stage 1 sends is delivered to stage 2 at once
 (keys and watermarks in the order sent), re-keyed records come back to stage 1 on the
-re-key topic, and time only moves when the caller says so (`advance`), so idle partitions
-and late data are deterministic. The store is a `MemoryStore` unless one is given (a chdb
+re-key topic, and stage 1's clock only moves when the caller says so (`advance`), so idle
+partitions and late data are deterministic (row versions and stage 2's close-lag metric
+still read the wall clock). One stage-2 instance receives every partials message in the
+order sent; in `run` keys and watermarks travel on different partitions. The store is a `MemoryStore` unless one is given (a chdb
 `Store` runs the same). For tests, golden cases and trying a config on a file of traces:
 
     run = LocalRun(config)
@@ -35,7 +37,7 @@ async def direct(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
-class Outbox:
+class ListOutbox:
     """Stage 1's outbox as lists (dead letters are kept for the caller)."""
 
     def __init__(self) -> None:
@@ -74,7 +76,7 @@ class LocalRun:
         self.partitions = partitions or kafka.partitions
         self.store = store if store is not None else MemoryStore()
         self.metrics = Metrics()
-        self.outbox = Outbox()
+        self.outbox = ListOutbox()
         self.now = 0.0  # the runner's monotonic clock, in seconds
         self.stage1 = Stage1(config, self.store, direct, self.outbox, self.metrics,
                              clock=lambda: self.now)

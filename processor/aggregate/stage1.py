@@ -12,9 +12,9 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -29,14 +29,13 @@ from processor.otlp.compression import decompress_record
 from processor.otlp.decode import SpanDecoder
 from processor.otlp.encode import split_by_trace
 from processor.otlp.registry import get_codec
-from processor.storage.window_store import WindowStore
+from processor.storage.window_store import IoCall, WindowStore
 from processor.telemetry import Metrics
 from processor.windows.accumulator import pack_edge, unpack_edge
 
 log = logging.getLogger("otel_insights.stage1")
 _TRACE_KEY = re.compile(rb"^[0-9a-f]{32}$")
 Partition = tuple[str, int]  # (topic, partition)
-IoCall = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -157,8 +156,8 @@ class Stage1:
             self._warned_rekey = True
         try:
             data = self.codec.parse(payload)
-        except DecodeError as exc:
-            raise DecodeError(f"cannot re-key record: {exc}") from exc
+        except Exception as exc:  # any parse failure (e.g. JSON nested too deep) is bad input
+            raise DecodeError(f"cannot re-key record: {exc!r}") from exc
         await self.outbox.rekey([(trace_id.hex().encode(), self.codec.encode(part))
                                  for trace_id, part in split_by_trace(data).items()])
         self.metrics.inc("otel_insights_rekeyed_records_total")

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterable
 from processor.aggregate import messages
 from processor.aggregate.finalize import Finalizer
 from processor.aggregate.messages import EdgeKey, HealthKey, PartialsMessage, Watermark
-from processor.aggregate.stage1 import IoCall
 from processor.config.components import WindowsConfig
 from processor.errors import DecodeError
-from processor.storage.window_store import Row, WindowStore
+from processor.storage.window_store import IoCall, Row, WindowStore
 from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.stage2")

@@ -30,7 +30,7 @@ class ErrorBank(RowColumns):
     _fills = dict.fromkeys(("ring_k", "ring_n", "pos", "size", "pool_k", "pool_n", "n_learned", "recent_k",
                             "recent_n", "recent_count"), 0)
 
-    def __init__(self, window: int = 60, grace_period: int = 10, unit: float = 0.003, span: int = 3) -> None:
+    def __init__(self, window: int, grace_period: int, unit: float, span: int) -> None:
         self.window, self.grace_period, self.unit, self.span = window, grace_period, unit, span
         r = max(span - 1, 0)
         self.ring_k = np.zeros((0, window), dtype=np.int64)  # learned windows

@@ -124,13 +124,15 @@ def window_vectors(health_rows: Iterable[Mapping[str, Any]], edge_rows: Iterable
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How entity models are built: network shape, training length, history bounds, seed."""
+    """How entity models are built: network shape, training length, history bounds, seed.
 
-    hidden: tuple[int, ...] = (8, 3)
-    epochs: int = 60
+    The pipeline's comes from processors.anomaly.autoencoder through :func:`model_spec`."""
+
+    hidden: tuple[int, ...]
+    epochs: int
+    min_windows: int  # an entity needs this many usable windows to get a model
+    max_windows: int  # train on at most the newest this many
     batch_size: int = 32
-    min_windows: int = 240  # an entity needs this many usable windows to get a model
-    max_windows: int = 2880  # train on at most the newest this many
     seed: int = 0
 
     def __post_init__(self) -> None:

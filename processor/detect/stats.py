@@ -16,7 +16,6 @@ threshold still separates "big" from "huge".
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 
 import numpy as np
 
@@ -134,66 +133,9 @@ def median_mad_sorted(s: np.ndarray) -> tuple[float, float]:
     return med, MEAN_AD_TO_SIGMA * float(np.mean(dev))
 
 
-def median_mad_sorted_list(s: list[float]) -> tuple[float, float]:
-    """:func:`median_mad_sorted` of an ascending Python list, bit for bit, without numpy.
-
-    The absolute deviations are two ascending runs (``med - s[i]`` below the median, read
-    downwards, and ``s[j] - med`` from it upwards; ``a - b == -(b - a)`` exactly in IEEE
-    arithmetic, so these are the same floats as ``abs(s - med)``), and the MAD is their middle
-    element(s): a binary search over how many come from each run, O(log n) instead of an
-    O(n log n) sort of a fresh array. The rare MAD-0 fallback (a mean) goes through numpy so
-    its summation order is :func:`median_mad_sorted`'s.
-
-    >>> median_mad_sorted_list([1.0, 2.0, 4.0, 7.0, 50.0]) == median_mad_sorted(np.array([1.0, 2.0, 4.0, 7.0, 50.0]))
-    True
-    """
-    n = len(s)
-    med = (s[(n - 1) // 2] + s[n // 2]) * 0.5
-    p = bisect_left(s, med)  # s[:p] < med <= s[p:]
-    la, lb = p, n - p
-    k = (n - 1) // 2  # 0-based rank of the lower middle deviation
-    # i deviations from below and j = k + 1 - i from above are the k + 1 smallest: find the
-    # smallest i with (the (i+1)-th from below) >= (the j-th from above).
-    lo, hi = max(0, k + 1 - lb), min(k + 1, la)
-    while lo < hi:
-        i = (lo + hi) // 2
-        if med - s[p - 1 - i] < s[p + k - i] - med:
-            lo = i + 1
-        else:
-            hi = i
-    i, j = lo, k + 1 - lo
-    if i == 0:
-        d1 = s[p + j - 1] - med
-    elif j == 0:
-        d1 = med - s[p - i]
-    else:
-        d1 = max(med - s[p - i], s[p + j - 1] - med)
-    if n % 2:
-        d2 = d1
-    elif i == la:
-        d2 = s[p + j] - med
-    elif j == lb:
-        d2 = med - s[p - 1 - i]
-    else:
-        d2 = min(med - s[p - 1 - i], s[p + j] - med)
-    mad = (d1 + d2) * 0.5
-    if mad > 0.0:
-        return med, MAD_TO_SIGMA * mad
-    dev = np.sort(np.abs(np.asarray(s, dtype=np.float64) - med))
-    return med, MEAN_AD_TO_SIGMA * float(np.mean(dev))
-
-
-def median_mad_small(values: list[float]) -> tuple[float, float]:
-    """:func:`median_mad_sorted` for a short Python list (any order); scale 0 below 3 values."""
-    s = sorted(values)
-    n = len(s)
-    med = (s[(n - 1) // 2] + s[n // 2]) * 0.5
-    return med, mad_scale_small(s, med)
-
-
 def mad_scale_small(s: list[float], med: float) -> float:
-    """The scale of :func:`median_mad_small`: ``s`` ascending, ``med`` its median (for callers
-    that need the median at once and the scale only sometimes)."""
+    """The robust scale of a short ascending list ``s`` with median ``med`` (0 below 3 values),
+    in plain Python: the seasonal references are a handful of values."""
     n = len(s)
     if n < 3:
         return 0.0

@@ -40,6 +40,8 @@ def load_document(payload: bytes) -> dict[str, Any]:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"not valid JSON: {exc}") from None
+    except RecursionError:  # hostile nesting must not take the worker down
+        raise DecodeError("not valid OTLP/JSON: nested too deeply") from None
     if isinstance(doc, list):
         # rotel's kafka exporter writes the bare resourceSpans array.
         doc = {"resourceSpans": doc}

@@ -38,6 +38,16 @@ EDGE_FINAL_COLUMNS = [
     "client_p50_ms", "client_p95_ms", "client_p99_ms",
     "server_keys", "server_counts", "client_keys", "client_counts", "version",
 ]  # fmt: skip
+# What Store.final_rows_between reads back (no sketches, versions or partition counts).
+HEALTH_FINAL_READ_COLUMNS = [
+    "window_start", "window_end", "service", "calls", "errors", "error_rate",
+    "p50_ms", "p95_ms", "p99_ms", "health",
+]  # fmt: skip
+EDGE_FINAL_READ_COLUMNS = [
+    "window_start", "window_end", "client", "server", "connection_type", "requests", "failed",
+    "error_rate", "server_p50_ms", "server_p95_ms", "server_p99_ms",
+    "client_p50_ms", "client_p95_ms", "client_p99_ms",
+]  # fmt: skip
 ANOMALY_COLUMNS = [
     "detected_at", "window_start", "window_end", "entity_type", "entity", "incident_id",
     "metric", "observed", "expected", "score", "severity", "detectors", "factors",

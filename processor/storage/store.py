@@ -27,6 +27,7 @@ from processor.storage.schema import (
     migrate,
     render,
 )
+from processor.windows.arith import END_OF_TIME_MS
 
 # Keys per read statement: bounds the parameter size (a few hundred KB at most).
 READ_CHUNK = 5_000
@@ -119,7 +120,6 @@ _FIRST_FINAL_WINDOW = """SELECT min(ws) AS first_ms, count() AS n FROM (
     HAVING count() > 0
 )"""
 
-END_OF_TIME_MS = 2**62
 
 
 def _row_values(columns: list[str], row: dict[str, Any]) -> list[Any]:

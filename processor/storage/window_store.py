@@ -2,16 +2,29 @@
 
 `Store` (ClickHouse through chdb or HTTP) is the production implementation; `MemoryStore`
 keeps the same rows in dicts with the same replacing semantics (the highest version of a
-key wins, as ReplacingMergeTree with FINAL reads), so the Kafka-free runner and its tests
-run the stages without a database, and the golden tests hold both to the same output.
+key wins, as ReplacingMergeTree with FINAL reads) and the same columns in and out, so the
+Kafka-free runner and its tests run the stages without a database, and the golden tests
+hold both to the same output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from processor.storage.schema import (
+    EDGE_FINAL_COLUMNS,
+    EDGE_FINAL_READ_COLUMNS,
+    EDGE_PARTIAL_COLUMNS,
+    HEALTH_FINAL_COLUMNS,
+    HEALTH_FINAL_READ_COLUMNS,
+    HEALTH_PARTIAL_COLUMNS,
+)
+from processor.windows.arith import END_OF_TIME_MS
+
 Row = dict[str, Any]
+# Runs a store call: on the worker's ClickHouse thread with retries, or in place (the runner).
+IoCall = Callable[..., Awaitable[Any]]
 HealthWindow = tuple[str, int]  # (service, window_start_ms)
 EdgeWindow = tuple[str, str, str, int]  # (client, server, connection_type, window_start_ms)
 
@@ -31,16 +44,18 @@ class WindowStore(Protocol):
     def recent_health_p95(self, service_names: Sequence[str] | None, before_ms: int, windows: int,
                           skip_insufficient: bool = True) -> dict[str, list[float]]: ...
 
-    def final_rows_between(self, since_ms: int, until_ms: int = ...) -> tuple[list[Row], list[Row]]:
+    def final_rows_between(self, since_ms: int, until_ms: int = END_OF_TIME_MS) -> tuple[list[Row], list[Row]]:
         """Final health and edge rows with since_ms <= window_start < until_ms, oldest first."""
         ...
 
 
-def _replace(table: dict[tuple[Any, ...], Row], key: tuple[Any, ...], row: Row) -> None:
-    """Keep the row with the highest version; a tie goes to the later insert (as ClickHouse)."""
+def _replace(table: dict[tuple[Any, ...], Row], key: tuple[Any, ...], row: Row,
+             columns: list[str]) -> None:
+    """Keep the row with the highest version; a tie goes to the later insert (as ClickHouse).
+    Only the table's columns are kept, as an insert does."""
     old = table.get(key)
     if old is None or row["version"] >= old["version"]:
-        table[key] = dict(row)
+        table[key] = {c: row[c] for c in columns}
 
 
 class MemoryStore:
@@ -56,13 +71,13 @@ class MemoryStore:
     def insert_health_partials(self, rows: Sequence[Row]) -> None:
         for r in rows:
             key = (r["service"], r["window_start"], r["input_topic"], r["input_partition"])
-            _replace(self.health_partials, key, r)
+            _replace(self.health_partials, key, r, HEALTH_PARTIAL_COLUMNS)
 
     def insert_edge_partials(self, rows: Sequence[Row]) -> None:
         for r in rows:
             key = (r["client"], r["server"], r["connection_type"], r["window_start"],
                    r["input_topic"], r["input_partition"])
-            _replace(self.edge_partials, key, r)
+            _replace(self.edge_partials, key, r, EDGE_PARTIAL_COLUMNS)
 
     def read_health_partials(self, windows: Sequence[HealthWindow]) -> list[Row]:
         wanted = {tuple(w) for w in windows}
@@ -74,12 +89,13 @@ class MemoryStore:
 
     def insert_health_final(self, rows: Sequence[Row]) -> None:
         for r in rows:
-            _replace(self.health_final, (r["service"], r["window_start"]), r)  # type: ignore[arg-type]
+            _replace(self.health_final, (r["service"], r["window_start"]), r,  # type: ignore[arg-type]
+                     HEALTH_FINAL_COLUMNS)
 
     def insert_edges_final(self, rows: Sequence[Row]) -> None:
         for r in rows:
             key = (r["client"], r["server"], r["connection_type"], r["window_start"])
-            _replace(self.edges_final, key, r)  # type: ignore[arg-type]
+            _replace(self.edges_final, key, r, EDGE_FINAL_COLUMNS)  # type: ignore[arg-type]
 
     def save_watermarks(self, group_id: str, topic: str, watermarks: dict[int, int]) -> None:
         for partition, wm in watermarks.items():
@@ -88,12 +104,13 @@ class MemoryStore:
     def load_watermarks(self, group_id: str, topic: str) -> dict[int, int]:
         return {p: wm for (g, t, p), wm in sorted(self.watermarks.items()) if (g, t) == (group_id, topic)}
 
-    def final_rows_between(self, since_ms: int, until_ms: int = 2**62) -> tuple[list[Row], list[Row]]:
-        def rows(table: dict[Any, Row]) -> list[Row]:
+    def final_rows_between(self, since_ms: int, until_ms: int = END_OF_TIME_MS) -> tuple[list[Row], list[Row]]:
+        def rows(table: dict[Any, Row], columns: list[str]) -> list[Row]:
             keys = sorted((k for k in table if since_ms <= k[-1] < until_ms), key=lambda k: (k[-1], *k[:-1]))
-            return [dict(table[k]) for k in keys]
+            return [{c: table[k][c] for c in columns} for k in keys]
 
-        return rows(self.health_final), rows(self.edges_final)
+        return (rows(self.health_final, HEALTH_FINAL_READ_COLUMNS),
+                rows(self.edges_final, EDGE_FINAL_READ_COLUMNS))
 
     def recent_health_p95(self, service_names: Sequence[str] | None, before_ms: int, windows: int,
                           skip_insufficient: bool = True) -> dict[str, list[float]]:

@@ -7,6 +7,7 @@ from typing import TypeVar
 import numpy as np
 
 T = TypeVar("T", int, np.ndarray)
+END_OF_TIME_MS = 2**62  # after every window: "no bound" in time ranges and finality
 
 
 def window_start(t_ns: T, size_ns: int) -> T:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from processor.storage.backends import ChdbBackend
+from processor.storage.schema import EDGE_FINAL_READ_COLUMNS, HEALTH_FINAL_READ_COLUMNS
 from processor.storage.store import Store
 from tests.golden import CASES, check, run_case
 
@@ -27,3 +28,7 @@ def test_golden_case_on_chdb(case: str, backend: ChdbBackend) -> None:
     store = Store(backend, f"golden_{case}")
     store.migrate(0)
     check(case, run_case(case, store), update=False)
+    health, edges = store.final_rows_between(0)
+    # MemoryStore reads back exactly these columns too.
+    assert all(set(r) == set(HEALTH_FINAL_READ_COLUMNS) for r in health)
+    assert all(set(r) == set(EDGE_FINAL_READ_COLUMNS) for r in edges)

@@ -285,7 +285,7 @@ def test_edge_features_fall_back_to_client_latency_without_a_server_span() -> No
 
 
 def test_error_test_needs_evidence_and_effect() -> None:
-    bank = ErrorBank(window=60, grace_period=5, span=1)
+    bank = ErrorBank(window=60, grace_period=5, unit=0.003, span=1)
     bank.grow(4)
     rows = np.arange(4)
     for _ in range(60):  # 0.2% on every row
@@ -298,7 +298,7 @@ def test_error_test_needs_evidence_and_effect() -> None:
 
 
 def test_error_bank_pools_the_last_window_and_sums_recent_windows() -> None:
-    bank = ErrorBank(window=3, grace_period=0, span=3)
+    bank = ErrorBank(window=3, grace_period=0, unit=0.003, span=3)
     bank.grow(1)
     row, yes = np.array([0]), np.ones(1, dtype=bool)
     for k, n in ((0, 100), (1, 100), (2, 100), (3, 100)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ from processor.detect.entity_models import (
 from processor.detect.entity_vector import EDGE, SERVICE, to_model
 
 INFO = 0.3
+# The model the tests build: the default network, history bounds for short series.
+SPEC = ModelSpec(hidden=(8, 3), epochs=60, min_windows=240, max_windows=2880)
 HIGH = 0.5
 
 
@@ -52,7 +55,7 @@ def service_matrix(n: int, seed: int, fan: tuple[int, int] = (3, 2)) -> np.ndarr
 
 @pytest.fixture(scope="module")
 def service_model() -> Autoencoder:
-    data = train_models({(SERVICE, "cart"): service_matrix(800, seed=1)}, ModelSpec())
+    data = train_models({(SERVICE, "cart"): service_matrix(800, seed=1)}, SPEC)
     return Autoencoder.from_bytes(data[(SERVICE, "cart")])
 
 
@@ -294,7 +297,7 @@ def test_edge_model_width_five() -> None:
     rng = np.random.default_rng(3)
     X = np.array([window_vector(EDGE, edge_row(rng.uniform(0.2, 1.0), rng), None, 20) for _ in range(300)])
     assert X.shape == (300, 5)
-    spec = ModelSpec(epochs=30)
+    spec = replace(SPEC, epochs=30)
     model = Autoencoder.from_bytes(train_models({(EDGE, "web->cart"): X}, spec)[(EDGE, "web->cart")])
     assert model.n_features == 5
     bad = X[0].copy()

@@ -91,6 +91,29 @@ def test_undecodable_records_are_dead_letters_and_the_rest_is_exact() -> None:
     assert_exact(truth, result.health, result.edges)
 
 
+def test_a_keyed_json_record_nested_too_deeply_is_a_dead_letter() -> None:
+    records, truth = _traffic(seed=17, seconds=6, encoding="otlp_json")
+    nested = Record("spans", 0, 10_000, f"{7:032x}".encode(), b"[" * 100_000)
+    run = LocalRun(_config("otlp_json"), partitions=PARTITIONS)
+    run.feed(records[:40] + [nested])
+    _feed(run, records[40:])
+    result = run.finish()
+    assert [(r.offset, e) for r, e in result.dead_letters] == [(10_000, "not valid OTLP/JSON: nested too deeply")]
+    assert_exact(truth, result.health, result.edges)
+
+
+def test_an_unkeyed_record_that_cannot_be_parsed_for_rekeying_is_a_dead_letter() -> None:
+    records, truth = _traffic(seed=16, seconds=6, encoding="otlp_json", keyed=False)
+    nested = Record("spans", 1, 10_000, None, b"[" * 100_000)  # JSON nested past the parser's limit
+    run = LocalRun(_config("otlp_json"), partitions=PARTITIONS)
+    run.feed(records[:40] + [nested])
+    _feed(run, records[40:])
+    result = run.finish()
+    assert [r.offset for r, _ in result.dead_letters] == [10_000]
+    assert "cannot re-key record" in result.dead_letters[0][1]
+    assert_exact(truth, result.health, result.edges)
+
+
 @pytest.mark.parametrize("crash_after", [300, 700, 1100])
 def test_a_crash_replayed_from_the_committed_offsets_gives_the_ground_truth(crash_after: int) -> None:
     records, truth = _traffic(seed=14, seconds=24)

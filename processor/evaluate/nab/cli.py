@@ -1,4 +1,4 @@
-"""Command line for the NAB harness: `python -m processor.evaluate.nab --data DIR --windows FILE`."""
+"""Command line for the NAB harness: `otel-insights evaluate nab` (or `python -m processor.evaluate.nab`)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def resolve_detector(spec: str) -> tuple[str, DetectorFactory]:
 
 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m processor.evaluate.nab",
+    parser = argparse.ArgumentParser(prog="otel-insights evaluate nab",
                                      description="Score streaming detectors on a NAB-layout corpus.")
     parser.add_argument("--data", type=Path, required=True, help="directory laid out like NAB's data/")
     parser.add_argument("--windows", type=Path, default=None,

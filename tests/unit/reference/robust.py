@@ -45,7 +45,7 @@ class RobustBaseline(Detector):
         self.min_relative_scale = min_relative_scale
         self._ring = Ring(window)
         # The ring's values kept sorted as well (bisect in, bisect out): the median is an
-        # index and the MAD a binary search (stats.median_mad_sorted_list), not a fresh sort.
+        # index and the MAD a binary search (median_mad_sorted_list), not a fresh sort.
         # Derived state: not pickled, rebuilt from the ring (__setstate__).
         self._sorted: list[float] = []
         # Median/scale are recomputed lazily: the first score after a learn refreshes them.
@@ -64,7 +64,7 @@ class RobustBaseline(Detector):
 
     def _stats(self) -> tuple[float, float]:
         if self._stale:
-            med, scale = stats.median_mad_sorted_list(self._sorted)
+            med, scale = median_mad_sorted_list(self._sorted)
             self._med = med
             self._scale = stats.floor_scale(scale, med, self.min_scale, self.min_relative_scale)
             self._stale = False
@@ -165,3 +165,52 @@ class RobustBaseline(Detector):
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"window": 20, "grace_period": 5, "direction": "both"}
+
+
+def median_mad_sorted_list(s: list[float]) -> tuple[float, float]:
+    """:func:`processor.detect.stats.median_mad_sorted` of an ascending Python list, bit for bit, without numpy.
+
+    The absolute deviations are two ascending runs (``med - s[i]`` below the median, read
+    downwards, and ``s[j] - med`` from it upwards; ``a - b == -(b - a)`` exactly in IEEE
+    arithmetic, so these are the same floats as ``abs(s - med)``), and the MAD is their middle
+    element(s): a binary search over how many come from each run, O(log n) instead of an
+    O(n log n) sort of a fresh array. The rare MAD-0 fallback (a mean) goes through numpy so
+    its summation order is :func:`processor.detect.stats.median_mad_sorted`'s.
+
+    >>> median_mad_sorted_list([1.0, 2.0, 4.0, 7.0, 50.0]) == stats.median_mad_sorted(np.array([1.0, 2.0, 4.0, 7.0, 50.0]))
+    True
+    """
+    n = len(s)
+    med = (s[(n - 1) // 2] + s[n // 2]) * 0.5
+    p = bisect_left(s, med)  # s[:p] < med <= s[p:]
+    la, lb = p, n - p
+    k = (n - 1) // 2  # 0-based rank of the lower middle deviation
+    # i deviations from below and j = k + 1 - i from above are the k + 1 smallest: find the
+    # smallest i with (the (i+1)-th from below) >= (the j-th from above).
+    lo, hi = max(0, k + 1 - lb), min(k + 1, la)
+    while lo < hi:
+        i = (lo + hi) // 2
+        if med - s[p - 1 - i] < s[p + k - i] - med:
+            lo = i + 1
+        else:
+            hi = i
+    i, j = lo, k + 1 - lo
+    if i == 0:
+        d1 = s[p + j - 1] - med
+    elif j == 0:
+        d1 = med - s[p - i]
+    else:
+        d1 = max(med - s[p - i], s[p + j - 1] - med)
+    if n % 2:
+        d2 = d1
+    elif i == la:
+        d2 = s[p + j] - med
+    elif j == lb:
+        d2 = med - s[p - 1 - i]
+    else:
+        d2 = min(med - s[p - 1 - i], s[p + j] - med)
+    mad = (d1 + d2) * 0.5
+    if mad > 0.0:
+        return med, stats.MAD_TO_SIGMA * mad
+    dev = np.sort(np.abs(np.asarray(s, dtype=np.float64) - med))
+    return med, stats.MEAN_AD_TO_SIGMA * float(np.mean(dev))

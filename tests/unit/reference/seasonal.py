@@ -121,7 +121,7 @@ class Seasonal(Detector):
     def _references(self) -> tuple[float, float]:
         """(expected, spread) for the slot about to be filled; NaN expected when no references.
 
-        As ``stats.median_mad_small`` of the references, worked out in two steps.
+        The median and robust scale of the references, worked out in two steps.
         """
         expected = self._expected()
         spread = self._cache[1]
