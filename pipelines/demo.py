@@ -62,6 +62,7 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
         http = cfg.otlp.protocols.http.endpoint  # type: ignore[union-attr]
         api = "http://{}:{}".format(*cfg.prometheus.host_port)  # type: ignore[union-attr]
         _wait_http(f"{api}/healthz", worker, 90)
+        _wait_port(http, worker, 30)  # the OTLP receiver binds after the worker's web server
         traffic = threading.Thread(target=_traffic, args=(f"http://{http}/v1/traces", rate, stop),
                                    daemon=True)
         traffic.start()
@@ -156,6 +157,22 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> Non
         except OSError:
             time.sleep(0.5)
     raise OtelInsightsError(f"pipeline did not answer at {url} within {timeout_s:.0f}s")
+
+
+def _wait_port(endpoint: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    import socket
+
+    host, port = endpoint.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OtelInsightsError(f"pipeline exited with {proc.returncode} during start-up")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise OtelInsightsError(f"the OTLP receiver did not listen on {endpoint} within {timeout_s:.0f}s")
 
 
 def _traffic(url: str, rate: float, stop: threading.Event) -> None:
