@@ -10,6 +10,8 @@ import faust
 from pipelines.app import create_app
 from pipelines.store_io import StoreIO
 from pipelines.topics import ensure_topics
+from processor.aggregate.messages import source_name
+from processor.aggregate.stage1 import input_partitions
 from processor.config import Config
 from processor.errors import OtelInsightsError
 from processor.ingest.gateway import Gateway
@@ -19,23 +21,14 @@ from processor.telemetry import Metrics
 log = logging.getLogger("otel_insights.worker")
 
 
-def expected_sources(cfg: Config, partitions: dict[str, int]) -> set[str]:
-    """Every input partition stage 2 must hear from before a window is final."""
-    kafka = cfg.kafka
-    assert kafka is not None
-    sources = {f"{kafka.traces.topic}/{p}" for p in range(partitions[kafka.traces.topic])}
-    if kafka.rekey != "never":
-        sources |= {f"{kafka.rekey_topic}/{p}" for p in range(partitions[kafka.rekey_topic])}
-    return sources
-
-
 def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, StoreIO]:
     if cfg.kafka is None or cfg.clickhouse is None:
         raise OtelInsightsError("service.pipelines.traces needs a kafka receiver and a clickhouse exporter")
     counts = asyncio.run(ensure_topics(cfg, create_input=create_input_topic))
     metrics = Metrics()
     io = StoreIO(open_store(cfg.clickhouse), metrics, cfg.windows.size.ms)
-    app = create_app(cfg, io, metrics, expected_sources(cfg, counts), counts[cfg.kafka.partials_topic])
+    sources = [source_name(t, p) for t, p in input_partitions(cfg.kafka, counts)]
+    app = create_app(cfg, io, metrics, sources, counts[cfg.kafka.partials_topic])
     _attach_gateway(app, cfg, metrics)
     return app, io
 

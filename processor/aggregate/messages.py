@@ -37,8 +37,13 @@ class EdgeKey(NamedTuple):
     window_start: int  # epoch ms
 
 
+def source_name(topic: str, partition: int) -> str:
+    """How a watermark names its input partition."""
+    return f"{topic}/{partition}"
+
+
 class Watermark(NamedTuple):
-    """Progress of one input partition (`source` = "topic/partition")."""
+    """Progress of one input partition (`source`, see `source_name`)."""
 
     source: str
     watermark_ms: int

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from processor.aggregate.messages import EdgeKey, HealthKey
+from processor.aggregate.messages import EdgeKey, HealthKey, source_name
 from processor.config.components import StoreConfig, WindowsConfig
 from processor.graph import CONN_NAMES, EdgeBatch, PairingStats, PairingStore
 from processor.otlp.batch import SpanBatch, StringTable
@@ -74,7 +74,7 @@ class PartitionAggregator:
     @property
     def source(self) -> str:
         """The name stage 2 tracks this partition's watermark under."""
-        return f"{self.topic}/{self.partition}"
+        return source_name(self.topic, self.partition)
 
     @property
     def watermark_ms(self) -> int:

@@ -5,8 +5,9 @@ Records are fed per input partition; what stage 1 sends is delivered to stage 2 
 re-key topic, and stage 1's clock only moves when the caller says so (`advance`), so idle
 partitions and late data are deterministic (row versions and stage 2's close-lag metric
 still read the wall clock). One stage-2 instance receives every partials message in the
-order sent; in `run` keys and watermarks travel on different partitions. The store is a `MemoryStore` unless one is given (a chdb
-`Store` runs the same). For tests, golden cases and trying a config on a file of traces:
+order sent; in `run` keys and watermarks travel on different partitions. The store is a
+`MemoryStore` unless one is given (a chdb `Store` runs the same). For tests, golden cases
+and trying a config on a file of traces:
 
     run = LocalRun(config)
     run.feed(records)            # Records of any input partitions
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from processor.aggregate import messages
-from processor.aggregate.messages import PartialsMessage
-from processor.aggregate.stage1 import Partition, Record, Stage1
+from processor.aggregate.messages import PartialsMessage, source_name
+from processor.aggregate.stage1 import Partition, Record, Stage1, input_partitions
 from processor.aggregate.stage2 import Stage2
 from processor.config import Config
 from processor.storage.window_store import MemoryStore, Row, WindowStore
@@ -80,11 +81,10 @@ class LocalRun:
         self.now = 0.0  # the runner's monotonic clock, in seconds
         self.stage1 = Stage1(config, self.store, direct, self.outbox, self.metrics,
                              clock=lambda: self.now)
-        self.sources: list[Partition] = [(kafka.traces.topic, p) for p in range(self.partitions)]
-        if kafka.rekey != "never":
-            self.sources += [(kafka.rekey_topic, p) for p in range(self.partitions)]
-        self.stage2 = Stage2(config.windows, [f"{t}/{p}" for t, p in self.sources], self.store,
-                             direct, self.metrics)
+        self.sources = input_partitions(kafka, {kafka.traces.topic: self.partitions,
+                                                kafka.rekey_topic: self.partitions})
+        self.stage2 = Stage2(config.windows, [source_name(t, p) for t, p in self.sources],
+                             self.store, direct, self.metrics)
         self._next_offset: dict[Partition, int] = {}
         self.partials_log: list[bytes] = []  # every partials record; its index is its offset
         self.safe_offsets: dict[Partition, int] = {}
@@ -116,8 +116,11 @@ class LocalRun:
                          dict(self.safe_offsets))
 
     async def _feed(self, records: list[Record]) -> None:
-        self.safe_offsets.update(await self.stage1.process(records))
+        await self._process(records)
         await self._deliver()
+
+    async def _process(self, records: list[Record]) -> None:
+        self.safe_offsets.update(await self.stage1.process(records))
 
     async def _tick(self) -> None:
         self.safe_offsets.update(await self.stage1.tick(self.sources))
@@ -130,9 +133,8 @@ class LocalRun:
             rekeyed, self.outbox.pending_rekeyed = self.outbox.pending_rekeyed, []
             if rekeyed:
                 topic = self.config.kafka.rekey_topic
-                self.safe_offsets.update(await self.stage1.process(
-                    [self.record(value, zlib.crc32(key) % self.partitions, key, topic)
-                     for key, value in rekeyed]))
+                await self._process([self.record(value, zlib.crc32(key) % self.partitions, key, topic)
+                                     for key, value in rekeyed])
             sent, self.outbox.pending_partials = self.outbox.pending_partials, []
             await self._to_stage2([messages.encode(msg) for msg in sent])
 

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,6 +60,13 @@ class Outbox(Protocol):
 
     async def dead_letter(self, record: Record, error: str) -> None:
         """The record's original bytes with the error, for the dead-letter topic."""
+
+
+def input_partitions(kafka: KafkaReceiver, partitions: Mapping[str, int]) -> list[Partition]:
+    """Every partition stage 1 reads, given each topic's partition count: the input topic's,
+    and the re-key topic's unless re-keying is off. Stage 2 must hear from each of them."""
+    topics = [kafka.traces.topic] + ([kafka.rekey_topic] if kafka.rekey != "never" else [])
+    return [(t, p) for t in topics for p in range(partitions[t])]
 
 
 def needs_rekey(kafka: KafkaReceiver, topic: str, key: bytes | None) -> bool:
@@ -200,22 +207,21 @@ class Stage1:
         """
         tp = (agg.topic, agg.partition)
         if em:
-            await self._persist(agg, em)
+            # Partial rows first, then the partition's watermark.
+            if em.health:
+                await self.io(self.store.insert_health_partials, em.health)
+            if em.edges:
+                await self.io(self.store.insert_edge_partials, em.edges)
+            await self._save_watermark(agg, em.watermark_ms)
             await self.outbox.partials([*em.health_keys(), *em.edge_keys()])
         elif em.watermark_ms and self._advertised.get(tp, (0, idle))[0] != em.watermark_ms:
-            await self.io(self.store.save_watermarks, self.kafka.group_id, agg.topic,
-                          {agg.partition: em.watermark_ms})
+            await self._save_watermark(agg, em.watermark_ms)
         if self._advertised.get(tp) != (em.watermark_ms, idle):
             await self.advertise(agg, idle)
 
-    async def _persist(self, agg: PartitionAggregator, em: Emission) -> None:
-        """Partial rows first, then the partition's watermark."""
-        if em.health:
-            await self.io(self.store.insert_health_partials, em.health)
-        if em.edges:
-            await self.io(self.store.insert_edge_partials, em.edges)
+    async def _save_watermark(self, agg: PartitionAggregator, watermark_ms: int) -> None:
         await self.io(self.store.save_watermarks, self.kafka.group_id, agg.topic,
-                      {agg.partition: em.watermark_ms})
+                      {agg.partition: watermark_ms})
 
     async def advertise(self, agg: PartitionAggregator, idle: bool) -> None:
         """Tell every stage-2 worker how far this partition has emitted, and whether it is idle."""

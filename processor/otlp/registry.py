@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from processor.config.components import Encoding
@@ -25,8 +26,6 @@ Decoder = Callable[[bytes, DecodeContext], SpanBatch]
 
 def parse_proto(payload: bytes) -> TracesData:
     """TracesData or ExportTraceServiceRequest bytes (wire-identical) as a message."""
-    from google.protobuf.message import DecodeError as ProtobufDecodeError
-
     try:
         return TracesData.FromString(payload)
     except ProtobufDecodeError as exc:
