@@ -114,10 +114,12 @@ print(len(s), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
     print(f"  peak RSS with {int(held):,} spans waiting in the pairing store: {rss} MB")
 
 
-def bench_e2e(n_spans: int, batch: int) -> None:
-    from processor.generate.sinks import send_kafka
+def bench_e2e(n_spans: int, batch: int, workers: int = 1, keyed: bool = True) -> None:
+    """The `run` process on a backlog: start-up (process start to first span) apart from the
+    steady-state rate (first span to last)."""
+    from processor.generate.sinks import send_kafka, send_kafka_unkeyed
     from processor.localstack import LocalBroker
-    from tests.integration.harness import make_pipeline
+    from tests.integration.harness import Pipeline, make_pipeline
 
     gen = ShopGenerator(seed=2, rate=2000, start_ns=time.time_ns() - 600 * 10**9)
     traces, spans = [], 0
@@ -128,22 +130,47 @@ def bench_e2e(n_spans: int, batch: int) -> None:
             break
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         broker.create_topic("bench", 3)
-        asyncio.run(send_kafka(traces, [broker.bootstrap], "bench"))
-        p = make_pipeline(Path(tmp), broker.bootstrap, "bench", "bench", window="10s", batch=batch)
+        if keyed:
+            asyncio.run(send_kafka(traces, [broker.bootstrap], "bench"))
+        else:
+            asyncio.run(send_kafka_unkeyed(traces, [broker.bootstrap], "bench", 3))
+        shared = None
+        if workers > 1:
+            from tests.chshim import start_shim
+            shared = start_shim(Path(tmp) / "clickhouse")
+        from processor.localstack import free_port
+
+        first = make_pipeline(Path(tmp), broker.bootstrap, "bench", "bench", window="10s", batch=batch,
+                              clickhouse=shared.url if shared else None)
+        ps: list[Pipeline] = [first]
+        for i in range(1, workers):  # same group, own metrics port
+            port = free_port()
+            cfg = first.config_path.with_name(f"bench{i}.yaml")
+            cfg.write_text(first.config_path.read_text().replace(f":{first.port}", f":{port}"))
+            ps.append(Pipeline(cfg, port, Path(tmp) / f"bench{i}.log"))
         t0 = time.perf_counter()
-        p.start()
-        t_up = time.perf_counter()
+        for p in ps:
+            p.start()
+
+        def consumed() -> float:
+            return sum(p.metric("otel_insights_spans_total") for p in ps)
+
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if p.metric("otel_insights_spans_total") >= spans:
-                break
+        while consumed() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t_first = time.perf_counter()
+        while consumed() < spans and time.monotonic() < deadline:
             time.sleep(0.2)
         t_done = time.perf_counter()
-        rss_kb = _rss_kb(p.proc.pid) if p.proc else 0
-        p.stop()
-    print(f"  end to end via broker into chdb: {spans / (t_done - t_up):>10,.0f} spans/s "
-          f"(max_batch_records {batch}; {spans:,} spans consumed in {t_done - t_up:.1f} s after a {t_up - t0:.1f} s start-up; "
-          f"worker RSS {rss_kb // 1024} MB)")
+        rss_kb = max(_rss_kb(p.proc.pid) for p in ps if p.proc)
+        for p in ps:
+            p.stop()
+        if shared:
+            shared.stop()
+    print(f"  end to end via broker into chdb, {workers} worker(s), {'keyed' if keyed else 'unkeyed (re-keyed)'}: "
+          f"{spans / (t_done - t_first):>10,.0f} spans/s steady "
+          f"({spans:,} spans in {t_done - t_first:.1f} s after {t_first - t0:.1f} s of start-up; "
+          f"max_batch_records {batch}; worker peak RSS {rss_kb // 1024} MB)")
 
 
 def bench_detect_share(seconds: int, rate: float) -> None:
@@ -204,6 +231,8 @@ def main() -> None:
     bench_store_memory(100_000)
     if args.e2e:
         bench_e2e(args.spans, args.batch)
+        bench_e2e(args.spans, args.batch, keyed=False)
+        bench_e2e(args.spans, args.batch, workers=2)
     if args.detect:
         bench_detect_share(args.detect, args.rate)
     print(f"  bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")

@@ -23,17 +23,18 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipelines.acks import InputHolds, KeyHolds
+from pipelines.acks import KeyHolds
+from pipelines.intake import Intake
 from pipelines.outbox import KafkaOutbox
 from pipelines.store_io import StoreIO
-from processor.aggregate.messages import Watermark
-from processor.aggregate.stage1 import Partition, Record, Stage1
+from processor.aggregate.messages import Watermark, source_name
+from processor.aggregate.stage1 import Stage1, input_partitions
 from processor.aggregate.stage2 import Stage2
 from processor.config import Config
 from processor.config.components import PrometheusExporter
@@ -53,19 +54,21 @@ class AgentState:
     def __init__(self) -> None:
         self.failed = False
         # Timers and agents interleave at awaits: each stage's state has its own lock.
-        self.stage1_lock = asyncio.Lock()
         self.stage2_lock = asyncio.Lock()
-        self.held1 = InputHolds()
         self.held2 = KeyHolds()
 
 
-def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Collection[str],
-               partials_partitions: int) -> faust.App:
+def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[str, int]) -> faust.App:
+    """``partitions``: each topic's partition count (see pipelines.topics.ensure_topics)."""
     kafka = cfg.kafka
     assert kafka is not None
+    partials_partitions = partitions[kafka.partials_topic]
+    expected_sources = [source_name(t, p) for t, p in input_partitions(kafka, partitions)]
     prom_host, prom_port = (cfg.prometheus or PrometheusExporter()).host_port
     app = faust.App(
-        kafka.group_id,
+        # Stage 1 reads the input in the group receivers.kafka.group_id (pipelines.intake);
+        # faust's own consumer reads only the partials topic, in a group of its own.
+        f"{kafka.group_id}.partials",
         broker=[f"kafka://{b}" for b in kafka.brokers],
         store="memory://",
         datadir=_faust_dir(kafka.group_id),
@@ -91,12 +94,11 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Col
         stream_buffer_maxsize=max(kafka.max_batch_records * 8, 8192),
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    inputs = app.topic(kafka.traces.topic, kafka.rekey_topic, **raw)
     partials = app.topic(kafka.partials_topic, **raw)
     outbox = KafkaOutbox(partials, partials_partitions, rekey=app.topic(kafka.rekey_topic, **raw),
                          dlq=app.topic(cfg.dlq.topic, **raw))
     w = AgentState()
-    stage1 = Stage1(cfg, io.store, io.call, outbox, metrics)
+    stage1 = Stage1(cfg, io.store, io.call, outbox, metrics, partitions)
     stage2 = Stage2(cfg.windows, expected_sources, io.store, io.call, metrics)
     anomaly = None
     if cfg.anomaly is not None:
@@ -105,31 +107,15 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Col
         anomaly = AnomalyStage(cfg, io, metrics, app.topic(cfg.anomaly.topic, **raw), stage2.finalizer)
         stage2.on_final = anomaly.remember
     wait_s = kafka.max_batch_wait.seconds
-    stage1_topics = {kafka.traces.topic, kafka.rekey_topic}
-
-    async def process1(events: list[Any]) -> None:
-        records = []
-        for ev in events:
-            m = ev.message
-            w.held1.hold(ev)  # released once its results are durable
-            value = m.value if isinstance(m.value, bytes) else bytes(m.value or b"")
-            records.append(Record(m.topic, m.partition, m.offset, m.key, value))
-        w.held1.release(await stage1.process(records))
 
     async def process2(events: list[Any]) -> None:
         for ev in events:
             msg = stage2.receive(ev.message.offset, ev.value)
-            if msg is not None and not isinstance(msg, Watermark):
-                w.held2.hold(ev, msg)  # released once the key's final row is written
+            # Keys are released once their final row is written; watermarks (and malformed
+            # records) once every key before them is.
+            w.held2.hold(ev, msg if msg is not None and not isinstance(msg, Watermark) else None)
         await stage2.finalize_ready()
         w.held2.release(stage2.is_pending)
-
-    @app.agent(inputs, name="stage1")
-    async def stage1_agent(stream: Any) -> None:
-        async for events in stream.take_events(kafka.max_batch_records, within=wait_s):
-            async with w.stage1_lock:
-                with _busy(metrics, "stage1"):
-                    await _guarded(w, process1, list(events))
 
     @app.agent(partials, name="stage2")
     async def stage2_agent(stream: Any) -> None:
@@ -138,28 +124,28 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Col
                 with _busy(metrics, "stage2"):
                     await _guarded(w, process2, list(events))
 
-    @app.timer(1.0)
-    async def stage1_timer() -> None:
-        if w.failed:
-            return
-        assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()
-                    if tp.topic in stage1_topics}
-        backlog = await _lag_and_backlog(app, stage1, metrics, assigned)
-        async with w.stage1_lock:
-            with _busy(metrics, "stage1"):
-                w.held1.keep_only(assigned)  # with the aggregators tick drops, under one lock
-                w.held1.release(await stage1.tick(assigned, backlog))
+    intake = Intake(kafka, stage1, metrics, lambda step: _busy(metrics, step),
+                    lambda exc: _fail(w, exc))
+
+    @app.task
+    async def stage1_intake() -> None:
+        await intake.run()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_intake(sender: object, **kw: object) -> None:
+        await intake.stop()
 
     @app.timer(0.5)
     async def stage2_timer() -> None:
         if w.failed:
             return
         async with w.stage2_lock:
+            mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.partials_topic}
             with _busy(metrics, "stage2"):
                 await stage2.finalize_ready()
+                w.held2.keep_only({(kafka.partials_topic, p) for p in mine})
                 w.held2.release(stage2.is_pending)
             if anomaly is not None:
-                mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.partials_topic}
                 await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
 
     @app.page("/metrics")
@@ -190,6 +176,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, expected_sources: Col
     app.stage1 = stage1  # type: ignore[attr-defined]
     app.stage2 = stage2  # type: ignore[attr-defined]
     app.agent_state = w  # type: ignore[attr-defined]
+    app.intake = intake  # type: ignore[attr-defined]
     return app
 
 
@@ -223,41 +210,11 @@ async def _guarded(w: AgentState, fn: Any, events: list[Any]) -> None:
     try:
         await fn(events)
     except Exception as exc:
-        w.failed = True
-        log.critical("internal error, stopping so a restart replays from the last safe offset: %r", exc,
-                     exc_info=True)
-        os.kill(os.getpid(), signal.SIGTERM)
+        _fail(w, exc)
 
 
-async def _lag_and_backlog(app: faust.App, stage1: Stage1, metrics: Metrics,
-                           assigned: set[Partition]) -> set[Partition]:
-    """Set the consumer lag of each assigned input partition; return those with a backlog.
-
-    Lag: log end offset - fetch position. Backlog: the log end is past what stage 1 has
-    processed (the aggregator's next offset; before its first record, the fetch position),
-    which counts fetched records still waiting in the stream too. A transactional
-    producer's trailing commit marker would read as a backlog of one; the collectors'
-    Kafka exporters do not write transactions.
-    """
-    backlog: set[Partition] = set()
-    consumer = app.consumer
-    for tp in consumer.assignment():
-        key = (tp.topic, tp.partition)
-        if key not in assigned:
-            continue
-        try:
-            end = consumer.highwater(tp)
-            pos = await consumer.position(tp)
-        except Exception as exc:  # unknown is no backlog (idleness works as before), and no metric
-            log.debug("offsets of %s unknown: %s", key, exc)
-            continue
-        if end is None:
-            continue
-        if pos is not None:
-            metrics.set("otel_insights_consumer_lag_records", max(0, end - pos),
-                        topic=tp.topic, partition=str(tp.partition))
-        agg = stage1.aggregators.get(key)
-        done = agg.next_offset if agg is not None and agg.next_offset >= 0 else pos
-        if done is not None and end > done:
-            backlog.add(key)
-    return backlog
+def _fail(w: AgentState, exc: BaseException) -> None:
+    w.failed = True
+    log.critical("internal error, stopping so a restart replays from the last safe offset: %r", exc,
+                 exc_info=exc)
+    os.kill(os.getpid(), signal.SIGTERM)

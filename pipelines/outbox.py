@@ -7,6 +7,7 @@ from typing import Any
 
 from processor.aggregate import messages
 from processor.aggregate.messages import PartialsMessage, Watermark
+from processor.aggregate.rekey import RekeyRecord
 from processor.aggregate.stage1 import Record
 
 
@@ -31,8 +32,10 @@ class KafkaOutbox:
         for f in futs:
             await f
 
-    async def rekey(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        futs = [await self.rekey_topic.send(key=key, value=value) for key, value in records]
+    async def rekey(self, records: Sequence[RekeyRecord]) -> None:
+        # Awaited before anything later is sent: a progress marker must follow the records it covers.
+        futs = [await self.rekey_topic.send(key=r.key, value=r.value, headers=list(r.headers),
+                                            partition=r.partition) for r in records]
         for f in futs:
             await f
 

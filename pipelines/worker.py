@@ -10,8 +10,6 @@ import faust
 from pipelines.app import create_app
 from pipelines.store_io import StoreIO
 from pipelines.topics import ensure_topics
-from processor.aggregate.messages import source_name
-from processor.aggregate.stage1 import input_partitions
 from processor.config import Config
 from processor.errors import OtelInsightsError
 from processor.ingest.gateway import Gateway
@@ -27,8 +25,7 @@ def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, Sto
     counts = asyncio.run(ensure_topics(cfg, create_input=create_input_topic))
     metrics = Metrics()
     io = StoreIO(open_store(cfg.clickhouse), metrics, cfg.windows.size.ms)
-    sources = [source_name(t, p) for t, p in input_partitions(cfg.kafka, counts)]
-    app = create_app(cfg, io, metrics, sources, counts[cfg.kafka.partials_topic])
+    app = create_app(cfg, io, metrics, counts)
     _attach_gateway(app, cfg, metrics)
     return app, io
 

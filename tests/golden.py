@@ -49,7 +49,10 @@ def config() -> Config:
 def run_case(case: str, store: WindowStore | None = None) -> dict[str, Any]:
     """The case's output as expected.yaml holds it."""
     spec = json.loads((TESTDATA / case / "input.json").read_text())
-    run = LocalRun(config(), partitions=int(spec.get("partitions", 1)), store=store)
+    # The wall clock bounds event time: the case's own "now", or just after its last span.
+    now_s = spec.get("now_unix_s", _latest_end_s(spec) + 60)
+    run = LocalRun(config(), partitions=int(spec.get("partitions", 1)), store=store,
+                   wall_clock=lambda: now_s)
     for step in spec["steps"]:
         if "advance" in step:
             run.advance(Duration.parse(step["advance"]).seconds)
@@ -58,6 +61,13 @@ def run_case(case: str, store: WindowStore | None = None) -> dict[str, Any]:
         key = step["key"].encode() if step.get("key") else None
         run.feed([run.record(value, int(step.get("partition", 0)), key)])
     return _output(run.finish())
+
+
+def _latest_end_s(spec: dict[str, Any]) -> float:
+    ends = [int(span.get("endTimeUnixNano", 0)) for step in spec["steps"] if "otlp" in step
+            for rs in step["otlp"].get("resourceSpans", ()) for ss in rs.get("scopeSpans", ())
+            for span in ss.get("spans", ())]
+    return max(ends, default=0) / 1e9
 
 
 def _output(result: RunResult) -> dict[str, Any]:

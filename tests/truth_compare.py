@@ -25,9 +25,23 @@ def edges_by_key(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str, int], 
     return {(r["client"], r["server"], r["connection_type"], iso_to_ns(r["window_start"])): r for r in rows}
 
 
-def counts_match(truth: GroundTruth, health: list[dict], edges: list[dict]) -> bool:
-    h, e = health_by_key(health), edges_by_key(edges)
+def _truth(truth: GroundTruth, before_ns: int | None) -> tuple[dict, dict]:
     ts, te = truth.service_windows(), truth.edge_windows()
+    if before_ns is None:
+        return ts, te
+    return ({k: v for k, v in ts.items() if k[-1] < before_ns},
+            {k: v for k, v in te.items() if k[-1] < before_ns})
+
+
+def _rows(rows: dict, before_ns: int | None) -> dict:
+    return rows if before_ns is None else {k: v for k, v in rows.items() if k[-1] < before_ns}
+
+
+def counts_match(truth: GroundTruth, health: list[dict], edges: list[dict],
+                 before_ns: int | None = None) -> bool:
+    """Final rows equal the truth (only windows starting before ``before_ns``, if given)."""
+    h, e = _rows(health_by_key(health), before_ns), _rows(edges_by_key(edges), before_ns)
+    ts, te = _truth(truth, before_ns)
     if set(h) != set(ts) or set(e) != set(te):
         return False
     return (all(h[k]["calls"] == v["calls"] and h[k]["errors"] == v["errors"] for k, v in ts.items())
@@ -35,9 +49,10 @@ def counts_match(truth: GroundTruth, health: list[dict], edges: list[dict]) -> b
                     for k, v in te.items()))
 
 
-def assert_exact(truth: GroundTruth, health: list[dict], edges: list[dict]) -> None:
-    h, e = health_by_key(health), edges_by_key(edges)
-    ts, te = truth.service_windows(), truth.edge_windows()
+def assert_exact(truth: GroundTruth, health: list[dict], edges: list[dict],
+                 before_ns: int | None = None) -> None:
+    h, e = _rows(health_by_key(health), before_ns), _rows(edges_by_key(edges), before_ns)
+    ts, te = _truth(truth, before_ns)
     assert set(h) == set(ts), (sorted(set(h) ^ set(ts))[:10])
     assert set(e) == set(te), (sorted(set(e) ^ set(te))[:10])
     for k, v in ts.items():

@@ -81,15 +81,34 @@ class PartitionAggregator:
         """Every window ending at or before this was emitted (what stage 2 is told)."""
         return self.windows.closed_until_ns // NS_PER_MS
 
-    def add(self, spans: SpanBatch, next_offset: int | None = None) -> EdgeBatch:
-        """Add a batch; returns the edges it completed (for the service-graph metrics)."""
+    def add(self, spans: SpanBatch, next_offset: int | None = None, active: bool = True) -> EdgeBatch:
+        """Add a batch; returns the edges it completed (for the service-graph metrics).
+
+        ``active``: the batch held data (progress markers alone do not keep a partition busy).
+        """
         self.windows.add_spans(spans)
         edges = self.store.add(spans)
         self.windows.add_edges(edges)
         if next_offset is not None:
             self.next_offset = max(self.next_offset, next_offset)
-        self.last_record_at = self.clock()
+        if active:
+            self.last_record_at = self.clock()
         return edges
+
+    def observe(self, end_ns: int) -> None:
+        """Event time read but not aggregated here (spans sent on to the re-key topic): it
+        moves this partition's watermark all the same, so stage 2 is not held back by it."""
+        self.windows.max_end_ns = max(self.windows.max_end_ns, end_ns)
+
+    @property
+    def max_end_ns(self) -> int:
+        """The latest span end this partition has read."""
+        return self.windows.max_end_ns
+
+    def cap(self, cap_ns: int | None) -> None:
+        """Let event time (window closing and pairing expiry) go no further than ``cap_ns``."""
+        self.windows.cap_ns = cap_ns
+        self.store.cap_ns = cap_ns
 
     def quiet_for(self) -> float:
         """Seconds since the last record was added."""

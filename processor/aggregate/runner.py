@@ -19,13 +19,15 @@ and trying a config on a file of traces:
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from processor.aggregate import messages
 from processor.aggregate.messages import PartialsMessage, source_name
+from processor.aggregate.rekey import RekeyRecord
 from processor.aggregate.stage1 import Partition, Record, Stage1, input_partitions
 from processor.aggregate.stage2 import Stage2
 from processor.config import Config
@@ -43,13 +45,13 @@ class ListOutbox:
 
     def __init__(self) -> None:
         self.pending_partials: list[PartialsMessage] = []
-        self.pending_rekeyed: list[tuple[bytes, bytes]] = []
+        self.pending_rekeyed: list[RekeyRecord] = []
         self.dead_letters: list[tuple[Record, str]] = []
 
     async def partials(self, messages: Sequence[PartialsMessage]) -> None:
         self.pending_partials.extend(messages)
 
-    async def rekey(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+    async def rekey(self, records: Sequence[RekeyRecord]) -> None:
         self.pending_rekeyed.extend(records)
 
     async def dead_letter(self, record: Record, error: str) -> None:
@@ -69,7 +71,7 @@ class LocalRun:
     """One worker owning every input partition, one stage-2 instance, no broker."""
 
     def __init__(self, config: Config, partitions: int | None = None,
-                 store: WindowStore | None = None) -> None:
+                 store: WindowStore | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         if config.kafka is None:
             raise ValueError("the traces pipeline has no kafka receiver")
         self.config = config
@@ -79,10 +81,10 @@ class LocalRun:
         self.metrics = Metrics()
         self.outbox = ListOutbox()
         self.now = 0.0  # the runner's monotonic clock, in seconds
-        self.stage1 = Stage1(config, self.store, direct, self.outbox, self.metrics,
-                             clock=lambda: self.now)
-        self.sources = input_partitions(kafka, {kafka.traces.topic: self.partitions,
-                                                kafka.rekey_topic: self.partitions})
+        counts = {kafka.traces.topic: self.partitions, kafka.rekey_topic: self.partitions}
+        self.stage1 = Stage1(config, self.store, direct, self.outbox, self.metrics, counts,
+                             clock=lambda: self.now, wall_clock=wall_clock)
+        self.sources = input_partitions(kafka, counts)
         self.stage2 = Stage2(config.windows, [source_name(t, p) for t, p in self.sources],
                              self.store, direct, self.metrics)
         self._next_offset: dict[Partition, int] = {}
@@ -98,6 +100,14 @@ class LocalRun:
         offset = self._next_offset.get(tp, 0)
         self._next_offset[tp] = offset + 1
         return Record(tp[0], tp[1], offset, key, value)
+
+    def rekeyed_record(self, r: RekeyRecord) -> Record:
+        """A re-key topic record as Kafka would store it: by key (murmur2 in Kafka, crc32
+        here: any stable hash spreads traces alike), or on the partition it names."""
+        assert self.config.kafka is not None
+        partition = r.partition if r.partition is not None else zlib.crc32(r.key or b"") % self.partitions
+        rec = self.record(r.value, partition, r.key, self.config.kafka.rekey_topic)
+        return Record(rec.topic, rec.partition, rec.offset, rec.key, rec.value, r.headers)
 
     def feed(self, records: Iterable[Record]) -> None:
         """Process records (one stage-1 batch), then deliver what that sent."""
@@ -132,9 +142,7 @@ class LocalRun:
         while self.outbox.pending_partials or self.outbox.pending_rekeyed:
             rekeyed, self.outbox.pending_rekeyed = self.outbox.pending_rekeyed, []
             if rekeyed:
-                topic = self.config.kafka.rekey_topic
-                await self._process([self.record(value, zlib.crc32(key) % self.partitions, key, topic)
-                                     for key, value in rekeyed])
+                await self._process([self.rekeyed_record(r) for r in rekeyed])
             sent, self.outbox.pending_partials = self.outbox.pending_partials, []
             await self._to_stage2([messages.encode(msg) for msg in sent])
 
@@ -149,6 +157,11 @@ class LocalRun:
         offset whose key still waits for its final row."""
         low = self.stage2.finalizer.min_pending_offset()
         return [] if low is None else self.partials_log[low:]
+
+    def sent_partials(self) -> list[bytes]:
+        """Partials records stage 1 sent but the runner has not delivered yet (what Kafka
+        holds for stage 2 when stage 1 dies in the middle of a batch)."""
+        return [messages.encode(msg) for msg in self.outbox.pending_partials]
 
     def redeliver(self, values: list[bytes]) -> None:
         """Partials records a crashed run left uncommitted, delivered to this run's stage 2."""

@@ -18,8 +18,19 @@ from typing import Protocol
 
 import numpy as np
 
+from processor.aggregate.admission import EventTimeBounds
 from processor.aggregate.messages import PartialsMessage, Watermark
 from processor.aggregate.partition import Emission, PartitionAggregator, PartitionStats
+from processor.aggregate.rekey import (
+    Origin,
+    Origins,
+    Progress,
+    RekeyRecord,
+    origin_headers,
+    progress_markers,
+    read_origin,
+    read_progress,
+)
 from processor.config import Config
 from processor.config.components import KafkaReceiver
 from processor.errors import DecodeError
@@ -27,7 +38,7 @@ from processor.graph import CONN_NAMES, EdgeBatch
 from processor.otlp.batch import SpanBatch, StringTable
 from processor.otlp.compression import decompress_record
 from processor.otlp.decode import SpanDecoder
-from processor.otlp.encode import split_by_trace
+from processor.otlp.encode import span_ends, split_by_trace
 from processor.otlp.registry import get_codec
 from processor.storage.window_store import IoCall, WindowStore
 from processor.telemetry import Metrics
@@ -47,6 +58,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class Outbox(Protocol):
@@ -55,8 +67,8 @@ class Outbox(Protocol):
     async def partials(self, messages: Sequence[PartialsMessage]) -> None:
         """Keys to the entity's partials partition; watermarks to every partials partition."""
 
-    async def rekey(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """(trace id hex key, payload) records for the re-key topic."""
+    async def rekey(self, records: Sequence[RekeyRecord]) -> None:
+        """Records for the re-key topic, in order (see processor.aggregate.rekey)."""
 
     async def dead_letter(self, record: Record, error: str) -> None:
         """The record's original bytes with the error, for the dead-letter topic."""
@@ -80,11 +92,19 @@ class Stage1:
     """The aggregators of the input partitions this worker owns, and what they emit."""
 
     def __init__(self, config: Config, store: WindowStore, io: IoCall, outbox: Outbox,
-                 metrics: Metrics, strings: StringTable | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: Metrics, partitions: Mapping[str, int], strings: StringTable | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        """``partitions``: each topic's partition count (every input partition is an origin
+        of every re-key partition). ``clock`` times idleness; ``wall_clock`` bounds event time."""
         if config.kafka is None:
             raise ValueError("the traces pipeline has no kafka receiver")
         self.kafka = config.kafka
+        self.input_count = partitions[self.kafka.traces.topic]
+        self.rekey_count = partitions.get(self.kafka.rekey_topic, 0) if self.kafka.rekey != "never" else 0
+        self.bounds = EventTimeBounds(config)
+        self.wall_clock = wall_clock
+        self.origins: dict[int, Origins] = {}  # per re-key partition
         self.servicegraph = config.servicegraph
         self.windows = config.windows
         self.store = store
@@ -120,27 +140,62 @@ class Stage1:
         safe: dict[Partition, int] = {}
         for (topic, partition), recs in by_tp.items():
             agg = await self.aggregator(topic, partition)
-            self.idle.discard((topic, partition))
-            spans = await self._decode(recs, topic)
-            self.metrics.inc("otel_insights_records_total", len(recs), topic=topic)
-            self.metrics.inc("otel_insights_spans_total", len(spans))
-            edges = agg.add(spans, next_offset=recs[-1].offset + 1)
+            if topic == self.kafka.rekey_topic and self.rekey_count:
+                recs = self._from_origins(partition, recs)
+            rekeyed = 0
+            if recs:
+                self.idle.discard((topic, partition))
+                spans, rekeyed = await self._decode(recs, agg)
+                self.metrics.inc("otel_insights_records_total", len(recs), topic=topic)
+                self.metrics.inc("otel_insights_spans_total", len(spans))
+            else:
+                spans = SpanBatch.empty()
+            edges = agg.add(spans, next_offset=by_tp[(topic, partition)][-1].offset + 1, active=bool(recs))
             self._observe(agg.source, agg.take_stats())
             self._observe_edges(edges)
-            await self.emit(agg, agg.flush_closed())
+            await self.emit(agg, agg.flush_closed(), idle=(topic, partition) in self.idle)
+            if rekeyed:  # after the re-keyed records: their origin's progress, to every re-key partition
+                await self.outbox.rekey(progress_markers(Progress(partition, agg.max_end_ns, False),
+                                                         self.rekey_count))
             safe[(topic, partition)] = agg.safe_offset()
         return safe
 
-    async def _decode(self, recs: list[Record], topic: str) -> SpanBatch:
-        """Decode a partition's records in one call; bad ones go to the DLQ, others re-key."""
+    def _from_origins(self, partition: int, recs: list[Record]) -> list[Record]:
+        """A re-key partition's records: markers update its origins and the event-time cap;
+        replays of re-keyed records already applied are skipped. The data records are left."""
+        origins = self.origins.get(partition)
+        if origins is None:
+            origins = self.origins[partition] = Origins(self.input_count)
+        data = []
+        for rec in recs:
+            mark = read_progress(rec.headers)
+            if mark is not None:
+                origins.on_progress(mark)
+                continue
+            origin = read_origin(rec.headers)
+            if origin is not None and not origins.first_time(origin):
+                self.metrics.inc("otel_insights_rekey_replays_skipped_total")
+                continue
+            data.append(rec)
+        self.aggregators[(self.kafka.rekey_topic, partition)].cap(origins.cap_ns())
+        return data
+
+    async def _decode(self, recs: list[Record], agg: PartitionAggregator) -> tuple[SpanBatch, int]:
+        """Decode a partition's records in one call; bad ones go to the DLQ, others re-key.
+
+        Returns the admitted spans and how many records were re-keyed.
+        """
         payloads: list[bytes] = []
         offsets: list[int] = []
         kept: list[Record] = []
+        rekeyed: list[RekeyRecord] = []
+        n_rekeyed = 0
         for rec in recs:
             try:
                 payload = decompress_record(rec.value)
-                if needs_rekey(self.kafka, topic, rec.key):
-                    await self._rekey(payload)
+                if needs_rekey(self.kafka, rec.topic, rec.key):
+                    rekeyed += self._rekey(rec, payload, agg)
+                    n_rekeyed += 1
                     continue
             except DecodeError as exc:
                 await self._dead_letter(rec, str(exc))
@@ -148,14 +203,27 @@ class Stage1:
             payloads.append(payload)
             offsets.append(rec.offset)
             kept.append(rec)
+        if rekeyed:
+            await self.outbox.rekey(rekeyed)
+            self.metrics.inc("otel_insights_rekeyed_records_total", n_rekeyed)
         if not payloads:
-            return SpanBatch.empty()
+            return SpanBatch.empty(), n_rekeyed
         decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding, offsets)
         for i, error in decoded.errors:
             await self._dead_letter(kept[i], str(error))
-        return decoded.batch
+        return self._admit(decoded.batch), n_rekeyed
 
-    async def _rekey(self, payload: bytes) -> None:
+    def _admit(self, spans: SpanBatch) -> SpanBatch:
+        got = self.bounds.admit(spans, self.wall_clock())
+        if got.future:
+            self.metrics.inc("otel_insights_rejected_spans_total", got.future, reason="future")
+        if got.too_old:
+            self.metrics.inc("otel_insights_rejected_spans_total", got.too_old, reason="too_old")
+        return got.spans
+
+    def _rekey(self, rec: Record, payload: bytes, agg: PartitionAggregator) -> list[RekeyRecord]:
+        """Split an unkeyed record per trace for the re-key topic, each part naming its origin;
+        the partition's own watermark moves with the spans' (admissible) end times."""
         if not self._warned_rekey:
             log.warning("input records are not keyed by trace id: re-keying through topic %r "
                         "(doubles broker traffic; set partition_traces_by_id on the collector)",
@@ -163,11 +231,14 @@ class Stage1:
             self._warned_rekey = True
         try:
             data = self.codec.parse(payload)
+            parts = split_by_trace(data)
+            out = [RekeyRecord(trace_id.hex().encode(), self.codec.encode(part),
+                               origin_headers(Origin(rec.partition, rec.offset, i)))
+                   for i, (trace_id, part) in enumerate(parts.items())]
         except Exception as exc:  # any parse failure (e.g. JSON nested too deep) is bad input
             raise DecodeError(f"cannot re-key record: {exc!r}") from exc
-        await self.outbox.rekey([(trace_id.hex().encode(), self.codec.encode(part))
-                                 for trace_id, part in split_by_trace(data).items()])
-        self.metrics.inc("otel_insights_rekeyed_records_total")
+        agg.observe(self.bounds.latest_end(span_ends(data), self.wall_clock()))
+        return out
 
     async def _dead_letter(self, rec: Record, error: str) -> None:
         await self.outbox.dead_letter(rec, error)
@@ -199,21 +270,21 @@ class Stage1:
                                            e.client_ms / 1000.0)
 
     async def emit(self, agg: PartitionAggregator, em: Emission, idle: bool = False) -> None:
-        """Persist an emission, tell stage 2 which keys changed, then advertise the watermark.
+        """Persist an emission, tell stage 2 which keys changed, save and advertise the watermark.
 
-        The partial rows and the watermark are durable before any key names them, so a
-        stage-2 worker never reads a key's partials before they exist, and a restart of
-        stage 1 never reopens a window it already emitted.
+        In that order: a stage-2 worker never reads a key's partials before they exist, and
+        the stored watermark (which makes a restart drop replayed spans of emitted windows)
+        moves only once stage 2 has the keys. Killed anywhere before that, the restart
+        replays the spans, rewrites the same partial rows and announces their keys again.
         """
         tp = (agg.topic, agg.partition)
         if em:
-            # Partial rows first, then the partition's watermark.
             if em.health:
                 await self.io(self.store.insert_health_partials, em.health)
             if em.edges:
                 await self.io(self.store.insert_edge_partials, em.edges)
-            await self._save_watermark(agg, em.watermark_ms)
             await self.outbox.partials([*em.health_keys(), *em.edge_keys()])
+            await self._save_watermark(agg, em.watermark_ms)
         elif em.watermark_ms and self._advertised.get(tp, (0, idle))[0] != em.watermark_ms:
             await self._save_watermark(agg, em.watermark_ms)
         if self._advertised.get(tp) != (em.watermark_ms, idle):
@@ -233,6 +304,8 @@ class Stage1:
         self.aggregators.pop(tp, None)
         self._advertised.pop(tp, None)
         self.idle.discard(tp)
+        if tp[0] == self.kafka.rekey_topic:
+            self.origins.pop(tp[1], None)
 
     async def tick(self, assigned: Collection[Partition], backlog: Collection[Partition] = ()
                    ) -> dict[Partition, int]:
@@ -249,6 +322,7 @@ class Stage1:
             if tp not in assigned:
                 self.revoke(tp)
         safe: dict[Partition, int] = {}
+        markers: list[RekeyRecord] = []
         idle_s = self.windows.idle_timeout.seconds
         for topic, partition in sorted(assigned):
             tp = (topic, partition)
@@ -263,4 +337,9 @@ class Stage1:
             else:
                 self.idle.discard(tp)
                 await self.advertise(agg, idle=False)
+            if topic == self.kafka.traces.topic and self.rekey_count:
+                markers += progress_markers(Progress(partition, agg.max_end_ns, tp in self.idle),
+                                            self.rekey_count)
+        if markers:  # every origin is heard every tick, also one with nothing to re-key
+            await self.outbox.rekey(markers)
         return safe

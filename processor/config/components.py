@@ -204,6 +204,11 @@ class WindowsConfig(Frozen):
     idle_timeout: PositiveDuration = Duration.parse("10s")
     # "correct" (re-emitting closed windows) is not built yet; refusing it beats ignoring it.
     late_spans: Literal["drop"] = "drop"
+    # Event time is bounded by the wall clock: a span ending further ahead (a skewed clock,
+    # a bad SDK) or longer ago is rejected and counted, so it cannot close every window or
+    # open one in 1970. The age bound is also capped at exporters.clickhouse.ttl when set.
+    max_future_skew: PositiveDuration = Duration.parse("5m")
+    max_span_age: PositiveDuration = Duration.parse("720h")
     health: HealthConfig = HealthConfig()
 
 

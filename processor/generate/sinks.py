@@ -42,6 +42,30 @@ async def _produce(producer: object, topic: str, traces: list[GeneratedTrace], e
     return len(futs)
 
 
+async def send_kafka_unkeyed(traces: Iterable[GeneratedTrace], brokers: list[str], topic: str,
+                             partitions: int, traces_per_record: int = 25) -> int:
+    """Produce batches of traces with no key, round-robin over partitions, as a collector's
+    kafka exporter does by default (spans of one trace land anywhere); returns records sent."""
+    from aiokafka import AIOKafkaProducer
+    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+    producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", linger_ms=5,
+                                max_request_size=16 * 1024 * 1024)
+    await producer.start()
+    futs, batch, sent = [], list(traces), 0
+    try:
+        for i in range(0, len(batch), traces_per_record):
+            data = TracesData()
+            for tr in batch[i:i + traces_per_record]:
+                data.resource_spans.extend(tr.data.resource_spans)
+            futs.append(await producer.send(topic, data.SerializeToString(), partition=sent % partitions))
+            sent += 1
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+    return sent
+
+
 def export_request(traces: list[GeneratedTrace]) -> bytes:
     req = ExportTraceServiceRequest()
     for tr in traces:

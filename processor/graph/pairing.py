@@ -78,6 +78,8 @@ class PairingStore:
         # Match key of each waiting server: (trace hi, trace lo, span id it waits for).
         self._skey = (np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint64))
         self.clock_ns = 0
+        # Expiry may not run ahead of this (a re-key partition's slowest origin); None: no cap.
+        self.cap_ns: int | None = None
         self.stats = PairingStats()
 
     def __len__(self) -> int:
@@ -113,7 +115,7 @@ class PairingStore:
             [self.clock_ns] + [int(b.end_ns.max()) + self.ttl_ns + 1
                                for b in (self.clients, self.servers) if len(b)]
         )
-        return self._expire()
+        return self._expire(capped=False)
 
     # -- edge builders ---------------------------------------------------------------
 
@@ -211,8 +213,9 @@ class PairingStore:
 
     # -- expiry -----------------------------------------------------------------------
 
-    def _expire(self) -> EdgeBatch:
-        limit = self.clock_ns - self.ttl_ns
+    def _expire(self, capped: bool = True) -> EdgeBatch:
+        clock = self.clock_ns if self.cap_ns is None or not capped else min(self.clock_ns, self.cap_ns)
+        limit = clock - self.ttl_ns
         c_exp = self.clients.end_ns < limit
         s_exp = self.servers.end_ns < limit
         over = len(self) - int(c_exp.sum()) - int(s_exp.sum()) - self.max_items

@@ -37,6 +37,11 @@ class StringTable:
         return len(self.strings)
 
 
+def saturate_int64(values: np.ndarray) -> np.ndarray:
+    """uint64 nanoseconds as int64, clamped at int64's maximum (year 2262), never negative."""
+    return np.minimum(values, np.uint64(np.iinfo(np.int64).max)).astype(np.int64)
+
+
 @dataclass
 class SpanBatch:
     """Spans as parallel numpy arrays (one row per span).

@@ -296,7 +296,7 @@ def _int64_column(values: list[Any], what: str) -> np.ndarray:
             value = int(v) if not isinstance(v, float) or v.is_integer() else None
         except ValueError:
             value = None
-        if value is None or not 0 <= value < 2**63:
+        if value is None or not 0 <= value < 2**64:
             raise DecodeError(f"span {i}: {what} {v!r} is not a valid unsigned 64-bit integer")
-        out[i] = value
+        out[i] = min(value, 2**63 - 1)  # past int64 (year 2262) saturates, as in decode_proto
     return out

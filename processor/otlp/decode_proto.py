@@ -19,7 +19,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from processor.errors import DecodeError
 from processor.otlp.attributes import DecodeContext
-from processor.otlp.batch import KIND_CONSUMER, STATUS_ERROR, SpanBatch
+from processor.otlp.batch import KIND_CONSUMER, STATUS_ERROR, SpanBatch, saturate_int64
 from processor.otlp.wire_view import TracesDataAttributesView, TracesDataView
 
 _resource = attrgetter("resource")
@@ -123,8 +123,8 @@ def decode_resource_spans(
         "parent_span_id": parent[:, 0],
         "service": np.repeat(service_rs, spans_per_rs),
         "kind": kind,
-        "start_ns": np.fromiter(map(_start, spans), dtype=np.uint64, count=n).view(np.int64),
-        "end_ns": np.fromiter(map(_end, spans), dtype=np.uint64, count=n).view(np.int64),
+        "start_ns": saturate_int64(np.fromiter(map(_start, spans), dtype=np.uint64, count=n)),
+        "end_ns": saturate_int64(np.fromiter(map(_end, spans), dtype=np.uint64, count=n)),
         "status": status,
     }
     merged = _Merged(payload)

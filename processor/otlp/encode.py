@@ -9,8 +9,11 @@ import base64
 import json
 from typing import Any
 
+import numpy as np
 from google.protobuf import json_format
 from opentelemetry.proto.trace.v1 import trace_pb2
+
+from processor.otlp.batch import saturate_int64
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
@@ -43,6 +46,13 @@ def _hex_ids(obj: dict[str, Any]) -> None:
 
 def encode_proto(msg: trace_pb2.TracesData) -> bytes:
     return msg.SerializeToString()
+
+
+def span_ends(msg: trace_pb2.TracesData) -> np.ndarray:
+    """Every span's end time (int64 ns; a uint64 past int64 saturates instead of wrapping)."""
+    ends = np.fromiter((span.end_time_unix_nano for rs in msg.resource_spans
+                        for ss in rs.scope_spans for span in ss.spans), dtype=np.uint64)
+    return saturate_int64(ends)
 
 
 def split_by_trace(msg: trace_pb2.TracesData) -> dict[bytes, trace_pb2.TracesData]:

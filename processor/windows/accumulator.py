@@ -91,6 +91,8 @@ class PartitionWindows:
         self.size_ns = cfg.size.ns
         self.lateness_ns = cfg.allowed_lateness.ns
         self.max_end_ns = 0
+        # Event time may not pass this (a re-key partition's slowest origin); None: no cap.
+        self.cap_ns: int | None = None
         self.closed_until_ns = closed_until_ns
         self.open: dict[int, WindowPartial] = {}
         self.stats = WindowStats()
@@ -101,7 +103,8 @@ class PartitionWindows:
 
     @property
     def watermark_ns(self) -> int:
-        return max(self.closed_until_ns, watermark(self.max_end_ns, self.lateness_ns))
+        end = self.max_end_ns if self.cap_ns is None else min(self.max_end_ns, self.cap_ns)
+        return max(self.closed_until_ns, watermark(end, self.lateness_ns))
 
     def _closed(self, starts: np.ndarray) -> np.ndarray:
         """Which windows end at or before closed_until: data for them is late."""

@@ -180,3 +180,63 @@ def test_two_workers_share_the_work_without_loss_or_double_count(
     assert [k for k, n in keys.items() if n > 1] == []
     assert set(keys) == {(r["entity_type"], r["entity"], iso_to_ns(r["window_start"]) // 10**6)
                          for r in rows}
+
+
+def _paced(traces: list, bootstrap: str, topic: str, stop_at: list[float]) -> None:
+    """Send each trace once the wall clock passes its end (as an SDK exports), 100 ms at a time."""
+    async def run() -> None:
+        i = 0
+        while i < len(traces):
+            now = time.time_ns()
+            j = i
+            while j < len(traces) and traces[j].end_ns <= now:
+                j += 1
+            if j > i:
+                await send_kafka(traces[i:j], [bootstrap], topic)
+                i = j
+            await asyncio.sleep(0.1)
+        stop_at.append(time.monotonic())
+    asyncio.run(run())
+
+
+def test_a_worker_joining_and_leaving_while_traffic_flows_loses_and_doubles_nothing(
+    broker, new_topic, unique_name, tmp_path, shim
+) -> None:
+    """Rebalances mid-stream: the worker that keeps a partition must not re-apply records it
+    counted (faust used to seek it back to the committed offset), and a partition that moves
+    is rebuilt by its new owner from the stored watermark and the committed offset."""
+    topic = new_topic("spans")
+    group = unique_name("jl")
+    workers = []
+    for name in ("w1", "w2"):
+        (tmp_path / name).mkdir()
+        workers.append(make_pipeline(tmp_path / name, broker.bootstrap, topic, group, clickhouse=shim.url))
+    a, b = workers
+    done: list[float] = []
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            a.start()
+            wait_until(lambda: _assigned(a) == STAGE1_PARTITIONS, 90, "the first worker to own every partition", a)
+            seconds = 50
+            start = (time.time_ns() // W_NS + 1) * W_NS
+            traces = [t for t in ShopGenerator(seed=47, rate=60, start_ns=start).traces(seconds)
+                      if t.end_ns < start + seconds * 10**9]
+            traces.sort(key=lambda t: t.end_ns)
+            truth = GroundTruth(W_NS)
+            truth.add_all(traces)
+            sender = pool.submit(_paced, traces, broker.bootstrap, topic, done)
+            time.sleep(max(0.0, (start - time.time_ns()) / 1e9) + 10)
+            b.start()  # joins while traffic flows
+            wait_until(lambda: _assigned(b) > 0, 60, "the second worker to get partitions", b)
+            time.sleep(8)
+            assert not done, "traffic ended before the second worker left"
+            assert b.metric("otel_insights_spans_total") > 0  # it really counted a share
+            b.stop()  # leaves while traffic flows
+            sender.result(timeout=seconds + 60)
+            try:
+                wait_until(lambda: counts_match(truth, a.query("health"), a.query("edges")), 90,
+                           "final rows equal to ground truth", a)
+            finally:
+                assert_exact(truth, a.query("health"), a.query("edges"))
+        finally:
+            _stop_all(workers)

@@ -876,3 +876,13 @@ def test_decoding_leaves_the_garbage_collector_as_it_was(decoder: SpanDecoder) -
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_uint64_timestamps_past_int64_saturate_instead_of_wrapping_negative(decoder: SpanDecoder) -> None:
+    sp = span(1, 1)
+    sp.start_time_unix_nano = 2**63 + 5
+    sp.end_time_unix_nano = 2**64 - 1
+    for batch in (decoder.decode_proto(traces(("x", [sp])).SerializeToString()),
+                  decoder.decode_json(encode_json(traces(("x", [sp]))))):
+        assert batch.start_ns.tolist() == [2**63 - 1]
+        assert batch.end_ns.tolist() == [2**63 - 1]  # far future: rejected later, never 1969

@@ -28,6 +28,11 @@ service: {{pipelines: {{traces: {{receivers: [kafka], processors: [servicegraph,
 """
 
 
+def _now() -> float:
+    """The wall clock of these runs: an hour after the traffic starts (event time is bounded by it)."""
+    return START_NS / 1e9 + 3600
+
+
 def _config(encoding: str = "otlp_proto", rekey: str = "auto") -> Config:
     return parse_config(CONFIG.format(encoding=encoding, rekey=rekey), environ={})
 
@@ -58,7 +63,7 @@ def _feed(run: LocalRun, records: list[Record], batch: int = 150) -> None:
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
 def test_keyed_traffic_gives_the_ground_truth(encoding: str) -> None:
     records, truth = _traffic(seed=11, encoding=encoding)
-    run = LocalRun(_config(encoding), partitions=PARTITIONS)
+    run = LocalRun(_config(encoding), partitions=PARTITIONS, wall_clock=_now)
     _feed(run, records)
     result = run.finish()
     assert_exact(truth, result.health, result.edges)
@@ -71,7 +76,7 @@ def test_keyed_traffic_gives_the_ground_truth(encoding: str) -> None:
 
 def test_unkeyed_traffic_is_rekeyed_by_trace_and_gives_the_ground_truth() -> None:
     records, truth = _traffic(seed=12, keyed=False)
-    run = LocalRun(_config(), partitions=PARTITIONS)
+    run = LocalRun(_config(), partitions=PARTITIONS, wall_clock=_now)
     _feed(run, records)
     result = run.finish()
     assert_exact(truth, result.health, result.edges)
@@ -83,7 +88,7 @@ def test_undecodable_records_are_dead_letters_and_the_rest_is_exact() -> None:
     records, truth = _traffic(seed=13, seconds=8)
     bad = [Record("spans", 0, 10_000 + i, f"{i:032x}".encode(), v)
            for i, v in enumerate([b"\xff\x00not protobuf", b"\x0a\x05short"])]
-    run = LocalRun(_config(), partitions=PARTITIONS)
+    run = LocalRun(_config(), partitions=PARTITIONS, wall_clock=_now)
     run.feed(records[:50] + bad)
     _feed(run, records[50:])
     result = run.finish()
@@ -94,7 +99,7 @@ def test_undecodable_records_are_dead_letters_and_the_rest_is_exact() -> None:
 def test_a_keyed_json_record_nested_too_deeply_is_a_dead_letter() -> None:
     records, truth = _traffic(seed=17, seconds=6, encoding="otlp_json")
     nested = Record("spans", 0, 10_000, f"{7:032x}".encode(), b"[" * 100_000)
-    run = LocalRun(_config("otlp_json"), partitions=PARTITIONS)
+    run = LocalRun(_config("otlp_json"), partitions=PARTITIONS, wall_clock=_now)
     run.feed(records[:40] + [nested])
     _feed(run, records[40:])
     result = run.finish()
@@ -105,7 +110,7 @@ def test_a_keyed_json_record_nested_too_deeply_is_a_dead_letter() -> None:
 def test_an_unkeyed_record_that_cannot_be_parsed_for_rekeying_is_a_dead_letter() -> None:
     records, truth = _traffic(seed=16, seconds=6, encoding="otlp_json", keyed=False)
     nested = Record("spans", 1, 10_000, None, b"[" * 100_000)  # JSON nested past the parser's limit
-    run = LocalRun(_config("otlp_json"), partitions=PARTITIONS)
+    run = LocalRun(_config("otlp_json"), partitions=PARTITIONS, wall_clock=_now)
     run.feed(records[:40] + [nested])
     _feed(run, records[40:])
     result = run.finish()
@@ -119,7 +124,7 @@ def test_a_crash_replayed_from_the_committed_offsets_gives_the_ground_truth(cras
     records, truth = _traffic(seed=14, seconds=24)
     assert crash_after < len(records)
     cfg, store = _config(rekey="never"), MemoryStore()
-    first = LocalRun(cfg, partitions=PARTITIONS, store=store)
+    first = LocalRun(cfg, partitions=PARTITIONS, store=store, wall_clock=_now)
     _feed(first, records[:crash_after])
     first.advance(0.5)  # a timer tick, as the worker's
     committed = dict(first.safe_offsets)
@@ -128,7 +133,7 @@ def test_a_crash_replayed_from_the_committed_offsets_gives_the_ground_truth(cras
     # offsets and the partials records not yet committed; the processes' memory is gone.
     assert any(committed[("spans", p)] < max(r.offset for r in records[:crash_after] if r.partition == p) + 1
                for p in range(PARTITIONS))  # some records really are replayed
-    second = LocalRun(cfg, partitions=PARTITIONS, store=store)
+    second = LocalRun(cfg, partitions=PARTITIONS, store=store, wall_clock=_now)
     second.redeliver(uncommitted)
     replay = [r for r in records if r.offset >= committed.get((r.topic, r.partition), 0)]
     _feed(second, replay)
@@ -143,7 +148,7 @@ def test_a_crash_while_stage_2_waits_keeps_the_keys_only_the_committed_partition
     per_partition = [GroundTruth(WINDOW_NS) for _ in range(PARTITIONS)]
     records, truth = _traffic(seed=15, seconds=24, per_partition=per_partition, rate=10)
     cfg, store = _config(rekey="never"), MemoryStore()
-    first = LocalRun(cfg, partitions=PARTITIONS, store=store)
+    first = LocalRun(cfg, partitions=PARTITIONS, store=store, wall_clock=_now)
     ahead = [r for r in records if r.partition == 0]
     _feed(first, ahead)
     committed = dict(first.safe_offsets)
@@ -151,7 +156,7 @@ def test_a_crash_while_stage_2_waits_keeps_the_keys_only_the_committed_partition
     only_p0 = [k for k in per_partition[0].edge_windows() if k[3] + WINDOW_NS <= closed_ns
                and all(k not in other.edge_windows() for other in per_partition[1:])]
     assert only_p0, "the traffic must have an edge-window only partition 0 saw"
-    second = LocalRun(cfg, partitions=PARTITIONS, store=store)
+    second = LocalRun(cfg, partitions=PARTITIONS, store=store, wall_clock=_now)
     second.redeliver(first.uncommitted_partials())
     _feed(second, [r for r in records if r.offset >= committed.get((r.topic, r.partition), 0)])
     result = second.finish()

@@ -1,0 +1,139 @@
+"""The re-key protocol: records carry their origin, and origins announce their event-time progress.
+
+Records not keyed by trace id are split per trace and written to the re-key topic, where
+each re-key partition interleaves what every input partition (origin) sent it. Two facts
+travel with them, in headers, so the re-key path is as exact as keyed input:
+
+- each re-keyed record names its origin record (input partition, offset, part): a replay of
+  the origin after a crash or a rebalance re-sends the same parts, and the re-key partition
+  skips what it already applied instead of counting it twice;
+- after each batch, and on every timer tick, each origin sends every re-key partition a
+  progress marker (no value): the latest span end it has read and whether it is idle. A
+  re-key partition's event time is capped at the slowest active origin's progress, so a
+  backlog re-keyed one input partition after another does not look late, and pairs whose
+  two spans come from different origins are not expired before both have arrived.
+
+This is how stream processors carry watermarks through a shuffle (Flink's per-channel
+watermarks, Dataflow's): an input's watermark is the minimum over its upstream channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+ORIGIN_HEADER = "otel-insights-origin"  # "<input partition>/<offset>/<part>"
+PROGRESS_HEADER = "otel-insights-progress"  # "<input partition>/<span end, ns>/<idle 0|1>"
+
+
+class Origin(NamedTuple):
+    partition: int
+    offset: int
+    part: int
+
+
+class Progress(NamedTuple):
+    partition: int
+    end_ns: int
+    idle: bool
+
+
+class RekeyRecord(NamedTuple):
+    """A record for the re-key topic: a trace's spans (keyed), or a marker to one partition."""
+
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    partition: int | None = None  # None: by key
+
+
+def origin_headers(origin: Origin) -> tuple[tuple[str, bytes], ...]:
+    return ((ORIGIN_HEADER, f"{origin.partition}/{origin.offset}/{origin.part}".encode()),)
+
+
+def progress_markers(progress: Progress, rekey_partitions: int) -> list[RekeyRecord]:
+    """One marker per re-key partition: every one of them must hear every origin."""
+    value = f"{progress.partition}/{progress.end_ns}/{int(progress.idle)}".encode()
+    return [RekeyRecord(None, b"", ((PROGRESS_HEADER, value),), p) for p in range(rekey_partitions)]
+
+
+def _header(headers: Iterable[tuple[str, bytes]], name: str) -> bytes | None:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+def read_origin(headers: Sequence[tuple[str, bytes]]) -> Origin | None:
+    raw = _header(headers, ORIGIN_HEADER)
+    if raw is None:
+        return None
+    try:
+        p, o, part = (int(x) for x in raw.split(b"/"))
+    except ValueError:
+        return None
+    return Origin(p, o, part)
+
+
+def read_progress(headers: Sequence[tuple[str, bytes]]) -> Progress | None:
+    raw = _header(headers, PROGRESS_HEADER)
+    if raw is None:
+        return None
+    try:
+        p, end, idle = (int(x) for x in raw.split(b"/"))
+    except ValueError:
+        return None
+    return Progress(p, end, bool(idle))
+
+
+@dataclass
+class OriginState:
+    end_ns: int = 0
+    idle: bool = False
+    heard: bool = False
+    applied: tuple[int, int] = (-1, -1)  # (offset, part) of the last record applied
+
+
+@dataclass
+class Origins:
+    """What one re-key partition knows of the input partitions feeding it."""
+
+    partitions: int  # input partitions: each is an origin that must be heard
+    states: dict[int, OriginState] = field(default_factory=dict)
+
+    def _state(self, partition: int) -> OriginState:
+        st = self.states.get(partition)
+        if st is None:
+            st = self.states[partition] = OriginState()
+        return st
+
+    def on_progress(self, mark: Progress) -> None:
+        st = self._state(mark.partition)
+        st.end_ns = max(st.end_ns, mark.end_ns)
+        st.idle = mark.idle
+        st.heard = True
+
+    def first_time(self, origin: Origin) -> bool:
+        """Whether a re-keyed record is new (True) or a replay of one applied already.
+
+        One origin's records reach a re-key partition in origin order (one producer per
+        input partition at a time, a new owner replaying from the committed offset), so
+        "new" is "after the last applied (offset, part)".
+        """
+        st = self._state(origin.partition)
+        st.idle = False
+        pos = (origin.offset, origin.part)
+        if pos <= st.applied:
+            return False
+        st.applied = pos
+        return True
+
+    def cap_ns(self) -> int | None:
+        """The event time this re-key partition may go up to; None while an origin is unheard
+        (at start, or after a rebalance, until every origin's next marker arrives), then
+        0 means "no progress yet". With every origin idle there is no cap."""
+        if any(not self._state(p).heard for p in range(self.partitions)):
+            return 0
+        active = [st.end_ns for p, st in self.states.items() if p < self.partitions and not st.idle]
+        return min(active) if active else None
