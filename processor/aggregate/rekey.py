@@ -130,9 +130,9 @@ class Origins:
         return True
 
     def cap_ns(self) -> int | None:
-        """The event time this re-key partition may go up to; None while an origin is unheard
-        (at start, or after a rebalance, until every origin's next marker arrives), then
-        0 means "no progress yet". With every origin idle there is no cap."""
+        """The event time this re-key partition may go up to: the slowest active origin's
+        progress; 0 (no progress) while an origin is unheard, at start or after a rebalance
+        until every origin's next marker arrives; None (no cap) when every origin is idle."""
         if any(not self._state(p).heard for p in range(self.partitions)):
             return 0
         active = [st.end_ns for p, st in self.states.items() if p < self.partitions and not st.idle]
