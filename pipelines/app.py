@@ -1,4 +1,4 @@
-"""The faust app: topics, the two stage agents, timers and the HTTP endpoints.
+"""The faust app: topics, stage 1's consumer task, the stage-2 agent, timers and HTTP endpoints.
 
 Stream topology (read this file to see all of it):
 
@@ -9,8 +9,9 @@ Stream topology (read this file to see all of it):
                         └─ processors.anomaly (on the owner of partials partition 0)
                                ─▶ anomalies table + <anomaly topic> (incidents)
 
-What each stage does is in processor/aggregate/stage1.py and stage2.py; this file feeds
-them faust events and commits each event once the stage says its results are durable.
+What each stage does is in processor/aggregate/stage1.py and stage2.py. Stage 1 reads its
+partitions in batches on its own consumer (pipelines/intake.py); stage 2 gets faust events
+here, and each is acknowledged once its results are durable.
 """
 
 from __future__ import annotations
