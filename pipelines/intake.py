@@ -55,7 +55,6 @@ class Intake(ConsumerRebalanceListener):
         self._epoch = 0  # bumped on every assignment: safe offsets from before it are stale
         self._stopping = False
         self.assigned: set[Partition] = set()
-        self.started = asyncio.Event()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         k = self.kafka
@@ -71,7 +70,6 @@ class Intake(ConsumerRebalanceListener):
         consumer = self.consumer = self._new_consumer()
         consumer.subscribe(self.topics, listener=self)
         await consumer.start()
-        self.started.set()
         wait_ms = int(self.kafka.max_batch_wait.seconds * 1000)
         next_tick = next_commit = time.monotonic()
         try:

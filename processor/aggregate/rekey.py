@@ -58,33 +58,26 @@ def progress_markers(progress: Progress, rekey_partitions: int) -> list[RekeyRec
     return [RekeyRecord(None, b"", ((PROGRESS_HEADER, value),), p) for p in range(rekey_partitions)]
 
 
-def _header(headers: Iterable[tuple[str, bytes]], name: str) -> bytes | None:
-    for k, v in headers:
-        if k == name:
-            return v
-    return None
+def _three_ints(headers: Iterable[tuple[str, bytes]], name: str) -> tuple[int, int, int] | None:
+    """The header's "a/b/c" value as integers; None when it is absent or malformed."""
+    raw = next((v for k, v in headers if k == name), None)
+    if raw is None:
+        return None
+    try:
+        a, b, c = (int(x) for x in raw.split(b"/"))
+    except ValueError:
+        return None
+    return a, b, c
 
 
 def read_origin(headers: Sequence[tuple[str, bytes]]) -> Origin | None:
-    raw = _header(headers, ORIGIN_HEADER)
-    if raw is None:
-        return None
-    try:
-        p, o, part = (int(x) for x in raw.split(b"/"))
-    except ValueError:
-        return None
-    return Origin(p, o, part)
+    got = _three_ints(headers, ORIGIN_HEADER)
+    return None if got is None else Origin(*got)
 
 
 def read_progress(headers: Sequence[tuple[str, bytes]]) -> Progress | None:
-    raw = _header(headers, PROGRESS_HEADER)
-    if raw is None:
-        return None
-    try:
-        p, end, idle = (int(x) for x in raw.split(b"/"))
-    except ValueError:
-        return None
-    return Progress(p, end, bool(idle))
+    got = _three_ints(headers, PROGRESS_HEADER)
+    return None if got is None else Progress(got[0], got[1], bool(got[2]))
 
 
 @dataclass
