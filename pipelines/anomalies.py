@@ -1,9 +1,10 @@
 """Detection wiring for stage 2: final windows -> detectors -> incidents -> table and topic.
 
-One worker judges every entity: the one that owns partition 0 of the partials topic. Every
-stage-2 worker hears every input watermark, so the owner knows which windows are final
-everywhere and reads their rows from ClickHouse, whoever wrote them (or, owning every
-partials partition, keeps the rows it wrote itself). One judge sees a service and its
+One worker judges every entity: the one that owns partition 0 of the partials topic. Each
+stage-2 worker stores, per partials partition it owns, the window end through which every
+final row is written (`Stage2.finalized_through`); the judge takes a window once every
+partition has passed it and reads its rows from ClickHouse, whoever wrote them (or, owning
+every partials partition, keeps the rows it wrote itself). One judge sees a service and its
 edges together (one incident), and no entity is judged twice. Detection costs a fraction
 of what stage 2 does per window (see the README's figures), so one judge keeps up with
 the stage-2 workers of a deployment of modest width.
@@ -18,7 +19,6 @@ from typing import Any
 
 from pipelines.store_io import StoreIO
 from pipelines.training import ModelTrainer
-from processor.aggregate.finalize import Finalizer
 from processor.config import Config
 from processor.config.components import AnomalyConfig
 from processor.detect.autoencoder import Autoencoder
@@ -33,11 +33,14 @@ SCHEMA_VERSION = 1
 PROGRESS_PARTITION = 0  # progress is kept in pipeline_watermarks under (group, anomaly topic, 0)
 SAVE_PROGRESS_EVERY_S = 5.0  # a crash re-judges at most this much (one window at 60 s windows)
 DISCOVER_EVERY_S = 2.0  # how often to look for the first stored window, before any
+# Windows judged per tick: catching up after downtime comes in slices, so progress is
+# saved as it goes and the event loop serves the stages in between.
+JUDGE_PER_TICK = 20
 
 
 class AnomalyStage:
-    def __init__(self, config: Config, io: StoreIO, metrics: Metrics, topic: Any, finalizer: Finalizer) -> None:
-        """`finalizer` is stage 2's: it knows which windows are final on every input."""
+    def __init__(self, config: Config, io: StoreIO, metrics: Metrics, topic: Any, partials_partitions: int) -> None:
+        """``partials_partitions``: how many stage-2 partitions must vouch for a window."""
         assert config.kafka is not None and config.anomaly is not None
         self.cfg: AnomalyConfig = config.anomaly
         self.io = io
@@ -47,10 +50,10 @@ class AnomalyStage:
         self.group_id = config.kafka.group_id
         self.idle_timeout_ms = config.windows.idle_timeout.ms
         self.window_ms = config.windows.size.ms
-        self.finalizer = finalizer
+        self.partials_topic = config.kafka.partials_topic
+        self.partials_partitions = partials_partitions
         self.trainer = (ModelTrainer(io, metrics, self.cfg.autoencoder, self.cfg.min_requests, self.window_ms)
                         if "autoencoder" in self.cfg.detectors else None)
-        self.settle_s = 2.0 + 4 * config.kafka.max_batch_wait.seconds
         self.owner = False
         self._compute_s = 0.0  # judging time within the current tick
         self._io_s = 0.0  # and time of its store calls on the ClickHouse thread
@@ -60,7 +63,7 @@ class AnomalyStage:
         self.detector = WindowDetector(self.cfg, self.window_ms)
         self.tracker = IncidentTracker(self.window_ms, self.cfg.incident_gap_windows)
         self.last_window_ms = -1  # newest window judged (or replayed as judged)
-        self.pending: dict[int, float] = {}  # final window start -> when it was first seen final
+        self.pending: set[int] = set()  # starts of complete windows not judged yet
         self._warm = False
         self._first_query_at = 0.0
         self._saved_ms, self._saved_at = -1, 0.0  # progress mark last stored, and when
@@ -140,8 +143,9 @@ class AnomalyStage:
         rows it wrote instead of reading them back.
 
         A window's rows can be written by several workers, a little apart, so detection
-        waits `settle_s` after a window was first seen final, then reads every final row of
-        it. Judging a subset would make the late entities look absent: a false traffic drop.
+        takes a window only once every partials partition has reported it written (see
+        `_discover`). Judging a subset would make the late entities look absent: a false
+        traffic drop. At most JUDGE_PER_TICK windows are judged per call.
         """
         if not owner:
             if self.owner:
@@ -162,10 +166,8 @@ class AnomalyStage:
         await self._discover()
         now = time.monotonic()
         judged = False
-        for ws in sorted(self.pending):
-            if now - self.pending[ws] < self.settle_s:
-                break  # keep windows in order
-            del self.pending[ws]
+        for ws in sorted(self.pending)[:JUDGE_PER_TICK]:
+            self.pending.discard(ws)
             if ws <= self.last_window_ms:
                 continue  # judged already (re-finalised); learning twice would skew
             await self._judge(ws)
@@ -191,15 +193,24 @@ class AnomalyStage:
                 key = (r["client"], r["server"], r["connection_type"])
                 self.local.setdefault(int(r["window_start"]), ({}, {}))[1][key] = r
 
-    async def _discover(self) -> None:
-        """Queue every window that is final on every input and can no longer fill.
+    async def complete_before(self) -> int | None:
+        """Windows ending at or before this have every final row written, by the reports of
+        every partials partition's stage-2 owner; None while a partition has not reported."""
+        marks = await self._io(self.store.load_watermarks, self.group_id, self.partials_topic)
+        reports = [marks.get(q) for q in range(self.partials_partitions)]
+        if any(m is None for m in reports):
+            return None
+        return min(m for m in reports if m is not None)
 
-        Final: its end is at or before the lowest watermark of the active inputs (with every
-        input idle that bound is open). Can no longer fill: it also ends an idle timeout
-        before the wall clock, after which an input that sent nothing has nothing to send.
-        Whether the window has rows is found when it is judged.
+    async def _discover(self) -> None:
+        """Queue every window that is complete and can no longer fill.
+
+        Complete: every partials partition reported its final rows written (`complete_before`;
+        with every input idle that bound is open). Can no longer fill: it also ends an idle
+        timeout before the wall clock, after which an input that sent nothing has nothing to
+        send. Whether the window has rows is found when it is judged.
         """
-        final_before = self.finalizer.final_before_ms()
+        final_before = await self.complete_before()
         if final_before is None:
             return
         now_ms = int(time.time() * 1000)
@@ -215,9 +226,7 @@ class AnomalyStage:
             start = first - self.window_ms
         oldest = now_ms - self.cfg.history.ms
         start = max(start, window_start(oldest, self.window_ms) - self.window_ms)
-        now = time.monotonic()
-        for ws in range(start + self.window_ms, bound - self.window_ms + 1, self.window_ms):
-            self.pending.setdefault(ws, now)
+        self.pending.update(range(start + self.window_ms, bound - self.window_ms + 1, self.window_ms))
 
     async def _judge(self, ws: int) -> None:
         held = self.local.pop(ws, None)

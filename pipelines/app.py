@@ -105,13 +105,13 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
     if cfg.anomaly is not None:
         from pipelines.anomalies import AnomalyStage
 
-        anomaly = AnomalyStage(cfg, io, metrics, app.topic(cfg.anomaly.topic, **raw), stage2.finalizer)
+        anomaly = AnomalyStage(cfg, io, metrics, app.topic(cfg.anomaly.topic, **raw), partials_partitions)
         stage2.on_final = anomaly.remember
     wait_s = kafka.max_batch_wait.seconds
 
     async def process2(events: list[Any]) -> None:
         for ev in events:
-            msg = stage2.receive(ev.message.offset, ev.value)
+            msg = stage2.receive(ev.message.offset, ev.value, ev.message.partition)
             # Keys are released once their final row is written; watermarks (and malformed
             # records) once every key before them is.
             w.held2.hold(ev, msg if msg is not None and not isinstance(msg, Watermark) else None)
@@ -136,18 +136,38 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
     async def stop_intake(sender: object, **kw: object) -> None:
         await intake.stop()
 
+    def partials_owned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.partials_topic}
+
+    reported: dict[int, int] = {}
+
     @app.timer(0.5)
     async def stage2_timer() -> None:
         if w.failed:
             return
         async with w.stage2_lock:
-            mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.partials_topic}
+            mine = partials_owned()
             with _busy(metrics, "stage2"):
                 await stage2.finalize_ready()
+                stage2.keep_partitions(mine)
                 w.held2.keep_only({(kafka.partials_topic, p) for p in mine})
                 w.held2.release(stage2.is_pending)
-            if anomaly is not None:
-                await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
+                # After the rows: the anomaly judge reads these to know a window is complete.
+                marks = stage2.finalized_through(mine)
+                changed = {q: m for q, m in marks.items() if reported.get(q) != m}
+                if changed:
+                    await io.call(io.store.save_watermarks, kafka.group_id, kafka.partials_topic, changed)
+                    reported.update(changed)
+
+    if anomaly is not None:
+        @app.timer(0.5)
+        async def anomaly_timer() -> None:
+            # Beside stage 2, not under its lock: catching up on many windows after downtime
+            # must not stall finalisation (each tick judges a bounded number of windows).
+            if w.failed:
+                return
+            mine = partials_owned()
+            await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -25,6 +25,23 @@ class SourceState:
     idle: bool = False
 
 
+def heard(sources: dict[str, SourceState], mark: Watermark) -> None:
+    """Take a source's watermark message into ``sources`` (the watermark never moves back)."""
+    st = sources.setdefault(mark.source, SourceState())
+    st.watermark_ms = max(st.watermark_ms, mark.watermark_ms)
+    st.idle = mark.idle
+
+
+def final_before(expected: set[str], sources: dict[str, SourceState]) -> int | None:
+    """Windows ending at or before this are final by ``sources``; None while one is unheard."""
+    if expected - set(sources):
+        return None
+    active = [s.watermark_ms for s in sources.values() if not s.idle]
+    if not active:
+        return END_OF_TIME_MS  # every source idle: whatever arrived is all there is
+    return min(active)
+
+
 class Finalizer:
     """Tracks source watermarks and the (entity, window) keys waiting to be final."""
 
@@ -38,9 +55,7 @@ class Finalizer:
         self.baselines = LatencyBaselines(self.rules.baseline_windows)
 
     def on_watermark(self, mark: Watermark) -> None:
-        st = self.sources.setdefault(mark.source, SourceState())
-        st.watermark_ms = max(st.watermark_ms, mark.watermark_ms)
-        st.idle = mark.idle
+        heard(self.sources, mark)
 
     def on_health_key(self, key: HealthKey, offset: int) -> None:
         self.pending_health[key] = min(offset, self.pending_health.get(key, offset))
@@ -53,13 +68,7 @@ class Finalizer:
 
     def final_before_ms(self) -> int | None:
         """Windows ending at or before this are final; None while a source is unheard."""
-        missing = self.expected_sources - set(self.sources)
-        if missing:
-            return None
-        active = [s.watermark_ms for s in self.sources.values() if not s.idle]
-        if not active:
-            return END_OF_TIME_MS  # every source idle: whatever arrived is all there is
-        return min(active)
+        return final_before(self.expected_sources, self.sources)
 
     def take_ready(self) -> tuple[list[HealthKey], list[EdgeKey]]:
         limit = self.final_before_ms()

@@ -3,7 +3,7 @@
 Transport-free like stage 1: `receive` takes one partials-topic record, `finalize_ready`
 merges the stored partials of every window that became final and writes the final rows
 (store calls through `io`). The caller commits a key's record once `is_pending` says its
-final row is written.
+final row is written, and reports `finalized_through` for the anomaly judge.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from processor.aggregate import messages
-from processor.aggregate.finalize import Finalizer
+from processor.aggregate.finalize import Finalizer, SourceState, final_before, heard
 from processor.aggregate.messages import EdgeKey, HealthKey, PartialsMessage, Watermark
 from processor.config.components import WindowsConfig
 from processor.errors import DecodeError
@@ -33,9 +33,14 @@ class Stage2:
         self.metrics = metrics
         self.on_final = on_final  # sees every final row written (the anomaly judge keeps them)
         self._seeded = False
+        # What each partials partition's own records tell: the watermarks read on it, and
+        # which pending keys came through it (see finalized_through).
+        self.heard: dict[int, dict[str, SourceState]] = {}
+        self.key_partition: dict[HealthKey | EdgeKey, int] = {}
 
-    def receive(self, offset: int, value: bytes | None) -> PartialsMessage | None:
-        """Take one partials record; None (logged) when it is not a partials message."""
+    def receive(self, offset: int, value: bytes | None, partition: int = 0) -> PartialsMessage | None:
+        """Take one partials record (of partials ``partition``); None (logged) when it is not
+        a partials message."""
         try:
             msg = messages.decode(value)
         except DecodeError:
@@ -44,11 +49,42 @@ class Stage2:
         fin = self.finalizer
         if isinstance(msg, Watermark):
             fin.on_watermark(msg)
-        elif isinstance(msg, HealthKey):
+            heard(self.heard.setdefault(partition, {}), msg)
+            return msg
+        if isinstance(msg, HealthKey):
             fin.on_health_key(msg, offset)
         else:
             fin.on_edge_key(msg, offset)
+        self.key_partition[msg] = partition
         return msg
+
+    def finalized_through(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Per partials partition: every window ending at or before this has its final rows
+        written, as far as that partition can ever send keys for it.
+
+        Stage 1 sends a window's keys before the watermark that passes it, to the same
+        partition, so a watermark read on a partition vouches for every key that partition
+        holds below it. Judged by the partition's own records only (not by watermarks other
+        partitions brought), a new owner replaying a partition cannot vouch for keys it has
+        not read yet. Partitions that have not heard every source are left out.
+        """
+        fin = self.finalizer
+        lowest: dict[int, int] = {}
+        for key, q in self.key_partition.items():
+            lowest[q] = min(lowest.get(q, key.window_start), key.window_start)
+        out: dict[int, int] = {}
+        for q in partitions:
+            limit = final_before(fin.expected_sources, self.heard.get(q, {}))
+            if limit is not None:
+                out[q] = min(limit, lowest.get(q, limit))
+        return out
+
+    def keep_partitions(self, partitions: Iterable[int]) -> None:
+        """Forget what revoked partials partitions told (their new owner reads them again)."""
+        mine = set(partitions)
+        for q in [q for q in self.heard if q not in mine]:
+            del self.heard[q]
+        self.key_partition = {k: q for k, q in self.key_partition.items() if q in mine}
 
     def is_pending(self, key: HealthKey | EdgeKey) -> bool:
         """Whether the key's window still waits for its final row (its record must not be committed)."""
@@ -95,3 +131,7 @@ class Stage2:
         newest_end = max([k.window_start for k in health_keys] + [k.window_start for k in edge_keys]) + fin.size_ms
         self.metrics.set("otel_insights_window_close_lag_seconds", time.time() - newest_end / 1000)
         fin.done(health_keys, edge_keys)
+        for hk in health_keys:
+            self.key_partition.pop(hk, None)
+        for ek in edge_keys:
+            self.key_partition.pop(ek, None)
