@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -210,6 +211,82 @@ def bench_detect_share(seconds: int, rate: float) -> None:
           f"per final row); with its ClickHouse calls {100 * io_share:.1f}%")
 
 
+def bench_live(seconds: int, span_rate: float) -> None:
+    """Production-shaped live traffic (60 s windows, 30 s lateness): worker peak RSS, and how
+    long after a window closes (its end + allowed lateness, event time being wall time here)
+    its final rows are queryable, polled from the ClickHouse the worker writes to."""
+    from aiokafka import AIOKafkaProducer
+
+    from processor.config import load_config
+    from processor.generate import to_records
+    from processor.localstack import LocalBroker
+    from processor.storage.open import open_store
+    from tests.chshim import start_shim
+    from tests.integration.harness import make_pipeline
+
+    lateness_ms = 30_000
+    probe = list(ShopGenerator(seed=5, rate=500, start_ns=0).traces(4))
+    per_trace = sum(t.span_count for t in probe) / len(probe)
+    first_seen: dict[int, float] = {}  # window end (ms) -> wall time its final rows were first read
+    with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        broker.create_topic("live", 3)
+        shim = start_shim(Path(tmp) / "clickhouse")
+        p = make_pipeline(Path(tmp), broker.bootstrap, "live", "live", window="60s", lateness="30s",
+                          batch=2000, clickhouse=shim.url).start()
+        cfg = load_config(p.config_path).clickhouse
+        assert cfg is not None
+        poller = open_store(cfg)
+        sql = poller._sql("SELECT DISTINCT toUnixTimestamp64Milli(window_end) AS we FROM {db}.service_health")
+        start_ns = (time.time_ns() // 10**9 + 2) * 10**9
+        gen = ShopGenerator(seed=5, rate=span_rate / per_trace, start_ns=start_ns)
+        sent = 0
+
+        async def poll() -> None:
+            rows = await asyncio.to_thread(poller.backend.query, sql)
+            now = time.time()
+            for r in rows:
+                first_seen.setdefault(int(r["we"]), now)
+
+        async def traffic() -> None:
+            nonlocal sent
+            producer = AIOKafkaProducer(bootstrap_servers=[broker.bootstrap], acks="all", linger_ms=5)
+            await producer.start()
+            try:
+                slice_ns, buf = 250_000_000, list[Any]()
+                edge = start_ns + slice_ns
+                next_poll = time.time()
+                for tr in gen.traces(seconds):
+                    if tr.start_ns >= edge:  # send a slice once its traces have ended
+                        await asyncio.sleep(max(0.0, (edge + 50_000_000) / 1e9 - time.time()))
+                        futs = [await producer.send("live", value=v, key=k) for k, v in to_records(buf, "otlp_proto")]
+                        await asyncio.gather(*futs)
+                        sent += sum(t.span_count for t in buf)
+                        buf, edge = [], edge + slice_ns
+                        if time.time() >= next_poll:
+                            await poll()
+                            next_poll = time.time() + 0.25
+                    buf.append(tr)
+            finally:
+                await producer.stop()
+
+        asyncio.run(traffic())
+        traffic_end_ms = start_ns // 10**6 + seconds * 1000
+        rss_kb = _rss_kb(p.proc.pid) if p.proc else 0
+        p.stop()
+        poller.close()
+        shim.stop()
+    # Windows closed by the watermark while traffic still flowed (later ones close on idleness).
+    lags = sorted(first_seen[we] - (we + lateness_ms) / 1000 for we in first_seen
+                  if we + lateness_ms <= traffic_end_ms - 2000 and we > start_ns // 10**6)
+    print(f"  live: {sent / seconds:,.0f} spans/s for {seconds} s, keyed, 3 partitions, 60 s windows, "
+          f"30 s lateness, chdb behind the HTTP shim: worker peak RSS {rss_kb // 1024} MB")
+    if lags:
+        print(f"    window close -> final rows queryable (polled every 0.25 s), {len(lags)} windows: "
+              f"p50 {np.percentile(lags, 50):.2f} s, p99 {np.percentile(lags, 99):.2f} s, max {lags[-1]:.2f} s")
+    else:
+        print("    no window closed while traffic flowed: run longer (--live >= 150)")
+
+
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -225,6 +302,9 @@ def main() -> None:
     ap.add_argument("--detect", type=int, default=0, metavar="SECONDS",
                     help="also measure detection's share of stage 2 in a worker on this much traffic")
     ap.add_argument("--rate", type=float, default=200.0, help="traces/s for --detect")
+    ap.add_argument("--live", type=int, default=0, metavar="SECONDS",
+                    help="also run paced live traffic at --live-rate spans/s (RSS, close-to-queryable)")
+    ap.add_argument("--live-rate", type=float, default=20_000.0, help="spans/s for --live")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cpus {os.cpu_count()}")
     bench_inprocess(args.spans)
@@ -235,6 +315,8 @@ def main() -> None:
         bench_e2e(args.spans, args.batch, workers=2)
     if args.detect:
         bench_detect_share(args.detect, args.rate)
+    if args.live:
+        bench_live(args.live, args.live_rate)
     print(f"  bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
 
 
