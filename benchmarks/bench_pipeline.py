@@ -218,7 +218,7 @@ def bench_live(seconds: int, span_rate: float) -> None:
     from aiokafka import AIOKafkaProducer
 
     from processor.config import load_config
-    from processor.generate import to_records
+    from processor.generate.sinks import produce_traces
     from processor.localstack import LocalBroker
     from processor.storage.open import open_store
     from tests.chshim import start_shim
@@ -258,8 +258,7 @@ def bench_live(seconds: int, span_rate: float) -> None:
                 for tr in gen.traces(seconds):
                     if tr.start_ns >= edge:  # send a slice once its traces have ended
                         await asyncio.sleep(max(0.0, (edge + 50_000_000) / 1e9 - time.time()))
-                        futs = [await producer.send("live", value=v, key=k) for k, v in to_records(buf, "otlp_proto")]
-                        await asyncio.gather(*futs)
+                        await produce_traces(producer, "live", buf, "otlp_proto")
                         sent += sum(t.span_count for t in buf)
                         buf, edge = [], edge + slice_ns
                         if time.time() >= next_poll:

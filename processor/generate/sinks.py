@@ -26,16 +26,17 @@ async def send_kafka(traces: Iterable[GeneratedTrace], brokers: list[str], topic
         for tr in traces:
             buf.append(tr)
             if len(buf) >= chunk:
-                sent += await _produce(producer, topic, buf, encoding)
+                sent += await produce_traces(producer, topic, buf, encoding)
                 buf = []
         if buf:
-            sent += await _produce(producer, topic, buf, encoding)
+            sent += await produce_traces(producer, topic, buf, encoding)
     finally:
         await producer.stop()
     return sent
 
 
-async def _produce(producer: object, topic: str, traces: list[GeneratedTrace], encoding: str) -> int:
+async def produce_traces(producer: object, topic: str, traces: list[GeneratedTrace], encoding: str) -> int:
+    """Send one record per trace keyed by hex trace id on a started producer; returns records sent."""
     futs = [await producer.send(topic, value=v, key=k)  # type: ignore[attr-defined]
             for k, v in to_records(traces, encoding)]
     await asyncio.gather(*futs)
