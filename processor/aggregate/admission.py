@@ -1,4 +1,5 @@
-"""Which span end times stage 1 accepts: bounded by the wall clock, ahead and behind.
+"""Which span end times stage 1 accepts (bounded by the wall clock, ahead and behind), and
+how far back a late one may still correct its window.
 
 Event time drives everything (watermarks, window closing, pairing expiry), and it comes
 from clients: one span dated next year would close every window of its partition and,
@@ -52,3 +53,12 @@ class EventTimeBounds:
         lo, hi = self.limits(now_s)
         ok = ends[(ends >= lo) & (ends <= hi)]
         return int(ok.max()) if ok.size else 0
+
+
+def correction_horizon_ns(config: Config) -> int:
+    """How far back (event time) a late span may still correct its window: the configured
+    horizon, capped at the ClickHouse TTL (older rows are deleted)."""
+    horizon = config.windows.correction_horizon.ns
+    if config.clickhouse is not None and config.clickhouse.ttl.ns > 0:
+        horizon = min(horizon, config.clickhouse.ttl.ns)
+    return horizon

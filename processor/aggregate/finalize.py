@@ -111,7 +111,9 @@ class Finalizer:
                 "calls": calls, "errors": errors, "error_rate": errors / calls if calls else 0.0,
                 "p50_ms": _finite(p50), "p95_ms": _finite(p95), "p99_ms": _finite(p99),
                 "health": health, "latency_keys": keys, "latency_counts": counts,
-                "partitions": len(rows), "version": version,
+                # Input partitions that fed the window (a correction is a second row of one).
+                "partitions": len({(r["input_topic"], r["input_partition"]) for r in rows}),
+                "version": version,
             })
         return out
 

@@ -8,7 +8,7 @@ is what makes a kill-and-restart end with exact totals.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from processor.aggregate.messages import EdgeKey, HealthKey, source_name
@@ -50,8 +50,7 @@ class Emission:
 class PartitionStats:
     """What one partition counted since the last `take_stats`, for the self metrics."""
 
-    late_spans: int
-    late_edges: int
+    late: dict[tuple[str, str], int]  # (what, action) -> count, see WindowStats
     pairing: PairingStats
     waiting_spans: int  # in the pairing store now
 
@@ -61,13 +60,17 @@ class PartitionAggregator:
 
     def __init__(self, topic: str, partition: int, strings: StringTable, store: StoreConfig,
                  windows: WindowsConfig, closed_until_ns: int = 0,
+                 applied: Mapping[int, tuple[int, int]] | None = None,
+                 horizon_ns: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``closed_until_ns``, ``applied``: what the stored partials say of closed windows
+        (see PartitionWindows); ``horizon_ns``: how far back late data is corrected."""
         self.topic = topic
         self.partition = partition
         self.strings = strings
         self.clock = clock
         self.store = PairingStore(strings, store)
-        self.windows = PartitionWindows(windows, closed_until_ns)
+        self.windows = PartitionWindows(windows, closed_until_ns, applied, horizon_ns)
         self.next_offset = -1  # one past the last record added
         self.last_record_at = clock()
 
@@ -89,6 +92,7 @@ class PartitionAggregator:
         self.windows.add_spans(spans)
         edges = self.store.add(spans)
         self.windows.add_edges(edges)
+        self.windows.floor_ns = self.store.min_client_end_ns()
         if next_offset is not None:
             self.next_offset = max(self.next_offset, next_offset)
         if active:
@@ -99,6 +103,7 @@ class PartitionAggregator:
         """Event time read but not aggregated here (spans sent on to the re-key topic): it
         moves this partition's watermark all the same, so stage 2 is not held back by it."""
         self.windows.max_end_ns = max(self.windows.max_end_ns, end_ns)
+        self.store.clock_ns = max(self.store.clock_ns, end_ns)  # waiting spans expire with it
 
     @property
     def max_end_ns(self) -> int:
@@ -115,9 +120,7 @@ class PartitionAggregator:
         return self.clock() - self.last_record_at
 
     def take_stats(self) -> PartitionStats:
-        late = self.windows.take_stats()
-        return PartitionStats(late.late_spans, late.late_edges, self.store.take_stats(),
-                              len(self.store))
+        return PartitionStats(self.windows.take_stats().late, self.store.take_stats(), len(self.store))
 
     def safe_offset(self) -> int:
         """Every record below this offset is fully reflected in emitted, durable rows."""
@@ -136,11 +139,21 @@ class PartitionAggregator:
         to be stored and advertised, not on every batch.
         """
         wm = self.windows.watermark_ns
-        em = self._emit(self.windows.close(self.windows.ready()))
+        before = self.windows.closed_until_ns
+        em = self._emit(self.windows.close(self.windows.ready(), self.next_offset))
         boundary = window_start(wm, self.windows.size_ns)
         self.windows.closed_until_ns = max(self.windows.closed_until_ns, boundary)
+        if self.windows.closed_until_ns != before:
+            # Pending corrections go with the watermark: stored before it moves, so a
+            # restart never finds them past a horizon they were inside of.
+            em.extend(self.flush_corrections())
         em.watermark_ms = self.watermark_ms
         return em
+
+    def flush_corrections(self) -> Emission:
+        """Store the late data collected for closed windows (see PartitionWindows)."""
+        through = self.next_offset
+        return self._emit(self.windows.take_corrections(through), through, correction=through)
 
     def flush_idle(self) -> Emission:
         """Quiet partition: expire waiting spans and emit what is open, provisionally.
@@ -149,15 +162,20 @@ class PartitionAggregator:
         more data and replace these.
         """
         self.windows.add_edges(self.store.flush_all())
-        em = self._emit(self.windows.close(self.windows.ready()))
-        return em.extend(self.flush_open())
+        self.windows.floor_ns = None
+        em = self._emit(self.windows.close(self.windows.ready(), self.next_offset))
+        return em.extend(self.flush_open()).extend(self.flush_corrections())
 
     def flush_open(self) -> Emission:
         """Emit every open window that changed since it was last emitted; they stay open."""
         return self._emit(self.windows.dirty())
 
-    def _emit(self, windows: list[tuple[int, WindowPartial]]) -> Emission:
+    def _emit(self, windows: list[tuple[int, WindowPartial]], applied_through: int | None = None,
+              correction: int = 0) -> Emission:
+        """Partial rows of ``windows``: base rows (``correction`` 0) or one correction's rows;
+        each says it covers every contribution completed below ``applied_through``."""
         em = Emission(watermark_ms=self.watermark_ms)
+        through = self.next_offset if applied_through is None else applied_through
         version = time.time_ns()
         size_ms = self.windows.size_ns // NS_PER_MS
         names = self.strings.strings
@@ -165,7 +183,8 @@ class PartitionAggregator:
             w.dirty = False
             ws = start_ns // NS_PER_MS
             base = {"window_start": ws, "window_end": ws + size_ms, "input_topic": self.topic,
-                    "input_partition": self.partition, "version": version}
+                    "input_partition": self.partition, "applied_through": max(through, 0),
+                    "correction": correction, "version": version}
             if w.svc:
                 ids, calls, errors = w.svc[0]
                 sk = w.svc_sketch[0] if w.svc_sketch else None

@@ -18,9 +18,9 @@ from typing import Protocol
 
 import numpy as np
 
-from processor.aggregate.admission import EventTimeBounds
+from processor.aggregate.admission import EventTimeBounds, correction_horizon_ns
 from processor.aggregate.messages import PartialsMessage, Watermark
-from processor.aggregate.partition import Emission, PartitionAggregator, PartitionStats
+from processor.aggregate.partition import NS_PER_MS, Emission, PartitionAggregator, PartitionStats
 from processor.aggregate.rekey import (
     Origin,
     Origins,
@@ -103,6 +103,7 @@ class Stage1:
         self.input_count = partitions[self.kafka.traces.topic]
         self.rekey_count = partitions.get(self.kafka.rekey_topic, 0) if self.kafka.rekey != "never" else 0
         self.bounds = EventTimeBounds(config)
+        self.horizon_ns = correction_horizon_ns(config)
         self.wall_clock = wall_clock
         self.origins: dict[int, Origins] = {}  # per re-key partition
         self.servicegraph = config.servicegraph
@@ -126,8 +127,14 @@ class Stage1:
         if agg is None:
             marks = await self.io(self.store.load_watermarks, self.kafka.group_id, topic)
             closed_ms = int(marks.get(partition, 0))
+            applied: dict[int, tuple[int, int]] = {}
+            if closed_ms and self.windows.late_spans == "correct":
+                since_ms = closed_ms - self.horizon_ns // NS_PER_MS - self.windows.size.ms
+                got = await self.io(self.store.load_applied, topic, partition, since_ms, closed_ms)
+                applied = {ws * NS_PER_MS: through for ws, through in got.items()}
             agg = PartitionAggregator(topic, partition, self.strings, self.servicegraph.store,
-                                      self.windows, closed_until_ns=closed_ms * 1_000_000,
+                                      self.windows, closed_until_ns=closed_ms * NS_PER_MS,
+                                      applied=applied, horizon_ns=self.horizon_ns,
                                       clock=self.clock)
             self.aggregators[(topic, partition)] = agg
         return agg
@@ -247,8 +254,8 @@ class Stage1:
 
     def _observe(self, source: str, st: PartitionStats) -> None:
         m = self.metrics
-        m.inc("otel_insights_late_spans_total", st.late_spans, what="span")
-        m.inc("otel_insights_late_spans_total", st.late_edges, what="edge")
+        for (what, action), n in st.late.items():
+            m.inc("otel_insights_late_spans_total", n, what=what, action=action)
         for kind, n in st.pairing.expired.items():
             m.inc("otel_insights_unpaired_spans_total", n, kind=kind)
         m.inc("otel_insights_expired_edges_total", st.pairing.virtual_peer, kind="client")
@@ -337,6 +344,9 @@ class Stage1:
             else:
                 self.idle.discard(tp)
                 await self.advertise(agg, idle=False)
+            if agg.windows.corrections:
+                await self.emit(agg, agg.flush_corrections(), idle=tp in self.idle)
+                safe[tp] = agg.safe_offset()
             if topic == self.kafka.traces.topic and self.rekey_count:
                 markers += progress_markers(Progress(partition, agg.max_end_ns, tp in self.idle),
                                             self.rekey_count)

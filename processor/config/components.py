@@ -202,8 +202,13 @@ class WindowsConfig(Frozen):
     size: PositiveDuration = Duration.parse("60s")
     allowed_lateness: Duration = Duration.parse("30s")  # 0 is allowed: close on the watermark
     idle_timeout: PositiveDuration = Duration.parse("10s")
-    # "correct" (re-emitting closed windows) is not built yet; refusing it beats ignoring it.
-    late_spans: Literal["drop"] = "drop"
+    # A span or edge for a window that already closed: "correct" adds it to the window's
+    # partials as a correction row and re-finalises the window (a new version of its final
+    # row); "drop" counts it and discards it. Corrections reach back at most
+    # `correction_horizon` of event time behind the partition's watermark (and never past
+    # exporters.clickhouse.ttl, whose rows are gone); older late data is counted and dropped.
+    late_spans: Literal["correct", "drop"] = "correct"
+    correction_horizon: PositiveDuration = Duration.parse("1h")
     # Event time is bounded by the wall clock: a span ending further ahead (a skewed clock,
     # a bad SDK) or longer ago is rejected and counted, so it cannot close every window or
     # open one in 1970. The age bound is also capped at exporters.clickhouse.ttl when set.

@@ -18,7 +18,10 @@ class EdgeBatch:
     `time_ns` decides the window: the client span's end, or the server span's end when
     there is no client. `hold_offset` is the lowest Kafka offset among the edge's spans and
     `client_end_ns`/`server_end_ns` (0 = absent) name the windows that must hold it, so a
-    replay after a crash starts early enough to rebuild the edge whole.
+    replay after a crash starts early enough to rebuild the edge whole. `offset` is the
+    record that completed the edge (the later span of a pair; a one-sided edge's own span):
+    a replay from any earlier offset completes it again at the same record, which is how a
+    late correction tells an edge it already applied from a new one.
     """
 
     client: np.ndarray  # int32 string code
@@ -31,6 +34,7 @@ class EdgeBatch:
     client_end_ns: np.ndarray  # int64
     server_end_ns: np.ndarray  # int64
     hold_offset: np.ndarray  # int64
+    offset: np.ndarray  # int64
 
     def __len__(self) -> int:
         return int(self.client.shape[0])
@@ -51,4 +55,5 @@ EMPTY_EDGES = EdgeBatch(
     failed=np.empty(0, bool), client_ms=np.empty(0), server_ms=np.empty(0),
     time_ns=np.empty(0, np.int64), client_end_ns=np.empty(0, np.int64),
     server_end_ns=np.empty(0, np.int64), hold_offset=np.empty(0, np.int64),
+    offset=np.empty(0, np.int64),
 )

@@ -65,7 +65,11 @@ def _ms(b: SpanBatch) -> np.ndarray:
 class PairingStore:
     """Pairs spans of one input partition; `add` returns the edges completed by a batch.
 
-    `store` is `processors.servicegraph.store`: `ttl` is event time, as the connector's.
+    `store` is `processors.servicegraph.store`. A waiting span expires `ttl` after it
+    entered the store, as the connector's do, but on the partition's event-time clock (the
+    latest span end read), so a replay expires the same spans: a span enters at its own end
+    or, arriving late, at the clock when it came. A late client so still waits its full
+    ttl for a server that comes with it.
     """
 
     def __init__(self, strings: StringTable, store: StoreConfig) -> None:
@@ -77,6 +81,9 @@ class PairingStore:
         self.servers = SpanBatch.empty()
         # Match key of each waiting server: (trace hi, trace lo, span id it waits for).
         self._skey = (np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint64))
+        # When each waiting client and server entered the store (event time, see above).
+        self._c_since = np.empty(0, np.int64)
+        self._s_since = np.empty(0, np.int64)
         self.clock_ns = 0
         # Expiry may not run ahead of this (a re-key partition's slowest origin); None: no cap.
         self.cap_ns: int | None = None
@@ -84,6 +91,11 @@ class PairingStore:
 
     def __len__(self) -> int:
         return len(self.clients) + len(self.servers)
+
+    def min_client_end_ns(self) -> int | None:
+        """The earliest end among waiting client spans: its window must not close (nor take
+        corrections) before the span pairs or expires, or the edge would land after it."""
+        return int(self.clients.end_ns.min()) if len(self.clients) else None
 
     def min_offset(self) -> int | None:
         offs = [b.offset.min() for b in (self.clients, self.servers) if len(b)]
@@ -94,6 +106,7 @@ class PairingStore:
         return s
 
     def add(self, spans: SpanBatch) -> EdgeBatch:
+        entered = self.clock_ns  # the clock this batch arrived at
         if len(spans):
             self.clock_ns = max(self.clock_ns, int(spans.end_ns.max()))
         kind = spans.kind
@@ -105,15 +118,15 @@ class PairingStore:
         parts = [self._database_edges(spans.take(is_db)),
                  self._user_edges(spans.take(is_server & is_root))]
         waiting_servers = spans.take(is_server & ~is_root)
-        parts.append(self._pair(spans.take(is_client & ~is_db), waiting_servers))
+        parts.append(self._pair(spans.take(is_client & ~is_db), waiting_servers, entered))
         parts.append(self._expire())
         return EdgeBatch.concat(parts)
 
     def flush_all(self) -> EdgeBatch:
         """Expire everything now (idle partition or end of input)."""
         self.clock_ns = max(
-            [self.clock_ns] + [int(b.end_ns.max()) + self.ttl_ns + 1
-                               for b in (self.clients, self.servers) if len(b)]
+            [self.clock_ns] + [int(since.max()) + self.ttl_ns + 1
+                               for since in (self._c_since, self._s_since) if since.size]
         )
         return self._expire(capped=False)
 
@@ -147,13 +160,16 @@ class PairingStore:
             client_ms=_ms(b) if client_side else nan, server_ms=nan if client_side else _ms(b),
             time_ns=b.end_ns, client_end_ns=b.end_ns if client_side else zero,
             server_end_ns=zero if client_side else b.end_ns, hold_offset=b.offset,
+            offset=b.offset,
         )
 
     # -- pairing ------------------------------------------------------------------------
 
-    def _pair(self, new_clients: SpanBatch, new_servers: SpanBatch) -> EdgeBatch:
+    def _pair(self, new_clients: SpanBatch, new_servers: SpanBatch, entered: int) -> EdgeBatch:
         clients = SpanBatch.concat([self.clients, new_clients])
         servers = SpanBatch.concat([self.servers, new_servers])
+        c_since = np.concatenate([self._c_since, np.maximum(new_clients.end_ns, entered)])
+        s_since = np.concatenate([self._s_since, np.maximum(new_servers.end_ns, entered)])
         linked = new_servers.link_span_id != 0
         skey = tuple(
             np.concatenate([old, np.where(linked, lnk, own)])
@@ -197,6 +213,7 @@ class PairingStore:
                 s_keep[si] = False
         self.clients = clients.take(c_keep)
         self.servers = servers.take(s_keep)
+        self._c_since, self._s_since = c_since[c_keep], s_since[s_keep]
         self._skey = tuple(k[s_keep] for k in skey)  # type: ignore[assignment]
         return edges
 
@@ -208,7 +225,7 @@ class PairingStore:
             failed=(c.status == STATUS_ERROR) | (s.status == STATUS_ERROR),
             client_ms=_ms(c), server_ms=_ms(s), time_ns=c.end_ns,
             client_end_ns=c.end_ns, server_end_ns=s.end_ns,
-            hold_offset=np.minimum(c.offset, s.offset),
+            hold_offset=np.minimum(c.offset, s.offset), offset=np.maximum(c.offset, s.offset),
         )
 
     # -- expiry -----------------------------------------------------------------------
@@ -216,22 +233,23 @@ class PairingStore:
     def _expire(self, capped: bool = True) -> EdgeBatch:
         clock = self.clock_ns if self.cap_ns is None or not capped else min(self.clock_ns, self.cap_ns)
         limit = clock - self.ttl_ns
-        c_exp = self.clients.end_ns < limit
-        s_exp = self.servers.end_ns < limit
+        c_exp = self._c_since < limit
+        s_exp = self._s_since < limit
         over = len(self) - int(c_exp.sum()) - int(s_exp.sum()) - self.max_items
         if over > 0:
             # Store full: the oldest waiting spans leave first, as the connector's
             # eviction would, but they still become edges instead of vanishing.
-            ends = np.concatenate([self.clients.end_ns[~c_exp], self.servers.end_ns[~s_exp]])
-            cutoff = np.partition(ends, over - 1)[over - 1]
+            since = np.concatenate([self._c_since[~c_exp], self._s_since[~s_exp]])
+            cutoff = np.partition(since, over - 1)[over - 1]
             before = int(c_exp.sum() + s_exp.sum())
-            c_exp |= self.clients.end_ns <= cutoff
-            s_exp |= self.servers.end_ns <= cutoff
+            c_exp |= self._c_since <= cutoff
+            s_exp |= self._s_since <= cutoff
             self.stats.evicted += int(c_exp.sum() + s_exp.sum()) - before
         edges = EMPTY_EDGES
         if c_exp.any():
             gone = self.clients.take(c_exp)
             self.clients = self.clients.take(~c_exp)
+            self._c_since = self._c_since[~c_exp]
             for k, n in zip(*np.unique(gone.kind, return_counts=True), strict=True):
                 self.stats.expired[KIND_NAMES.get(int(k), "other")] += int(n)
             self.stats.virtual_peer += len(gone)
@@ -240,6 +258,7 @@ class PairingStore:
         if s_exp.any():
             gone = self.servers.take(s_exp)
             self.servers = self.servers.take(~s_exp)
+            self._s_since = self._s_since[~s_exp]
             self._skey = tuple(k[~s_exp] for k in self._skey)  # type: ignore[assignment]
             for k, n in zip(*np.unique(gone.kind, return_counts=True), strict=True):
                 self.stats.expired[KIND_NAMES.get(int(k), "other")] += int(n)

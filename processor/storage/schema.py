@@ -19,12 +19,14 @@ from processor.storage.backends import Backend
 # Column order used by Store inserts; keys of the row dicts callers pass.
 HEALTH_PARTIAL_COLUMNS = [
     "window_start", "window_end", "service", "input_topic", "input_partition",
-    "calls", "errors", "latency_keys", "latency_counts", "version",
+    "calls", "errors", "latency_keys", "latency_counts", "applied_through", "correction",
+    "version",
 ]  # fmt: skip
 EDGE_PARTIAL_COLUMNS = [
     "window_start", "window_end", "client", "server", "connection_type",
     "input_topic", "input_partition", "requests", "failed",
-    "server_keys", "server_counts", "client_keys", "client_counts", "version",
+    "server_keys", "server_counts", "client_keys", "client_counts", "applied_through",
+    "correction", "version",
 ]  # fmt: skip
 HEALTH_FINAL_COLUMNS = [
     "window_start", "window_end", "service", "calls", "errors", "error_rate",
@@ -212,6 +214,28 @@ ORDER BY (entity_type, entity, window_start)
 ) ENGINE = MergeTree
 ORDER BY (kind, entity_type, entity, trained_at)
 TTL toDateTime(trained_at) + INTERVAL 30 DAY""",
+        ),
+    ),
+    Migration(
+        6,
+        "late corrections",
+        # A partial row now says which input offsets it covers (`applied_through`: every
+        # contribution completed below it is in this row or an earlier one of the same
+        # window) and whether it is the window's base row (`correction` 0) or a correction
+        # added after the window closed (`correction` = its applied_through). The
+        # correction is part of the replacing key, so corrections add to the base row
+        # instead of replacing it. ClickHouse lets a column join the sorting key only in
+        # the ALTER that adds it; run again, both clauses are no-ops.
+        tuple(
+            f"""ALTER TABLE {{db}}.{table} {{on_cluster}}
+    ADD COLUMN IF NOT EXISTS applied_through UInt64 CODEC(Delta, ZSTD(1)),
+    ADD COLUMN IF NOT EXISTS correction UInt64,
+    MODIFY ORDER BY ({key}, correction)"""
+            for table, key in (
+                ("service_health_partial", "service, window_start, input_topic, input_partition"),
+                ("service_edges_partial",
+                 "client, server, connection_type, window_start, input_topic, input_partition"),
+            )
         ),
     ),
 )

@@ -55,6 +55,16 @@ WHERE window_start >= fromUnixTimestamp64Milli({lo_ms:Int64}, 'UTC')
       IN {keys:Array(Tuple(String, String, String, Int64))}
 ORDER BY client, server, connection_type, window_start, input_topic, input_partition"""
 
+# Per closed window of one input partition: the offset below which its contributions are
+# stored (see schema migration 6). FINAL: a re-emitted base row replaces an earlier one.
+_APPLIED_READ = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
+       max(applied_through) AS applied_through
+FROM {db}.{table} FINAL
+WHERE input_topic = {topic:String} AND input_partition = {partition:UInt16}
+  AND window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+  AND window_start < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')
+GROUP BY window_start"""
+
 _WATERMARKS_READ = """SELECT partition, watermark_ms
 FROM {db}.pipeline_watermarks FINAL
 WHERE group_id = {group_id:String} AND topic = {topic:String}
@@ -259,6 +269,19 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Latest partial rows for (client, server, connection_type, window_start_ms) keys."""
         return self._read_keys(_EDGE_PARTIAL_READ, [tuple(w) for w in windows])
+
+    def load_applied(self, topic: str, partition: int, since_ms: int, until_ms: int
+                     ) -> dict[int, tuple[int, int]]:
+        """Per window start (epoch ms) in [since_ms, until_ms) with partials of one input
+        partition: (health, edge) offsets below which its contributions are stored."""
+        params = {"topic": topic, "partition": int(partition), "since_ms": int(since_ms),
+                  "until_ms": int(until_ms)}
+        out: dict[int, list[int]] = {}
+        for side, table in enumerate(("service_health_partial", "service_edges_partial")):
+            sql = self._sql(_APPLIED_READ.replace("{table}", table))
+            for r in self.backend.query(sql, params):
+                out.setdefault(int(r["window_start_ms"]), [0, 0])[side] = int(r["applied_through"])
+        return {ws: (h, e) for ws, (h, e) in sorted(out.items())}
 
     # ------------------------------------------------------------------ watermarks
 

@@ -36,6 +36,8 @@ class WindowStore(Protocol):
     def insert_edge_partials(self, rows: Sequence[Row]) -> None: ...
     def read_health_partials(self, windows: Sequence[HealthWindow]) -> list[Row]: ...
     def read_edge_partials(self, windows: Sequence[EdgeWindow]) -> list[Row]: ...
+    def load_applied(self, topic: str, partition: int, since_ms: int, until_ms: int
+                     ) -> dict[int, tuple[int, int]]: ...
     def insert_health_final(self, rows: Sequence[Row]) -> None: ...
     def insert_edges_final(self, rows: Sequence[Row]) -> None: ...
     def save_watermarks(self, group_id: str, topic: str, watermarks: dict[int, int]) -> None: ...
@@ -70,13 +72,14 @@ class MemoryStore:
 
     def insert_health_partials(self, rows: Sequence[Row]) -> None:
         for r in rows:
-            key = (r["service"], r["window_start"], r["input_topic"], r["input_partition"])
+            key = (r["service"], r["window_start"], r["input_topic"], r["input_partition"],
+                   r["correction"])
             _replace(self.health_partials, key, r, HEALTH_PARTIAL_COLUMNS)
 
     def insert_edge_partials(self, rows: Sequence[Row]) -> None:
         for r in rows:
             key = (r["client"], r["server"], r["connection_type"], r["window_start"],
-                   r["input_topic"], r["input_partition"])
+                   r["input_topic"], r["input_partition"], r["correction"])
             _replace(self.edge_partials, key, r, EDGE_PARTIAL_COLUMNS)
 
     def read_health_partials(self, windows: Sequence[HealthWindow]) -> list[Row]:
@@ -86,6 +89,17 @@ class MemoryStore:
     def read_edge_partials(self, windows: Sequence[EdgeWindow]) -> list[Row]:
         wanted = {tuple(w) for w in windows}
         return [dict(r) for k, r in sorted(self.edge_partials.items()) if k[:4] in wanted]
+
+    def load_applied(self, topic: str, partition: int, since_ms: int, until_ms: int
+                     ) -> dict[int, tuple[int, int]]:
+        out: dict[int, list[int]] = {}
+        for side, table in enumerate((self.health_partials, self.edge_partials)):
+            for r in table.values():
+                ws = int(r["window_start"])
+                if (r["input_topic"], r["input_partition"]) == (topic, partition) and since_ms <= ws < until_ms:
+                    got = out.setdefault(ws, [0, 0])
+                    got[side] = max(got[side], int(r["applied_through"]))
+        return {ws: (h, e) for ws, (h, e) in sorted(out.items())}
 
     def insert_health_final(self, rows: Sequence[Row]) -> None:
         for r in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,31 +71,69 @@ def _merge_sketch(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
     return gids[uniq // 65536], (uniq % 65536 - 32768).astype(np.int32), summed[0].astype(np.uint64)
 
 
+SIDES = ("span", "edge")  # what a late contribution is: a service call or an edge request
+LATE_ACTIONS = ("corrected", "replayed", "dropped")
+
+
 @dataclass
 class WindowStats:
-    """Late data since the last `take_stats`, for the self metrics."""
+    """Late data since the last `take_stats`, for the self metrics: per (what, action).
 
-    late_spans: int = 0
-    late_edges: int = 0
+    corrected: added to its closed window as a correction; replayed: a replay of one the
+    window's stored rows already hold; dropped: `late_spans: drop`, or older than the
+    correction horizon.
+    """
+
+    late: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def count(self, what: str, action: str, n: int) -> None:
+        if n:
+            self.late[(what, action)] = self.late.get((what, action), 0) + n
+
+    def total(self, what: str) -> int:
+        return sum(n for (w, _), n in self.late.items() if w == what)
 
 
 class PartitionWindows:
     """Tumbling event-time windows for one input partition.
 
     The watermark is this partition's max span end time minus allowed lateness; a window
-    closes when the watermark passes its end. Spans and edges for a closed window are late:
-    counted, never silently applied. `closed_until_ns` survives restarts (it is stored with
-    the partials) so a replay cannot reopen a window that was already emitted.
+    closes when the watermark passes its end. `closed_until_ns` survives restarts (it is
+    stored with the partials) so a replay cannot reopen a window that was already emitted.
+
+    Data for a closed window is late. With `late_spans: correct` it is collected per window
+    as a correction, stored as extra partial rows that stage 2 adds to the window's base
+    row. What makes that exact across replays is each window's *applied-through* offsets
+    (`applied`, health and edge side): every contribution completed by a record below them
+    is in the window's stored rows, and none at or above. A base row covers what was read
+    before the window closed; a correction flushed at offset T covers everything completed
+    below T. So a replayed contribution below the mark is skipped, and one at or above it
+    is new. Two rules keep the marks true:
+
+    - a window does not close while a client span ending in it waits in the pairing store
+      (`floor_ns`): when it expires, its edge is in the window's base row;
+    - a correction is stored only once no waiting client can add to its window.
     """
 
-    def __init__(self, cfg: WindowsConfig, closed_until_ns: int = 0) -> None:
+    def __init__(self, cfg: WindowsConfig, closed_until_ns: int = 0,
+                 applied: Mapping[int, tuple[int, int]] | None = None,
+                 horizon_ns: int | None = None) -> None:
+        """``applied``: the stored applied-through offsets of closed windows, by window start
+        (ns). ``horizon_ns``: how far behind the closed windows a correction may reach
+        (default: the config's correction_horizon)."""
         self.size_ns = cfg.size.ns
         self.lateness_ns = cfg.allowed_lateness.ns
+        self.correct = cfg.late_spans == "correct"
+        self.horizon_ns = cfg.correction_horizon.ns if horizon_ns is None else horizon_ns
         self.max_end_ns = 0
         # Event time may not pass this (a re-key partition's slowest origin); None: no cap.
         self.cap_ns: int | None = None
+        # The earliest end of a client span waiting in the pairing store; None: none waits.
+        self.floor_ns: int | None = None
         self.closed_until_ns = closed_until_ns
         self.open: dict[int, WindowPartial] = {}
+        self.corrections: dict[int, WindowPartial] = {}
+        self.applied: dict[int, list[int]] = {int(w): [h, e] for w, (h, e) in (applied or {}).items()}
         self.stats = WindowStats()
 
     def take_stats(self) -> WindowStats:
@@ -104,7 +143,10 @@ class PartitionWindows:
     @property
     def watermark_ns(self) -> int:
         end = self.max_end_ns if self.cap_ns is None else min(self.max_end_ns, self.cap_ns)
-        return max(self.closed_until_ns, watermark(end, self.lateness_ns))
+        wm = watermark(end, self.lateness_ns)
+        if self.floor_ns is not None:
+            wm = min(wm, self.floor_ns)
+        return max(self.closed_until_ns, wm)
 
     def _closed(self, starts: np.ndarray) -> np.ndarray:
         """Which windows end at or before closed_until: data for them is late."""
@@ -115,6 +157,39 @@ class PartitionWindows:
         if w is None:
             w = self.open[t_ns] = WindowPartial(hold_offset=offset)
         return w
+
+    def _correction(self, t_ns: int, offset: int) -> WindowPartial:
+        w = self.corrections.get(t_ns)
+        if w is None:
+            w = self.corrections[t_ns] = WindowPartial(hold_offset=offset)
+        w.hold_offset = min(w.hold_offset, offset)
+        return w
+
+    def _late(self, what: str, starts: np.ndarray, offsets: np.ndarray, late: np.ndarray) -> np.ndarray:
+        """Which of the late contributions (``late``) to apply as corrections; every late one
+        is counted by what happens to it."""
+        apply = np.zeros(late.shape, bool)
+        idx = np.nonzero(late)[0]
+        if not idx.size:
+            return apply
+        if not self.correct:
+            self.stats.count(what, "dropped", int(idx.size))
+            return apply
+        side = SIDES.index(what)
+        st, off = starts[idx], offsets[idx]
+        through = np.zeros(idx.size, np.int64)
+        for w in np.unique(st).tolist():
+            got = self.applied.get(int(w))
+            if got is not None:
+                through[st == w] = got[side]
+        replayed = off < through
+        too_old = ~replayed & (st + self.size_ns <= self.closed_until_ns - self.horizon_ns)
+        ok = ~replayed & ~too_old
+        self.stats.count(what, "replayed", int(replayed.sum()))
+        self.stats.count(what, "dropped", int(too_old.sum()))
+        self.stats.count(what, "corrected", int(ok.sum()))
+        apply[idx[ok]] = True
+        return apply
 
     def hold(self, end_ns: np.ndarray, offsets: np.ndarray) -> None:
         """Record that `offsets` must be replayed to rebuild the windows of `end_ns`."""
@@ -140,17 +215,18 @@ class PartitionWindows:
             return
         starts = window_start(s.end_ns, self.size_ns)
         late = self._closed(starts)
-        self.stats.late_spans += int(late.sum())
+        corrected = self._late("span", starts, s.offset, late)
         ms = (s.end_ns - s.start_ns).astype(np.float64) / 1e6
         err = (s.status == STATUS_ERROR).astype(np.int64)
-        for start in np.unique(starts[~late]):
-            m = starts == start
-            w = self._window(int(start), int(s.offset[m].min()))
-            ids, (calls, errors) = _group_sum(s.service[m].astype(np.int64),
-                                              np.ones(int(m.sum())), err[m])
-            w.svc.append((ids, calls, errors))
-            w.svc_sketch.append(sketch.grouped(s.service[m], ms[m]))
-            w.dirty = True
+        for mask, target in ((~late, self._window), (corrected, self._correction)):
+            for start in np.unique(starts[mask]).tolist():
+                m = mask & (starts == start)
+                w = target(int(start), int(s.offset[m].min()))
+                ids, (calls, errors) = _group_sum(s.service[m].astype(np.int64),
+                                                  np.ones(int(m.sum())), err[m])
+                w.svc.append((ids, calls, errors))
+                w.svc_sketch.append(sketch.grouped(s.service[m], ms[m]))
+                w.dirty = True
 
     def add_edges(self, e: EdgeBatch) -> None:
         if not len(e):
@@ -159,32 +235,54 @@ class PartitionWindows:
         self.hold(e.server_end_ns, e.hold_offset)
         starts = window_start(e.time_ns, self.size_ns)
         late = self._closed(starts)
-        self.stats.late_edges += int(late.sum())
+        corrected = self._late("edge", starts, e.offset, late)
         ids_all = pack_edge(e.client, e.server, e.conn)
-        for start in np.unique(starts[~late]):
-            m = starts == start
-            w = self._window(int(start), int(e.hold_offset[m].min()))
-            ids = ids_all[m]
-            uniq, (req, failed) = _group_sum(ids, np.ones(ids.size), e.failed[m].astype(np.int64))
-            w.edge.append((uniq, req, failed))
-            for side, store in ((e.server_ms[m], w.srv_sketch), (e.client_ms[m], w.cli_sketch)):
-                has = ~np.isnan(side)
-                if has.any():
-                    store.append(sketch.grouped(ids[has], side[has]))
-            w.dirty = True
+        for mask, target in ((~late, self._window), (corrected, self._correction)):
+            for start in np.unique(starts[mask]).tolist():
+                m = mask & (starts == start)
+                w = target(int(start), int(e.hold_offset[m].min()))
+                ids = ids_all[m]
+                uniq, (req, failed) = _group_sum(ids, np.ones(ids.size), e.failed[m].astype(np.int64))
+                w.edge.append((uniq, req, failed))
+                for side, store in ((e.server_ms[m], w.srv_sketch), (e.client_ms[m], w.cli_sketch)):
+                    has = ~np.isnan(side)
+                    if has.any():
+                        store.append(sketch.grouped(ids[has], side[has]))
+                w.dirty = True
 
     def ready(self) -> list[int]:
         wm = self.watermark_ns
         return sorted(s for s in self.open if is_closed(s, self.size_ns, wm))
 
-    def close(self, starts: list[int]) -> list[tuple[int, WindowPartial]]:
-        """Remove windows from the open set; later data for them counts as late."""
+    def close(self, starts: list[int], applied_through: int) -> list[tuple[int, WindowPartial]]:
+        """Remove windows from the open set; later data for them counts as late.
+
+        ``applied_through``: one past the last offset read, what their base rows cover.
+        """
         out = []
         for s in starts:
             w = self.open.pop(s)
             w.compact()
             out.append((s, w))
+            self.applied[s] = [applied_through, applied_through]
             self.closed_until_ns = max(self.closed_until_ns, s + self.size_ns)
+        return out
+
+    def take_corrections(self, applied_through: int) -> list[tuple[int, WindowPartial]]:
+        """Corrections to store now, with everything completed below ``applied_through``:
+        those of windows no waiting client span can add to any more."""
+        out = []
+        for s in sorted(self.corrections):
+            if self.floor_ns is not None and s + self.size_ns > self.floor_ns:
+                continue
+            w = self.corrections.pop(s)
+            w.compact()
+            out.append((s, w))
+            self.applied[s] = [applied_through, applied_through]
+        # Marks of windows past the horizon are never read again.
+        oldest_end = self.closed_until_ns - self.horizon_ns
+        for s in [s for s in self.applied if s + self.size_ns <= oldest_end]:
+            del self.applied[s]
         return out
 
     def dirty(self) -> list[tuple[int, WindowPartial]]:
@@ -197,4 +295,6 @@ class PartitionWindows:
         return out
 
     def min_hold_offset(self) -> int | None:
-        return min((w.hold_offset for w in self.open.values()), default=None)
+        """The lowest offset a replay needs to rebuild open windows and pending corrections."""
+        return min((w.hold_offset for w in (*self.open.values(), *self.corrections.values())),
+                   default=None)

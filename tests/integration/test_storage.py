@@ -176,19 +176,21 @@ def store(backend: Backend) -> Iterator[Store]:
 
 
 def health_partial(service: str, window: int, partition: int, calls: int, version: int,
-                   topic: str = "otlp_spans", errors: int = 0) -> dict[str, Any]:  # fmt: skip
+                   topic: str = "otlp_spans", errors: int = 0, applied_through: int = 0,
+                   correction: int = 0) -> dict[str, Any]:  # fmt: skip
     keys, counts = sketch_of(np.linspace(1.0, 50.0, calls))
     return {
         "window_start": BASE_MS + window * MINUTE_MS,
         "window_end": BASE_MS + (window + 1) * MINUTE_MS,
         "service": service, "input_topic": topic, "input_partition": partition,
         "calls": calls, "errors": errors, "latency_keys": keys, "latency_counts": counts,
-        "version": version,
+        "applied_through": applied_through, "correction": correction, "version": version,
     }  # fmt: skip
 
 
 def edge_partial(client: str, server: str, ctype: str, window: int, partition: int,
-                 requests: int, version: int) -> dict[str, Any]:  # fmt: skip
+                 requests: int, version: int, applied_through: int = 0,
+                 correction: int = 0) -> dict[str, Any]:  # fmt: skip
     keys, counts = sketch_of(np.linspace(2.0, 20.0, requests))
     return {
         "window_start": BASE_MS + window * MINUTE_MS,
@@ -197,7 +199,8 @@ def edge_partial(client: str, server: str, ctype: str, window: int, partition: i
         "input_topic": "otlp_spans", "input_partition": partition,
         "requests": requests, "failed": requests // 10,
         "server_keys": keys, "server_counts": counts,
-        "client_keys": keys, "client_counts": counts, "version": version,
+        "client_keys": keys, "client_counts": counts, "applied_through": applied_through,
+        "correction": correction, "version": version,
     }  # fmt: skip
 
 
@@ -331,6 +334,37 @@ def test_replayed_edge_partial_replaces_earlier_one(store: Store) -> None:
     rows = store.read_edge_partials([("web", "api", "", BASE_MS + MINUTE_MS)])
     assert [(r["connection_type"], r["requests"], r["version"]) for r in rows] == [("", 30, 5)]
     assert rows[0]["failed"] == 3 and rows[0]["input_partition"] == 3
+
+
+def test_corrections_are_read_beside_the_base_row_and_mark_what_is_applied(store: Store) -> None:
+    svc = "cart"
+    store.insert_health_partials([
+        health_partial(svc, 0, partition=0, calls=10, version=1, applied_through=40),
+        health_partial(svc, 1, partition=0, calls=4, version=1, applied_through=90),
+        health_partial(svc, 0, partition=1, calls=3, version=1, applied_through=7),
+    ])  # fmt: skip
+    # Two corrections of window 0 on partition 0, one replaced by a replay of itself.
+    store.insert_health_partials([
+        health_partial(svc, 0, partition=0, calls=2, version=2, applied_through=55, correction=55),
+        health_partial(svc, 0, partition=0, calls=1, version=3, applied_through=61, correction=61),
+    ])  # fmt: skip
+    store.insert_health_partials([
+        health_partial(svc, 0, partition=0, calls=1, version=4, applied_through=61, correction=61)])
+    store.insert_edge_partials([
+        edge_partial("web", svc, "", 0, partition=0, requests=5, version=1, applied_through=40),
+        edge_partial("web", svc, "", 0, partition=0, requests=1, version=2, applied_through=55,
+                     correction=55),
+    ])  # fmt: skip
+    rows = store.read_health_partials([(svc, BASE_MS)])
+    assert sorted((r["input_partition"], r["calls"]) for r in rows) == [(0, 1), (0, 2), (0, 10), (1, 3)]
+    edges = store.read_edge_partials([("web", svc, "", BASE_MS)])
+    assert sorted(r["requests"] for r in edges) == [1, 5]
+    # A restart of partition 0 reads, per closed window, what its stored rows cover.
+    assert store.load_applied("otlp_spans", 0, BASE_MS, BASE_MS + 2 * MINUTE_MS) == {
+        BASE_MS: (61, 55), BASE_MS + MINUTE_MS: (90, 0)}
+    assert store.load_applied("otlp_spans", 0, BASE_MS, BASE_MS + MINUTE_MS) == {BASE_MS: (61, 55)}
+    assert store.load_applied("otlp_spans", 1, BASE_MS, BASE_MS + MINUTE_MS) == {BASE_MS: (7, 0)}
+    assert store.load_applied("other-topic", 0, BASE_MS, BASE_MS + MINUTE_MS) == {}
 
 
 def test_read_partials_selects_exact_keys_across_chunks(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,10 +38,12 @@ def store_config(ttl_ms: int, max_items: int = 1000) -> StoreConfig:
     return StoreConfig(ttl=Duration(ttl_ms * NS_PER_MS), max_items=max_items)
 
 
-def windows_config(size_ms: int, allowed_lateness_ms: int = 30_000) -> WindowsConfig:
+def windows_config(size_ms: int, allowed_lateness_ms: int = 30_000,
+                   late_spans: Literal["correct", "drop"] = "correct") -> WindowsConfig:
     """processors.windows with sizes in ms."""
     return WindowsConfig(size=Duration(size_ms * NS_PER_MS),
-                         allowed_lateness=Duration(allowed_lateness_ms * NS_PER_MS))
+                         allowed_lateness=Duration(allowed_lateness_ms * NS_PER_MS),
+                         late_spans=late_spans)
 
 
 def emit_all(agg: PartitionAggregator) -> Emission:

@@ -116,7 +116,8 @@ def test_defaults_fill_every_optional_key() -> None:
     assert (health.min_requests, health.baseline_windows) == (10, 30)
     assert (health.error_rate_degraded, health.error_rate_critical) == (0.01, 0.05)
     assert (health.latency_degraded_ratio, health.latency_critical_ratio) == (1.5, 3.0)
-    assert config.windows.late_spans == "drop"
+    assert config.windows.late_spans == "correct"
+    assert config.windows.correction_horizon.seconds == 3600
     assert config.clickhouse is None and config.otlp is None
     assert config.service.telemetry.logs.level == "info"
 

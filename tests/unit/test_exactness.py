@@ -1,6 +1,7 @@
 """Exactness where production ordering differs from the happy path (LocalRun, no broker):
 unkeyed input live and from a backlog, crashes inside the hand-over to stage 2, re-keyed
-records replayed by a new owner of their input partition, and spans from a skewed clock.
+records replayed by a new owner of their input partition, spans from a skewed clock, and
+late spans correcting closed windows (also across crashes).
 
 Every case compares final rows with the generator's ground truth, computed independently
 of the pipeline from the calls the generator made.
@@ -73,7 +74,9 @@ def _keyed(run: LocalRun, traces: list) -> list[Record]:
 
 
 def _sample(run: LocalRun, name: str, **labels: str) -> float:
-    return run.metrics.registry.get_sample_value(name, labels) or 0.0
+    """The sum of the metric's samples whose labels include ``labels``."""
+    return sum(sample.value for metric in run.metrics.registry.collect() for sample in metric.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
 
 
 def test_unkeyed_input_becomes_final_while_traffic_still_flows() -> None:
@@ -255,3 +258,120 @@ def test_spans_from_a_year_ahead_and_from_1970_are_rejected_and_move_no_watermar
     second.feed([r for r in records if r.offset >= committed.get((r.topic, r.partition), 0)])
     result = second.finish()
     assert_exact(_truth(good), result.health, result.edges)
+
+
+# -- late spans correct their windows ------------------------------------------------------
+
+
+def _late_split(traces: list, late_by_ns: int, every: int = 7) -> tuple[list, list]:
+    """Every ``every``-th trace that ended at least ``late_by_ns`` before the last is held
+    back (a collector retrying a failed export): (on time, late)."""
+    last_end = max(tr.end_ns for tr in traces)
+    late = [tr for i, tr in enumerate(traces) if i % every == 3 and tr.end_ns <= last_end - late_by_ns]
+    held = {id(tr) for tr in late}
+    return [tr for tr in traces if id(tr) not in held], late
+
+
+def _final_versions(store: MemoryStore) -> dict:
+    return {**{("h", *k): r["version"] for k, r in store.health_final.items()},
+            **{("e", *k): r["version"] for k, r in store.edges_final.items()}}
+
+
+def test_spans_twice_the_lateness_late_re_finalise_their_windows_exactly() -> None:
+    traces = _traces(seed=47, seconds=24)
+    on_time, late = _late_split(traces, 2 * LATENESS_NS + WINDOW_NS)
+    assert len(late) > 10
+    store = MemoryStore()
+    run = _run(store)
+    run.advance(2.5)  # the unused re-key partitions go idle; the input ones wake with data
+    records = _keyed(run, on_time)
+    for i in range(0, len(records), 60):
+        run.feed(records[i:i + 60])
+    before = _final_versions(store)
+    late_windows = {tr.end_ns // WINDOW_NS * WINDOW_NS // 1_000_000 for tr in late}
+    assert any(k[0] == "h" and k[2] in late_windows for k in before), "their windows were final"
+    run.feed(_keyed(run, late))
+    result = run.finish()
+    assert_exact(_truth(traces), result.health, result.edges)
+    assert _sample(run, "otel_insights_late_spans_total", action="corrected") > 0
+    assert _sample(run, "otel_insights_late_spans_total", action="dropped") == 0
+    after = _final_versions(store)
+    renewed = [k for k, v in before.items() if k[0] == "h" and k[2] in late_windows and after[k] > v]
+    assert renewed, "the corrected windows have new final versions"
+
+
+def test_late_spans_beyond_the_correction_horizon_are_dropped_and_counted() -> None:
+    config = parse_config(CONFIG.replace("max_future_skew: 5m", "max_future_skew: 5m, "
+                                         "correction_horizon: 4s"), environ={})
+    traces = _traces(seed=48, seconds=24)
+    on_time, late = _late_split(traces, 10 * 10**9)  # at least 10 s late: past the 4 s
+    run = LocalRun(config, partitions=PARTITIONS, wall_clock=lambda: NOW_S)
+    records = _keyed(run, on_time)
+    for i in range(0, len(records), 60):
+        run.feed(records[i:i + 60])
+    run.feed(_keyed(run, late))
+    result = run.finish()
+    assert_exact(_truth(on_time), result.health, result.edges)
+    assert _sample(run, "otel_insights_late_spans_total", what="span", action="dropped") > 0
+    assert _sample(run, "otel_insights_late_spans_total", action="corrected") == 0
+
+
+class CorrectionCrashStore(MemoryStore):
+    """Dies at the first insert of correction rows into ``table``, before or after it lands."""
+
+    def __init__(self, table: str, after: bool) -> None:
+        super().__init__()
+        self.table, self.after, self.armed = table, after, True
+
+    def _maybe_crash(self, rows, insert) -> None:  # type: ignore[no-untyped-def]
+        hit = self.armed and any(r["correction"] for r in rows)
+        if hit and not self.after:
+            self.armed = False
+            raise Crash("before " + self.table)
+        insert(rows)
+        if hit:
+            self.armed = False
+            raise Crash("after " + self.table)
+
+    def insert_health_partials(self, rows) -> None:  # type: ignore[no-untyped-def]
+        if self.table == "health":
+            self._maybe_crash(rows, super().insert_health_partials)
+        else:
+            super().insert_health_partials(rows)
+
+    def insert_edge_partials(self, rows) -> None:  # type: ignore[no-untyped-def]
+        if self.table == "edges":
+            self._maybe_crash(rows, super().insert_edge_partials)
+        else:
+            super().insert_edge_partials(rows)
+
+
+@pytest.mark.parametrize(("table", "after"), [
+    ("health", False),  # killed before the correction is written
+    ("health", True),   # its health rows written, its edge rows not
+    ("edges", True),    # all written, nothing announced or committed
+])
+def test_a_crash_while_storing_a_correction_neither_loses_nor_doubles_it(table: str, after: bool) -> None:
+    traces = _traces(seed=49, seconds=24)
+    on_time, late = _late_split(traces, 2 * LATENESS_NS + WINDOW_NS, every=5)
+    store = CorrectionCrashStore(table, after)
+    first = _run(store, partitions=1)
+    records = _keyed(first, on_time) + _keyed(first, late)
+    crashed = False
+    for i in range(0, len(records), 40):
+        try:
+            first.feed(records[i:i + 40])
+        except Crash:
+            crashed = True
+            break
+    assert crashed, "no correction was stored"
+    committed = dict(first.safe_offsets)
+    survivors = first.uncommitted_partials() + first.sent_partials()
+    second = _run(store, partitions=1)
+    second.redeliver(survivors)
+    second.feed([r for r in records if r.offset >= committed.get((r.topic, r.partition), 0)])
+    result = second.finish()
+    assert_exact(_truth(traces), result.health, result.edges)
+    # The restart replayed late spans: those the crashed run had stored are skipped.
+    if after:
+        assert _sample(second, "otel_insights_late_spans_total", action="replayed") > 0

@@ -36,7 +36,7 @@ async def _direct(fn: Any, *args: Any) -> Any:
 def _partial(service: str, ws: int) -> dict:
     return {"window_start": ws, "window_end": ws + SIZE_MS, "service": service, "input_topic": "spans",
             "input_partition": 0, "calls": 3, "errors": 0, "latency_keys": [], "latency_counts": [],
-            "version": 1}
+            "applied_through": 1, "correction": 0, "version": 1}
 
 
 def test_a_partials_partition_vouches_only_for_keys_it_has_read_and_written() -> None:

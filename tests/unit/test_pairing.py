@@ -234,8 +234,21 @@ def test_late_client_after_its_server_expired_does_not_pair(sp: Spans) -> None:
     c, s = _call(sp)
     store.add(sp.batch(s))
     store.add(sp.batch(_clock(sp, 10_000)))  # server expires
-    [e] = edge_rows(store.add(sp.batch(c)), sp.strings)  # client expires at once, alone
+    # The client arrives late: it waits its ttl from when it came, then expires alone.
+    assert len(store.add(sp.batch(c))) == 0 and len(store) == 1
+    assert len(store.add(sp.batch(_clock(sp, 10_000 + TTL_MS)))) == 0
+    [e] = edge_rows(store.add(sp.batch(_clock(sp, 10_000 + TTL_MS + 1))), sp.strings)
     assert (e["client"], e["server"], e["conn"]) == ("fe", "unknown", "virtual_node")
+
+
+def test_a_late_client_waits_its_ttl_for_a_server_arriving_after_it(sp: Spans) -> None:
+    # Both spans of a call arrive long after they ended (a retried export), client first.
+    store = _store(sp)
+    c, s = _call(sp)
+    store.add(sp.batch(_clock(sp, 10_000)))
+    assert len(store.add(sp.batch(c))) == 0
+    [e] = edge_rows(store.add(sp.batch(s)), sp.strings)
+    assert (e["client"], e["server"], e["conn"]) == ("fe", "be", "")
 
 
 def test_max_items_evicts_oldest_waiting_spans_into_edges(sp: Spans) -> None:

@@ -24,9 +24,10 @@ def sp() -> Spans:
     return Spans(StringTable())
 
 
-def _agg(sp: Spans, ttl_ms: int = 60_000, closed_until_ms: int = 0) -> PartitionAggregator:
+def _agg(sp: Spans, ttl_ms: int = 60_000, closed_until_ms: int = 0,
+         applied: dict[int, tuple[int, int]] | None = None) -> PartitionAggregator:
     return PartitionAggregator("spans", 0, sp.strings, store_config(ttl_ms),
-                               windows_config(SIZE_MS, LATENESS_MS), closed_until_ms * MS)
+                               windows_config(SIZE_MS, LATENESS_MS), closed_until_ms * MS, applied)
 
 
 def _tick(sp: Spans, end_ms: int) -> dict:
@@ -46,10 +47,27 @@ def test_safe_offset_is_next_offset_when_nothing_is_held(sp: Spans) -> None:
     agg = _agg(sp)
     assert agg.safe_offset() == -1
     # A replay of records whose windows were already emitted holds nothing.
-    agg = _agg(sp, closed_until_ms=W1)
+    agg = _agg(sp, closed_until_ms=W1, applied={W0 * MS: (42, 42)})
     agg.add(sp.batch(_root(sp, 1, W0 + 5), offset=40), 41)
     agg.add(sp.batch(_root(sp, 2, W0 + 6), offset=41), 42)
     assert agg.safe_offset() == 42
+    # Each root span is a call and a user edge.
+    assert agg.windows.take_stats().late == {("span", "replayed"): 2, ("edge", "replayed"): 2}
+
+
+def test_a_late_span_holds_its_offset_until_its_correction_is_flushed(sp: Spans) -> None:
+    agg = _agg(sp, closed_until_ms=W1, applied={W0 * MS: (40, 40)})
+    agg.add(sp.batch(_root(sp, 1, W0 + 5), offset=41), 42)
+    assert agg.safe_offset() == 41
+    em = agg.flush_corrections()
+    assert [(r["service"], r["window_start"], r["calls"], r["correction"], r["applied_through"])
+            for r in em.health] == [("fe", W0, 1, 42, 42)]
+    assert agg.safe_offset() == 42
+    # Replayed after a restart that found the correction stored: skipped, not added twice.
+    again = _agg(sp, closed_until_ms=W1, applied={W0 * MS: (42, 42)})
+    again.add(sp.batch(_root(sp, 1, W0 + 5), offset=41), 42)
+    assert again.flush_corrections().health == []
+    assert again.windows.take_stats().late == {("span", "replayed"): 1, ("edge", "replayed"): 1}
 
 
 def test_safe_offset_holds_records_of_open_windows_until_they_are_flushed(sp: Spans) -> None:
@@ -219,12 +237,19 @@ class TraceGen:
         return end
 
 
-def _records(gen: TraceGen, n_traces: int, max_delay_ms: float) -> list[SpanBatch]:
-    """Spans arrive up to max_delay after they end, in random-sized, shuffled batches."""
+def _records(gen: TraceGen, n_traces: int, max_delay_ms: float, straggle_ms: int = 0) -> list[SpanBatch]:
+    """Spans arrive up to max_delay after they end, in random-sized, shuffled batches; with
+    ``straggle_ms``, one trace in 20 (with every trace it links to) arrives that much later
+    still, as a collector retrying an export would deliver it."""
+    extra: list[int] = []
     for i in range(n_traces):
+        before = len(gen.rows)
         gen.trace(T0 + i * 1_000 + gen.rng.uniform(0, 900))
+        late = straggle_ms if straggle_ms and gen.rng.random() < 0.05 else 0
+        extra += [late] * (len(gen.rows) - before)
     spans = gen.sp.batch(*gen.rows)
     arrival = spans.end_ns + (gen.rng.uniform(0, max_delay_ms, len(spans)) * MS).astype(np.int64)
+    arrival += np.asarray(extra, np.int64) * MS
     order = np.argsort(arrival, kind="stable")
     cuts = np.cumsum(gen.rng.integers(1, 40, len(spans)))
     cuts = cuts[cuts < len(spans)]
@@ -232,21 +257,30 @@ def _records(gen: TraceGen, n_traces: int, max_delay_ms: float) -> list[SpanBatc
             for off, idx in enumerate(np.split(order, cuts))]
 
 
-def _new_agg(strings: StringTable, closed_until_ns: int = 0) -> PartitionAggregator:
-    # ttl and lateness exceed the arrival delay, so nothing is expired early or late.
-    return PartitionAggregator("spans", 0, strings, store_config(10_000, max_items=100_000),
-                               windows_config(SIZE_MS, 20_000), closed_until_ns)
-
-
 Rows = dict[tuple, dict]
+
+
+def _new_agg(strings: StringTable, lateness_ms: int, rows: Rows | None = None,
+             closed_until_ns: int = 0) -> PartitionAggregator:
+    """ttl exceeds the arrival delay, so nothing expires early. ``rows``: the durable rows a
+    restart finds (their applied-through marks, as Store.load_applied reads them)."""
+    applied: dict[int, tuple[int, int]] = {}
+    for key, r in (rows or {}).items():
+        ws = r["window_start"] * MS
+        if ws < closed_until_ns:
+            h, e = applied.get(ws, (0, 0))
+            through = r["applied_through"]
+            applied[ws] = (max(h, through), e) if key[0] == "h" else (h, max(e, through))
+    return PartitionAggregator("spans", 0, strings, store_config(10_000, max_items=100_000),
+                               windows_config(SIZE_MS, lateness_ms), closed_until_ns, applied)
 
 
 def _absorb(out: Rows, em: Emission) -> None:
     # Stored partials replace by key (ReplacingMergeTree): the last emission wins.
     for r in em.health:
-        out[("h", r["service"], r["window_start"])] = r
+        out[("h", r["service"], r["window_start"], r["correction"])] = r
     for r in em.edges:
-        out[("e", r["client"], r["server"], r["connection_type"], r["window_start"])] = r
+        out[("e", r["client"], r["server"], r["connection_type"], r["window_start"], r["correction"])] = r
 
 
 def _feed(agg: PartitionAggregator, records: list[SpanBatch], first: int, last: int,
@@ -281,22 +315,32 @@ def _check_sketch_sizes(rows: Rows) -> None:
         assert sum(r["server_counts"]) == (r["requests"] if has_server else 0), key
 
 
-@pytest.mark.parametrize(("seed", "filler_strings"), [(1, 0), (2, 0), (3, 20_000)])
+@pytest.mark.parametrize(("seed", "filler_strings", "straggle_ms"),
+                         [(1, 0, 0), (2, 0, 0), (3, 20_000, 0), (4, 0, 40_000), (5, 0, 90_000)])
 def test_random_traces_give_exact_totals_with_and_without_a_crash(
-        seed: int, filler_strings: int) -> None:
+        seed: int, filler_strings: int, straggle_ms: int) -> None:
+    """Spans arrive up to 5 s after they end, within the 20 s of lateness. Straggling
+    traces come 2 and 4.5 x the lateness later: the corrections must make the totals just as
+    exact, also when a restart replays records whose corrections were already stored."""
+    lateness_ms = 20_000
     strings = StringTable()
     # A long-lived table: many codes before the service names (e.g. server.address values).
     for i in range(filler_strings):
         strings.code(f"10.0.{i // 256}.{i % 256}")
     gen = TraceGen(Spans(strings), np.random.default_rng(seed))
-    records = _records(gen, n_traces=300, max_delay_ms=5_000)
+    records = _records(gen, n_traces=300, max_delay_ms=5_000, straggle_ms=straggle_ms)
     n = len(records)
 
     whole: Rows = {}
-    agg = _new_agg(strings)
+    agg = _new_agg(strings, lateness_ms)
     _feed(agg, records, 0, n, whole)
     _absorb(whole, agg.flush_idle())
-    assert agg.windows.stats.late_spans == agg.windows.stats.late_edges == 0
+    late = agg.windows.take_stats().late
+    if not straggle_ms:
+        assert late == {}
+    else:
+        assert late.get(("span", "corrected"), 0) > 0 and late.get(("edge", "corrected"), 0) > 0
+        assert set(late) <= {("span", "corrected"), ("edge", "corrected")}
     assert agg.store.stats.evicted == 0 and len(agg.store) == 0
 
     got = _totals(whole)
@@ -309,16 +353,23 @@ def test_random_traces_give_exact_totals_with_and_without_a_crash(
     # Crash after record k: only closed-window rows are durable; restart from safe_offset.
     for k in sorted(gen.rng.integers(n // 4, 3 * n // 4, size=3).tolist()):
         crashed: Rows = {}
-        first = _new_agg(strings)
+        first = _new_agg(strings, lateness_ms)
         _feed(first, records, 0, k, crashed)
         safe = first.safe_offset()
         assert 0 < safe <= k  # the crash point is interesting: some, not all, is replayed
-        second = _new_agg(strings, closed_until_ns=first.windows.closed_until_ns)
+        second = _new_agg(strings, lateness_ms, crashed, first.windows.closed_until_ns)
         _feed(second, records, safe, n, crashed)
         _absorb(crashed, second.flush_idle())
         assert _counts(crashed) == _counts(whole), k
+        if straggle_ms:
+            assert second.windows.take_stats().late.get(("span", "replayed"), 0) > 0, k
 
 
 def _counts(rows: Rows) -> dict[tuple, tuple[int, int]]:
-    return {key: (r["calls"], r["errors"]) if key[0] == "h" else (r["requests"], r["failed"])
-            for key, r in rows.items()}
+    """Per entity and window, summed over its base row and corrections (as stage 2 does)."""
+    out: dict[tuple, tuple[int, int]] = {}
+    for key, r in rows.items():
+        a, b = (r["calls"], r["errors"]) if key[0] == "h" else (r["requests"], r["failed"])
+        x, y = out.get(key[:-1], (0, 0))
+        out[key[:-1]] = (x + a, y + b)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from processor.aggregate.messages import HealthKey
 from processor.aggregate.partition import Emission, PartitionAggregator
 from processor.config import StoreConfig
 from processor.otlp.batch import StringTable
@@ -122,32 +123,80 @@ def test_window_closes_only_when_watermark_reaches_its_end(sp: Spans) -> None:
     assert agg.flush_closed().health == []
 
 
-def test_late_span_is_counted_and_does_not_change_emitted_rows(sp: Spans) -> None:
-    agg = _agg(sp)
-    agg.add(sp.batch(_root(sp, 1, "fe", W0 + 1_000, W0 + 1_500)), 1)
-    agg.add(sp.batch(_tick(sp, W1 + LATENESS_MS)), 2)
-    first = _calls(agg.flush_closed())
-    assert first == {("fe", W0): (1, 0)}
-    # Another fe request ending in the closed W0.
-    agg.add(sp.batch(_root(sp, 2, "fe", W0 + 2_000, W0 + 2_500, error=True)), 3)
-    assert agg.windows.stats.late_spans == 1
-    later = _calls(emit_all(agg))
-    assert ("fe", W0) not in later  # never re-emitted, never added to
-    assert later == {("tick", W1): (1, 0)}
+def test_late_span_is_dropped_and_counted_with_late_spans_drop(sp: Spans) -> None:
+    agg = PartitionAggregator("spans", 0, sp.strings, store_config(2_000),
+                              windows_config(SIZE_MS, LATENESS_MS, late_spans="drop"))
+    agg.add(sp.batch(_root(sp, 1, "fe", W0 + 1_000, W0 + 1_500), offset=0), 1)
+    agg.add(sp.batch(_tick(sp, W1 + LATENESS_MS), offset=1), 2)
+    assert _calls(agg.flush_closed()) == {("fe", W0): (1, 0)}
+    agg.add(sp.batch(_root(sp, 2, "fe", W0 + 2_000, W0 + 2_500, error=True), offset=2), 3)
+    assert agg.windows.take_stats().late == {("span", "dropped"): 1, ("edge", "dropped"): 1}
+    later = emit_all(agg).extend(agg.flush_corrections())
+    assert ("fe", W0) not in _calls(later)  # never re-emitted, never added to
 
 
-def test_late_edge_is_counted_and_not_emitted(sp: Spans) -> None:
+def test_late_span_becomes_a_correction_row_beside_the_base_row(sp: Spans) -> None:
     agg = _agg(sp)
-    agg.add(sp.batch(_tick(sp, W1 + LATENESS_MS)), 1)
+    agg.add(sp.batch(_root(sp, 1, "fe", W0 + 1_000, W0 + 1_500), offset=0), 1)
+    agg.add(sp.batch(_tick(sp, W1 + LATENESS_MS), offset=1), 2)
+    [base] = [r for r in agg.flush_closed().health if r["service"] == "fe"]
+    assert (base["calls"], base["correction"], base["applied_through"]) == (1, 0, 2)
+    # Another fe request ending in the closed W0, then one in the open W1.
+    agg.add(sp.batch(_root(sp, 2, "fe", W0 + 2_000, W0 + 2_500, error=True), offset=2), 3)
+    assert agg.windows.take_stats().late == {("span", "corrected"): 1, ("edge", "corrected"): 1}
+    assert ("fe", W0) not in _calls(emit_all(agg))  # the base row is never rewritten
+    em = agg.flush_corrections()
+    assert [(r["service"], r["window_start"], r["calls"], r["errors"], r["correction"])
+            for r in em.health] == [("fe", W0, 1, 1, 3)]
+    assert _edges(em) == {("user", "fe", "virtual_node", W0): (1, 1)}
+    assert em.health_keys() == [HealthKey("fe", W0)]  # stage 2 re-finalises the window
+    assert agg.flush_corrections().health == []
+
+
+def test_late_edge_is_corrected_in_the_client_window(sp: Spans) -> None:
+    agg = _agg(sp)
+    agg.add(sp.batch(_tick(sp, W1 + LATENESS_MS), offset=0), 1)
     assert agg.flush_closed().edges == []  # W0 had nothing but is closed now
-    agg.add(sp.batch(_tick(sp, W2 + LATENESS_MS)), 2)
+    agg.add(sp.batch(_tick(sp, W2 + LATENESS_MS), offset=1), 2)
     agg.flush_closed()  # closes W1
     c = sp.span(trace=1, id=10, parent=1, service="fe", kind="client", end_ms=W1 + 9)
     s = sp.span(trace=1, id=11, parent=10, service="be", kind="server", end_ms=W1 + 5)
-    agg.add(sp.batch(c, s), 3)
-    assert agg.windows.stats.late_edges == 1
-    assert agg.windows.stats.late_spans == 1  # the server span's call
-    assert _edges(emit_all(agg)) == {}
+    agg.add(sp.batch(c, s, offset=2), 3)
+    assert agg.windows.take_stats().late == {("span", "corrected"): 1, ("edge", "corrected"): 1}
+    em = agg.flush_corrections()
+    assert _edges(em) == {("fe", "be", "", W1): (1, 0)}
+    assert _calls(em) == {("be", W1): (1, 0)}
+
+
+def test_a_window_stays_open_while_a_client_span_ending_in_it_waits(sp: Spans) -> None:
+    # A pairing ttl longer than the lateness: the unanswered client's edge (a virtual node,
+    # once it expires) must land in its window's base row, not after it closed.
+    agg = PartitionAggregator("spans", 0, sp.strings, store_config(3 * LATENESS_MS),
+                              windows_config(SIZE_MS, LATENESS_MS))
+    c = sp.span(trace=1, id=10, parent=1, service="fe", kind="client", end_ms=W1 - 100)
+    agg.add(sp.batch(c, offset=0), 1)
+    agg.add(sp.batch(_tick(sp, W1 + LATENESS_MS), offset=1), 2)
+    assert _edges(agg.flush_closed()) == {}  # W0 held open
+    agg.add(sp.batch(_tick(sp, W1 + 3 * LATENESS_MS), offset=2), 3)  # the client expires
+    em = agg.flush_closed()
+    assert _edges(em) == {("fe", "unknown", "virtual_node", W0): (1, 0)}
+    assert agg.windows.take_stats().late == {}
+
+
+def test_late_correction_waits_for_a_late_client_still_in_the_pairing_store(sp: Spans) -> None:
+    # Its server may still come: storing the window's correction now would leave the edge
+    # behind an applied-through mark it could not pass.
+    agg = _agg(sp)
+    agg.add(sp.batch(_tick(sp, W1 + LATENESS_MS), offset=0), 1)
+    agg.flush_closed()
+    c = sp.span(trace=1, id=10, parent=1, service="fe", kind="client", end_ms=W0 + 9)
+    root = _root(sp, 2, "fe", W0 + 1, W0 + 20)
+    agg.add(sp.batch(c, root, offset=1), 2)
+    assert agg.flush_corrections().health == []
+    s = sp.span(trace=1, id=11, parent=10, service="be", kind="server", end_ms=W0 + 5)
+    agg.add(sp.batch(s, offset=2), 3)
+    em = agg.flush_corrections()
+    assert _edges(em) == {("fe", "be", "", W0): (1, 0), ("user", "fe", "virtual_node", W0): (1, 0)}
 
 
 def test_calls_count_server_consumer_and_root_spans_only(sp: Spans) -> None:
@@ -217,11 +266,13 @@ def test_edge_failures_and_connection_types_are_kept_apart(sp: Spans) -> None:
 
 
 def test_closed_until_survives_restart_so_replay_cannot_reopen(sp: Spans) -> None:
+    # The stored rows of W0 cover offsets below 2: a replay of offset 1 is already in them.
     agg = PartitionAggregator("spans", 0, sp.strings, StoreConfig(),
-                              windows_config(SIZE_MS, LATENESS_MS), closed_until_ns=W1 * MS)
+                              windows_config(SIZE_MS, LATENESS_MS), closed_until_ns=W1 * MS,
+                              applied={W0 * MS: (2, 2)})
     agg.add(sp.batch(_root(sp, 1, "fe", W0, W0 + 5), _root(sp, 2, "fe", W1, W1 + 5)), 1)
-    assert agg.windows.stats.late_spans == 1
-    assert _calls(emit_all(agg)) == {("fe", W1): (1, 0)}
+    assert agg.windows.stats.late == {("span", "replayed"): 1, ("edge", "replayed"): 1}
+    assert _calls(emit_all(agg).extend(agg.flush_corrections())) == {("fe", W1): (1, 0)}
 
 
 def test_edge_latency_sketches_survive_large_string_codes() -> None:
