@@ -184,6 +184,14 @@ class AnomalyStage:
         """Final rows stage 2 just wrote: the judge's own copy, so it need not read them back."""
         if not self.owner:
             return
+        corrected = sorted({int(r["window_start"]) for r in (*health_rows, *edge_rows)
+                            if int(r["window_start"]) <= self.last_window_ms})
+        if corrected:
+            # Late spans re-finalised windows already judged. The detectors have learnt past
+            # them, so their verdicts stand; the final rows (what users query) are corrected.
+            self.metrics.inc("otel_insights_anomaly_corrected_windows_total", len(corrected))
+            log.info("%d judged window(s) corrected by late spans, from %s; verdicts not re-run",
+                     len(corrected), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(corrected[0] / 1000)))
         # A re-finalised row replaces the earlier one.
         for r in health_rows:
             if int(r["window_start"]) > self.last_window_ms:

@@ -47,6 +47,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_clickhouse_insert_errors_total", "counter", "Failed ClickHouse inserts (retried)"),
     MetricSpec("otel_insights_anomalies_total", "counter", "Anomalous entity windows detected", ("severity", "entity_type")),
     MetricSpec("otel_insights_anomaly_judged_window_seconds", "gauge", "Start of the newest window the detectors have judged (epoch seconds)"),
+    MetricSpec("otel_insights_anomaly_corrected_windows_total", "counter", "Windows re-finalised by late spans after the detectors judged them (their verdicts are not re-run)"),
     MetricSpec("otel_insights_anomaly_models", "gauge", "Per-entity autoencoder models in use"),
     MetricSpec("otel_insights_anomaly_model_trainings_total", "counter", "Scheduled autoencoder trainings", ("outcome",)),
     MetricSpec("otel_insights_stage_busy_seconds_total", "counter", "Wall time spent in each processing step (stage1, stage2, detection); detection_io: ClickHouse time of detection's store calls", ("step",)),

@@ -11,7 +11,7 @@ import pytest
 from processor.generate import GroundTruth, ShopGenerator
 from processor.generate.sinks import send_kafka
 from tests.integration.harness import Pipeline, make_pipeline, wait_until
-from tests.truth_compare import assert_exact, counts_match
+from tests.truth_compare import assert_exact, counts_match, iso_to_ns
 
 pytestmark = pytest.mark.integration
 WINDOW_NS = 2_000_000_000
@@ -107,6 +107,32 @@ def test_kill_and_restart_ends_with_exact_totals(broker, new_topic, unique_name,
     try:
         p2.start()
         _wait_exact(p2, truth, timeout_s=120)
+    finally:
+        p2.stop()
+
+
+def test_late_traces_correct_final_windows_and_survive_a_kill(broker, new_topic, unique_name, tmp_path) -> None:
+    """Traces a retried export delivers long after their windows were final (many times the
+    2 s lateness) correct those windows; the worker is killed as soon as it has applied
+    some, and the restart neither loses nor doubles a correction."""
+    topic = new_topic("spans")
+    traces, truth = _traffic(seed=29, seconds=20, rate=200)
+    late = traces[:len(traces) // 2][3::7]
+    held = {id(tr) for tr in late}
+    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("l")).start()
+    asyncio.run(send_kafka([tr for tr in traces if id(tr) not in held], [broker.bootstrap], topic))
+    first_late = min(tr.end_ns for tr in late) // WINDOW_NS * WINDOW_NS
+    wait_until(lambda: any(iso_to_ns(r["window_start"]) == first_late for r in p.query("health")),
+               60, "the late traces' first window final", p)
+    asyncio.run(send_kafka(late, [broker.bootstrap], topic))
+    wait_until(lambda: p.metric("otel_insights_late_spans_total", action="corrected") > 0, 60,
+               "late spans applied as corrections", p)
+    p.stop(signal.SIGKILL)
+    p2 = Pipeline(p.config_path, p.port, tmp_path / "restart.log")
+    try:
+        p2.start()
+        _wait_exact(p2, truth, timeout_s=120)
+        assert p2.metric("otel_insights_late_spans_total", action="dropped") == 0
     finally:
         p2.stop()
 

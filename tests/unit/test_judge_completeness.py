@@ -83,3 +83,23 @@ def test_the_judge_waits_for_every_partials_partition_to_report() -> None:
     store.save_watermarks("other", "otel-insights-partials", {1: W1 + 9 * SIZE_MS})
     store.save_watermarks("g", "spans", {1: W1 + 9 * SIZE_MS})
     assert asyncio.run(complete()) == W1
+
+
+def _final(service: str, ws: int, calls: int) -> dict:
+    return {"window_start": ws, "window_end": ws + SIZE_MS, "service": service, "calls": calls,
+            "errors": 0, "error_rate": 0.0, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0,
+            "health": "healthy"}
+
+
+def test_a_correction_of_a_window_already_judged_is_counted_and_its_verdicts_stand() -> None:
+    cfg = parse_config(CONFIG, environ={})
+    metrics = Metrics()
+    judge = AnomalyStage(cfg, StoreIO(MemoryStore(), metrics, SIZE_MS), metrics,  # type: ignore[arg-type]
+                         topic=None, partials_partitions=1)
+    judge.owner, judge.last_window_ms = True, W0  # W0 judged, W1 not yet
+    judge.remember([_final("fe", W1, 5)], [])
+    judge.remember([_final("fe", W0, 7), _final("cart", W0, 2), _final("fe", W1, 6)], [])
+    assert metrics.registry.get_sample_value("otel_insights_anomaly_corrected_windows_total") == 1
+    assert judge.last_window_ms == W0  # W0 is not judged again
+    assert W0 not in judge.local
+    assert judge.local[W1][0]["fe"]["calls"] == 6  # W1 will be judged on its corrected row
