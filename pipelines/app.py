@@ -8,6 +8,8 @@ Stream topology (read this file to see all of it):
   <partials_topic> ──stage2──▶ final rows (ClickHouse service_health / service_edges)
                         └─ processors.anomaly (on the owner of partials partition 0)
                                ─▶ anomalies table + <anomaly topic> (incidents)
+  <anomaly topic> ──stage3 (processors.narrator, same worker as the judge)──▶
+        insights table + <narrator topic> (enriched-insights: one insight per incident)
 
 What each stage does is in processor/aggregate/stage1.py and stage2.py. Stage 1 reads its
 partitions in batches on its own consumer (pipelines/intake.py); stage 2 gets faust events
@@ -45,7 +47,7 @@ from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.app")
 
-QUERY_NAMES = ("health", "edges", "topology", "anomalies")
+QUERY_NAMES = ("health", "edges", "topology", "anomalies", "insights")
 _EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
@@ -168,6 +170,27 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
                 return
             mine = partials_owned()
             await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
+
+    if cfg.narrator is not None:
+        from pipelines.insights import InsightStage
+
+        insights = InsightStage(cfg, io, metrics, app.topic(cfg.narrator.topic, **raw))
+
+        @app.timer(1.0)
+        async def insights_timer() -> None:
+            # Its own consumer and no stage lock: a slow model call delays only stage 3.
+            if w.failed:
+                return
+            try:
+                await insights.tick(0 in partials_owned())
+            except Exception as exc:
+                _fail(w, exc)
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def stop_insights(sender: object, **kw: object) -> None:
+            await insights.stop()
+
+        app.insights = insights  # type: ignore[attr-defined]
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

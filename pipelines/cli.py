@@ -29,6 +29,7 @@ class QueryName(str, Enum):
     health = "health"
     edges = "edges"
     anomalies = "anomalies"
+    insights = "insights"
 
 
 class Format(str, Enum):
@@ -161,7 +162,8 @@ def generate(
 def query(name: QueryName, config: ConfigOpt,
           since: Annotated[str, typer.Option(help="look-back, e.g. 15m, 2h")] = "15m",
           format: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
-    """Print topology, health or edges rows (asks a running process when it holds the store)."""
+    """Print topology, health, edges, anomalies or insights rows (asks a running process when it
+    holds the store)."""
     from pipelines.query import fetch, render_table
 
     try:

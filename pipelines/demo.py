@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from pipelines.query import HEALTH_COLOURS
@@ -77,8 +78,9 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
                     topo = _get_json(f"{api}/api/query/topology?since=1m")
                     health = _latest(_get_json(f"{api}/api/query/health?since=1m"))
                     anomalies = _get_json(f"{api}/api/query/anomalies?since=10m")
+                    insights = _get_json(f"{api}/api/query/insights?since=30m")
                     live.update(Group(topology_table(topo), health_table(health),
-                                      anomalies_table(anomalies)))
+                                      anomalies_table(anomalies), insights_table(insights)))
                 except OSError:
                     pass
                 time.sleep(2)
@@ -105,7 +107,7 @@ def topology_table(rows: list[dict[str, Any]]) -> Table:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in sorted(rows, key=lambda r: (-int(r["requests"]), r["client"], r["server"])):
         p95 = r.get("server_p95_ms") or r.get("client_p95_ms")
-        t.add_row(r["client"], r["server"], r["connection_type"] or "-", str(r["requests"]),
+        t.add_row(escape(r["client"]), escape(r["server"]), escape(r["connection_type"] or "-"), str(r["requests"]),
                   f"{100 * float(r['error_rate']):.1f}", f"{p95:.1f}" if p95 else "-")
     return t
 
@@ -116,7 +118,7 @@ def health_table(rows: list[dict[str, Any]]) -> Table:
         t.add_column(col, justify="left" if col in ("service", "window", "health") else "right")
     for r in rows:
         h = str(r["health"])
-        t.add_row(r["service"], str(r["window_start"])[11:19], str(r["calls"]),
+        t.add_row(escape(r["service"]), str(r["window_start"])[11:19], str(r["calls"]),
                   f"{100 * float(r['error_rate']):.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
                   f"{r['p99_ms']:.1f}", f"[{HEALTH_COLOURS.get(h, 'white')}]{h}[/]")
     return t
@@ -128,11 +130,26 @@ def anomalies_table(rows: list[dict[str, Any]]) -> Table:
         t.add_column(col, justify="right" if col in ("observed", "expected", "score") else "left")
     for r in sorted(rows, key=lambda r: (str(r["window_start"]), -float(r["score"])), reverse=True)[:12]:
         sev = str(r["severity"])
-        t.add_row(str(r["window_start"])[11:19], r["entity"], r["metric"], f"{r['observed']:.2f}",
+        t.add_row(str(r["window_start"])[11:19], escape(r["entity"]), r["metric"], f"{r['observed']:.2f}",
                   f"{r['expected']:.2f}", f"{r['score']:.2f}",
                   f"[{'red' if sev == 'critical' else 'yellow'}]{sev}[/]", str(r["incident_id"])[-8:])
     if not rows:
         t.add_row("-", "none yet (detectors learn for the first windows)", "", "", "", "", "", "")
+    return t
+
+
+def insights_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="incident insights (newest first; `otel-insights tail enriched-insights` for the whole "
+                    "narrative)", title_justify="left")
+    for col in ("since", "status", "severity", "origin", "summary"):
+        t.add_column(col, overflow="fold", ratio=4 if col == "summary" else None)
+    for r in sorted(rows, key=lambda r: str(r["window_start"]), reverse=True)[:4]:
+        sev = str(r["severity"])
+        t.add_row(str(r["window_start"])[11:19], f"{r['status']} v{r['version']}",
+                  f"[{'red' if sev == 'critical' else 'yellow'}]{sev}[/]",
+                  escape(str(r.get("suspected_origin") or "-")), escape(str(r["summary"])))
+    if not rows:
+        t.add_row("-", "none yet", "", "", "each incident's summary shows here as it opens")
     return t
 
 

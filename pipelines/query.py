@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from processor.config import Config
@@ -27,6 +28,8 @@ COLUMNS = {
                  "server_p95_ms"],
     "anomalies": ["window_start", "entity_type", "entity", "incident_id", "metric", "observed",
                   "expected", "score", "severity"],
+    "insights": ["window_start", "insight_id", "version", "status", "severity", "suspected_origin",
+                 "narrator", "grounded", "summary"],
 }
 
 
@@ -88,7 +91,7 @@ def render_table(name: str, rows: list[dict[str, Any]]) -> Table:
                 cells.append(f"{v:.3f}" if c == "error_rate" else f"{v:.2f}")
             elif c == "health" and v:
                 cells.append(f"[{HEALTH_COLOURS.get(str(v), 'white')}]{v}[/]")
-            else:
-                cells.append("" if v is None else str(v))
+            else:  # names are span attributes: never rich markup
+                cells.append("" if v is None else escape(str(v)))
         t.add_row(*cells)
     return t

@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rich.markup import escape
+
 from processor.errors import OtelInsightsError
 
 
 def describe(value: bytes) -> str:
+    """One record in words (plain text: the caller escapes it for the console)."""
     try:
-        return json.dumps(json.loads(value), indent=None)[:2000]
+        body = json.loads(value)
     except (ValueError, UnicodeDecodeError):
-        pass
+        body = None
+    if isinstance(body, dict) and "insight_id" in body and isinstance(body.get("narrative"), dict):
+        return _insight(body)
+    if body is not None:
+        return json.dumps(body, indent=None)[:2000]
     try:
         from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
@@ -24,6 +31,25 @@ def describe(value: bytes) -> str:
     except Exception:
         pass
     return repr(value[:200])
+
+
+def _insight(body: dict[str, Any]) -> str:
+    """An enriched insight as an on-call engineer reads it: the headline, then the narrative."""
+    from processor.insights.text import safe_name
+
+    n = body["narrative"]
+    origin = (body.get("suspected_origin") or {}).get("entity")
+    head = (f"insight {safe_name(body.get('insight_id'))} v{body.get('version')} {body.get('change')} "
+            f"[{body.get('severity')}] by {safe_name(body.get('narrator'))}"
+            f"{'' if body.get('grounded') else ' (NOT grounded)'}"
+            + (f", suspected origin {safe_name(origin)}" if origin else ""))
+    lines = [head, f"  {safe_name(n.get('summary'), 2000)}"]
+    for title, key in (("observed", "observed"), ("possible causes", "possible_causes")):
+        for p in n.get(key) or []:
+            lines.append(f"  {title}: {safe_name(p.get('text') if isinstance(p, dict) else p, 2000)}")
+    for c in n.get("suggested_checks") or []:
+        lines.append(f"  check: {safe_name(c, 2000)}")
+    return "\n".join(lines)
 
 
 async def follow(topic: str, brokers: list[str], from_beginning: bool, limit: int, console: Any) -> None:
@@ -39,8 +65,9 @@ async def follow(topic: str, brokers: list[str], from_beginning: bool, limit: in
     try:
         async for m in c:
             hdrs = {k: v.decode(errors="replace") for k, v in (m.headers or [])}
-            console.print(f"[bold]{m.topic}[{m.partition}]@{m.offset}[/] key={m.key!r} "
-                          f"{hdrs if hdrs else ''}\n  {describe(m.value)}", highlight=False)
+            # Records are untrusted text: escaped, so a name cannot style the console.
+            console.print(f"[bold]{escape(m.topic)}[{m.partition}]@{m.offset}[/] key={escape(repr(m.key))} "
+                          f"{escape(str(hdrs)) if hdrs else ''}\n  {escape(describe(m.value))}", highlight=False)
             n += 1
             if limit and n >= limit:
                 break

@@ -43,6 +43,8 @@ async def ensure_topics(cfg: Config, create_input: bool = False) -> dict[str, in
     internal = [kafka.rekey_topic, kafka.partials_topic, cfg.dlq.topic]
     if cfg.anomaly is not None:
         internal.append(cfg.anomaly.topic)
+    if cfg.narrator is not None:
+        internal.append(cfg.narrator.topic)
     names = [kafka.traces.topic, *internal]
     counts = await _partitions(list(kafka.brokers), names)
     missing = [t for t in internal if counts[t] == 0]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 # servicegraphconnector's default latency histogram buckets (seconds).
@@ -28,6 +28,7 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...] = ()
     component: str = "pipeline"  # the process part that serves it: pipeline | gateway
+    buckets: tuple[float, ...] = ()  # histograms only (seconds)
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -50,6 +51,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_anomaly_corrected_windows_total", "counter", "Windows re-finalised by late spans after the detectors judged them (their verdicts are not re-run)"),
     MetricSpec("otel_insights_anomaly_models", "gauge", "Per-entity autoencoder models in use"),
     MetricSpec("otel_insights_anomaly_model_trainings_total", "counter", "Scheduled autoencoder trainings", ("outcome",)),
+    MetricSpec("otel_insights_insights_total", "counter", "Insight versions published on the insights topic, by narrator (template or model) and change (opened, updated, escalated, resolved)", ("narrator", "change")),
+    MetricSpec("otel_insights_insights_open", "gauge", "Incidents whose insight is open"),
+    MetricSpec("otel_insights_insight_publish_lag_seconds", "histogram", "Wall time from an incident window's end to the insight version that includes it being published", (), "pipeline", (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)),
     MetricSpec("otel_insights_stage_busy_seconds_total", "counter", "Wall time spent in each processing step (stage1, stage2, detection); detection_io: ClickHouse time of detection's store calls", ("step",)),
     MetricSpec("otel_insights_consumer_lag_records", "gauge", "Input records not yet consumed", ("topic", "partition")),
     MetricSpec("otel_insights_gateway_requests_total", "counter", "OTLP export requests by protocol (grpc, http/protobuf, http/json) and outcome", ("protocol", "outcome"), "gateway"),
@@ -123,9 +127,13 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, component: str = "pipeline") -> None:
         self.registry = registry or CollectorRegistry()
-        self.m: dict[str, Counter | Gauge] = {}
+        self.m: dict[str, Counter | Gauge | Histogram] = {}
         for spec in METRICS:
             if spec.component != component or spec.name.startswith("traces_service_graph_"):
+                continue
+            if spec.kind == "histogram":
+                self.m[spec.name] = Histogram(spec.name, spec.help, spec.labels, registry=self.registry,
+                                              buckets=spec.buckets)
                 continue
             cls = Counter if spec.kind == "counter" else Gauge
             # prometheus-client appends _total itself.
@@ -139,6 +147,10 @@ class Metrics:
         if amount:
             metric = self.m[name]
             (metric.labels(**labels) if labels else metric).inc(amount)  # type: ignore[union-attr]
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        metric = self.m[name]
+        (metric.labels(**labels) if labels else metric).observe(value)  # type: ignore[union-attr]
 
     def set(self, name: str, value: float, **labels: str) -> None:
         metric = self.m[name]

@@ -370,9 +370,23 @@ class AnomalyConfig(Frozen):
         return self.tuning.seasonal_period_windows or max(1, DAY_MS // window_ms)
 
 
+class NarratorConfig(Frozen):
+    """`processors.narrator`: stage 3, one grounded insight per incident on `topic` (runs when
+    listed in the pipeline after `anomaly`)."""
+
+    topic: NonEmptyStr = "enriched-insights"
+    # A running incident is re-narrated at most this often (a rise in severity and the end
+    # are published at once).
+    cooldown: PositiveDuration = Duration.parse("5m")
+    # Incidents that began this long ago are still picked up at start (open ones resumed,
+    # ones that never got an insight published). Insights of older incidents are left as they are.
+    history: PositiveDuration = Duration.parse("24h")
+
+
 RECEIVERS: dict[str, type[Frozen]] = {"kafka": KafkaReceiver, "otlp": OtlpReceiver}
 PROCESSORS: dict[str, type[Frozen]] = {
     "servicegraph": ServiceGraphConfig, "windows": WindowsConfig, "anomaly": AnomalyConfig,
+    "narrator": NarratorConfig,
 }
 EXPORTERS: dict[str, type[Frozen]] = {
     "clickhouse": ClickHouseExporter,

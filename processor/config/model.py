@@ -28,6 +28,7 @@ from processor.config.components import (
     Frozen,
     KafkaExporter,
     KafkaReceiver,
+    NarratorConfig,
     NonEmptyStr,
     OtlpReceiver,
     PrometheusExporter,
@@ -190,6 +191,9 @@ class Config(Frozen):
             ) from None
         if errors:
             raise ValidationError.from_exception_data("Config", errors)
+        if config.narrator is not None and config.anomaly is None:
+            raise ValueError("processors.narrator narrates the incidents of processors.anomaly: "
+                             "list an anomaly processor in service.pipelines.traces.processors too")
         return config._resolve_inherited()
 
     def _resolve_inherited(self) -> Config:
@@ -260,6 +264,12 @@ class Config(Frozen):
         """The pipeline's anomaly processor; None when the pipeline does not list one."""
         used = self.service.pipelines.traces.processors
         return self._first(self.processors, AnomalyConfig, used)
+
+    @property
+    def narrator(self) -> NarratorConfig | None:
+        """The pipeline's narrator (stage 3); None when the pipeline does not list one."""
+        used = self.service.pipelines.traces.processors
+        return self._first(self.processors, NarratorConfig, used)
 
     @property
     def clickhouse(self) -> ClickHouseExporter | None:

@@ -84,13 +84,27 @@ class NamedQuery:
     sql: str
 
 
+_ENTITY_OF_SERVICE = """entity = {service:String} OR startsWith(entity, concat({service:String}, '->'))
+       OR endsWith(entity, concat('->', {service:String}))"""
+
 ANOMALIES_SQL = f"""SELECT detected_at, window_start, window_end, entity_type, entity, incident_id,
        metric, observed, expected, score, severity, detectors, factors
 FROM {{db}}.anomalies FINAL
 WHERE {_RANGE}
-  AND ({{service:String}} = '' OR entity = {{service:String}} OR startsWith(entity, concat({{service:String}}, '->'))
-       OR endsWith(entity, concat('->', {{service:String}})))
+  AND ({{service:String}} = '' OR {_ENTITY_OF_SERVICE})
 ORDER BY window_start, entity_type, entity
+LIMIT {{limit:UInt32}}"""
+
+# The newest version of each insight; the service filter matches incidents it took part in.
+INSIGHTS_SQL = f"""SELECT window_start, last_window, insight_id, version, status, severity,
+       JSONExtractString(message, 'suspected_origin', 'entity') AS suspected_origin,
+       narrator, grounded, updated_at,
+       JSONExtractString(message, 'narrative', 'summary') AS summary
+FROM {{db}}.insights FINAL
+WHERE {_RANGE}
+  AND ({{service:String}} = '' OR incident_id IN (
+       SELECT incident_id FROM {{db}}.anomalies WHERE {_RANGE} AND ({_ENTITY_OF_SERVICE})))
+ORDER BY window_start, insight_id
 LIMIT {{limit:UInt32}}"""
 
 NAMED_QUERIES: dict[str, NamedQuery] = {
@@ -100,6 +114,7 @@ NAMED_QUERIES: dict[str, NamedQuery] = {
         NamedQuery("edges", "per-edge windows (client -> server)", EDGES_SQL),
         NamedQuery("topology", "per-edge totals and merged latency over the range", TOPOLOGY_SQL),
         NamedQuery("anomalies", "anomalous service and edge windows with their incident", ANOMALIES_SQL),
+        NamedQuery("insights", "incident insights, newest version each, with their summary", INSIGHTS_SQL),
     )
 }
 

@@ -54,12 +54,16 @@ ANOMALY_COLUMNS = [
     "detected_at", "window_start", "window_end", "entity_type", "entity", "incident_id",
     "metric", "observed", "expected", "score", "severity", "detectors", "factors",
 ]  # fmt: skip
+INSIGHT_COLUMNS = [
+    "insight_id", "incident_id", "version", "status", "severity", "window_start", "last_window",
+    "updated_at", "narrator", "grounded", "published", "facts_key", "message",
+]  # fmt: skip
 MODEL_COLUMNS = [
     "kind", "entity_type", "entity", "format_version", "trained_at", "trained_from",
     "trained_until", "windows", "model",
 ]  # fmt: skip
 TIME_COLUMNS = frozenset({"window_start", "window_end", "detected_at", "trained_at", "trained_from",
-                          "trained_until"})
+                          "trained_until", "last_window", "updated_at"})
 
 _WINDOW = """
     window_start DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
@@ -236,6 +240,34 @@ TTL toDateTime(trained_at) + INTERVAL 30 DAY""",
                 ("service_edges_partial",
                  "client, server, connection_type, window_start, input_topic, input_partition"),
             )
+        ),
+    ),
+    Migration(
+        7,
+        "insights",
+        (
+            # One row per published version of an incident's insight; the newest version
+            # wins. `published` is 0 while a version is stored but not yet acknowledged on
+            # the insights topic, so a restart can tell what it must still send. window_start
+            # is the incident's first window (the partition and TTL column of every table).
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.insights {{on_cluster}} ({_WINDOW[:_WINDOW.index("window_end")].rstrip()}
+    insight_id String,
+    incident_id String,
+    version UInt32,
+    status LowCardinality(String),
+    severity LowCardinality(String),
+    last_window DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    updated_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    narrator LowCardinality(String),
+    grounded Bool,
+    published UInt8,
+    facts_key String,
+    message String CODEC(ZSTD(3)),
+    row_version UInt64 MATERIALIZED version * 2 + published
+) ENGINE = ReplacingMergeTree(row_version)
+{_PARTITION}
+ORDER BY insight_id
+{{ttl_clause}}""",
         ),
     ),
 )

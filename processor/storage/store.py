@@ -8,6 +8,7 @@ partial or a re-emitted final window never shows twice.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,7 @@ from processor.storage.schema import (
     EDGE_PARTIAL_COLUMNS,
     HEALTH_FINAL_COLUMNS,
     HEALTH_PARTIAL_COLUMNS,
+    INSIGHT_COLUMNS,
     MODEL_COLUMNS,
     TIME_COLUMNS,
     check_database_name,
@@ -120,6 +122,22 @@ FROM {db}.anomalies
 WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
   AND window_start < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')"""
 
+_INCIDENT_ANOMALIES = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
+       toUnixTimestamp64Milli(window_end) AS window_end_ms, entity_type, entity, incident_id,
+       metric, observed, expected, score, severity, detectors, factors
+FROM {db}.anomalies FINAL
+WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+  AND ({all:Bool} OR incident_id IN {incidents:Array(String)})
+ORDER BY incident_id, window_start, entity_type, entity"""
+
+_INSIGHTS_READ = """SELECT insight_id, incident_id, version, status, published, facts_key,
+       toUnixTimestamp64Milli(window_start) AS window_start_ms,
+       toUnixTimestamp64Milli(last_window) AS last_window_ms,
+       toUnixTimestamp64Milli(updated_at) AS updated_at_ms, message
+FROM {db}.insights FINAL
+WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+ORDER BY insight_id"""
+
 _FIRST_FINAL_WINDOW = """SELECT min(ws) AS first_ms, count() AS n FROM (
     SELECT toUnixTimestamp64Milli(min(window_start)) AS ws FROM {db}.service_health
     WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
@@ -199,6 +217,32 @@ class Store:
     def insert_anomalies(self, rows: Sequence[dict[str, Any]]) -> None:
         """One row per anomalous entity window (factors as a JSON string)."""
         self._insert("anomalies", ANOMALY_COLUMNS, rows)
+
+    def insert_insights(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insight versions (`INSIGHT_COLUMNS`); the newest version of an insight wins, and a
+        version marked published replaces the same version unmarked."""
+        self._insert("insights", INSIGHT_COLUMNS, rows)
+
+    def latest_insights(self, since_ms: int) -> list[dict[str, Any]]:
+        """The newest stored version of every insight whose incident began at or after since_ms
+        (times as *_ms epoch milliseconds, ``message`` the published JSON)."""
+        return self.backend.query(self._sql(_INSIGHTS_READ), {"since_ms": int(since_ms)})
+
+    def incident_anomalies(self, incident_ids: Sequence[str] | None, since_ms: int) -> list[dict[str, Any]]:
+        """Anomaly rows of the given incidents (all incidents when None) from windows starting
+        at or after since_ms, with window times in epoch ms and ``attribution`` parsed."""
+        params = {"since_ms": int(since_ms), "all": incident_ids is None, "incidents": list(incident_ids or [])}
+        out = []
+        for r in self.backend.query(self._sql(_INCIDENT_ANOMALIES), params):
+            row = _ms_keys(r)
+            try:
+                extra = json.loads(row.pop("factors") or "{}")
+            except ValueError:
+                extra = {}
+            row["factors"] = list(extra.get("factors") or [])
+            row["attribution"] = list(extra.get("attribution") or [])
+            out.append(row)
+        return out
 
     def insert_models(self, rows: Sequence[dict[str, Any]]) -> None:
         """Trained detector models (`MODEL_COLUMNS`; ``model`` is text, e.g. base64 of the bytes)."""

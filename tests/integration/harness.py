@@ -34,13 +34,14 @@ processors:
   windows: {{size: {window}, allowed_lateness: {lateness}, idle_timeout: 2s}}
   anomaly: {{grace_windows: 8, history: 1h, topic: {topic}-anomalies,
             judge_empty_windows: {judge_empty}{anomaly_options}}}
+  narrator: {{topic: {topic}-insights, cooldown: {cooldown}}}
 exporters:
   clickhouse: {{endpoint: "{clickhouse}", database: otel_insights, ttl: 0s, create_schema: true}}
   prometheus: {{endpoint: "127.0.0.1:{port}"}}
   kafka/dlq: {{topic: {topic}-dlq}}
 service:
   pipelines:
-    traces: {{receivers: [kafka], processors: [servicegraph, windows{anomaly}], exporters: [clickhouse, prometheus]}}
+    traces: {{receivers: [kafka], processors: [servicegraph, windows{anomaly}{narrator}], exporters: [clickhouse, prometheus]}}
 """
 
 
@@ -105,14 +106,16 @@ class Pipeline:
 def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: str = "otlp_proto",
                   window: str = "2s", rekey: str = "auto", lateness: str = "2s",
                   batch: int = 200, anomaly: bool = False, anomaly_options: str = "",
-                  clickhouse: str | None = None, judge_empty: bool = False) -> Pipeline:
+                  clickhouse: str | None = None, judge_empty: bool = False, narrator: bool = False,
+                  cooldown: str = "1s") -> Pipeline:
     """A worker config; ``anomaly_options`` is extra flow-style YAML for processors.anomaly.
 
     Tests send traffic from the past that then stops: judging the silence after it (the
     default in production) would rightly flag that stop, so it is off unless asked for.
 
     ``clickhouse`` is an endpoint to share (e.g. a tests.chshim URL); by default each
-    group gets its own chdb directory under ``tmp``.
+    group gets its own chdb directory under ``tmp``. ``narrator`` runs stage 3 too (with
+    anomaly), publishing on ``<topic>-insights``.
     """
     port = free_port()
     endpoint = clickhouse or f"chdb://{tmp / f'{group}-chdb'}"
@@ -120,7 +123,8 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
     cfg.write_text(CONFIG.format(bootstrap=bootstrap, group=group, topic=topic, encoding=encoding,
                                  clickhouse=endpoint, port=port, window=window, rekey=rekey,
                                  lateness=lateness, batch=batch,
-                                 anomaly=", anomaly" if anomaly else "",
+                                 anomaly=", anomaly" if anomaly or narrator else "",
+                                 narrator=", narrator" if narrator else "", cooldown=cooldown,
                                  anomaly_options=f", {anomaly_options}" if anomaly_options else "",
                                  judge_empty=str(judge_empty).lower()))
     return Pipeline(cfg, port, tmp / f"{group}.log")
@@ -135,3 +139,23 @@ def wait_until(pred: Any, timeout_s: float, what: str, pipeline: Pipeline | None
             return last
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}" + (f"\n{pipeline.log()}" if pipeline else ""))
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every record of ``topic`` as JSON, in the order it was produced (timestamp, offset)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
+    await c.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        out: list[tuple[int, int, dict[str, Any]]] = []
+        while [tp for tp in tps if await c.position(tp) < ends[tp]]:
+            for records in (await c.getmany(timeout_ms=1000)).values():
+                out += [(r.timestamp, r.offset, json.loads(r.value)) for r in records]
+        return [m for _, _, m in sorted(out, key=lambda t: (t[0], t[1]))]
+    finally:
+        await c.stop()

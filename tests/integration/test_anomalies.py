@@ -15,9 +15,10 @@ from processor.config import load_config
 from processor.detect.autoencoder import Autoencoder
 from processor.generate import FaultSpec, ShopGenerator
 from processor.generate.sinks import send_kafka
+from processor.insights import message
 from processor.storage.open import open_store
 from processor.storage.store import Store
-from tests.integration.harness import Pipeline, make_pipeline, wait_until
+from tests.integration.harness import Pipeline, make_pipeline, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 W_NS = 2_000_000_000
@@ -48,7 +49,7 @@ def _wait_judged(p: Pipeline, last_window: int) -> None:
                >= last_window - W_NS, 120, "detectors to judge every window", p)
 
 
-def _run(broker, new_topic, unique_name, tmp_path, faults_at: float | None):
+def _run(broker, new_topic, unique_name, tmp_path, faults_at: float | None, narrator: bool = False):
     topic = new_topic("spans")
     start = (time.time_ns() // W_NS - 120) * W_NS
     faults = []
@@ -56,10 +57,18 @@ def _run(broker, new_topic, unique_name, tmp_path, faults_at: float | None):
         faults = [FaultSpec("latency_shift", "product-catalog", start + int(faults_at * 1e9),
                             start + int((faults_at + 10) * 1e9), 5.0)]
     traces, last_window = _traffic(start, faults)
-    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("a"), anomaly=True).start()
+    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("a"), anomaly=True,
+                      narrator=narrator).start()
     try:
         asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
         _wait_judged(p, last_window)
+        if narrator:  # the incident ends gap windows after its last: wait for its final version
+            def resolved() -> bool:  # on the topic, and counted (the stage counts after sending)
+                sent = _insights(p, broker)
+                return bool(sent) and sent[-1]["status"] == "resolved" and \
+                    p.metric("otel_insights_insights_total") == len(sent)
+
+            wait_until(resolved, 60, "the incident's insight to resolve", p)
         return start, p.query("anomalies"), p.metric("otel_insights_anomalies_total"), p, last_window
     finally:
         p.stop()
@@ -71,8 +80,14 @@ def _ns(iso: str) -> int:
     return iso_to_ns(iso)
 
 
-def test_latency_fault_becomes_one_incident_on_the_right_entity(broker, new_topic, unique_name, tmp_path) -> None:
-    start, rows, counted, p, last_window = _run(broker, new_topic, unique_name, tmp_path, faults_at=44.0)
+def _insights(p: Pipeline, broker) -> list[dict]:
+    topic = load_config(p.config_path).narrator.topic  # type: ignore[union-attr]
+    return asyncio.run(read_topic(broker.bootstrap, topic))
+
+
+def test_latency_fault_becomes_one_incident_and_one_insight(broker, new_topic, unique_name, tmp_path) -> None:
+    start, rows, counted, p, last_window = _run(broker, new_topic, unique_name, tmp_path, faults_at=44.0,
+                                                narrator=True)
     assert rows, "no anomaly detected for a 5x latency shift"
     fault_from, fault_to = start + 44 * 10**9, start + 54 * 10**9
     inside = [r for r in rows if fault_from - 2 * W_NS <= _ns(r["window_start"]) < fault_to + 2 * W_NS]
@@ -86,6 +101,19 @@ def test_latency_fault_becomes_one_incident_on_the_right_entity(broker, new_topi
     factors = json.loads(catalog[0]["factors"])
     assert factors["factors"] and factors["factors"][0]["observed"] > factors["factors"][0]["expected"]
     assert counted == len(rows)
+
+    # Stage 3: one insight for the incident, versions 1..n each once, the last resolved.
+    published = _insights(p, broker)
+    for m in published:
+        message.validate(m)
+    (incident,) = {r["incident_id"] for r in inside}
+    assert {m["insight_id"] for m in published} == {incident}
+    assert [m["version"] for m in published] == list(range(1, len(published) + 1))
+    assert published[0]["change"] == "opened" and published[-1]["status"] == "resolved"
+    assert all(m["status"] == "open" for m in published[:-1])
+    assert all(m["grounded"] and m["narrator"] == "template" for m in published)
+    assert published[-1]["suspected_origin"]["entity"] == "product-catalog"
+    assert _ns(published[0]["first_window"]) <= fault_from + 2 * W_NS
 
     # A worker that dies after the fault's windows are final but before they are judged:
     # rewind the stored progress mark to before the fault and drop the verdicts. The
@@ -104,6 +132,8 @@ def test_latency_fault_becomes_one_incident_on_the_right_entity(broker, new_topi
         p.stop()
     assert "judging from" in p.log()
     assert {(r["entity"], r["window_start"]) for r in again} == {(r["entity"], r["window_start"]) for r in rows}
+    # The re-judged incident has the same id and facts: its resolved insight is not published again.
+    assert _insights(p, broker) == published
 
 
 def test_fault_free_traffic_produces_no_anomaly(broker, new_topic, unique_name, tmp_path) -> None:
