@@ -173,8 +173,11 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
 
     if cfg.narrator is not None:
         from pipelines.insights import InsightStage
+        from processor.insights.llm import LLMNarrator
 
-        insights = InsightStage(cfg, io, metrics, app.topic(cfg.narrator.topic, **raw))
+        narrator = LLMNarrator(cfg.narrator, metrics)
+        log.info("insights are narrated by %s", narrator.describe())
+        insights = InsightStage(cfg, io, metrics, app.topic(cfg.narrator.topic, **raw), narrator)
 
         @app.timer(1.0)
         async def insights_timer() -> None:

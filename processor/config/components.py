@@ -6,7 +6,15 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
 
 from processor.config.duration import Duration
 from processor.errors import ConfigError
@@ -370,17 +378,49 @@ class AnomalyConfig(Frozen):
         return self.tuning.seasonal_period_windows or max(1, DAY_MS // window_ms)
 
 
+class ModelEntry(Frozen):
+    """One model of `processors.narrator.models`: a litellm model string and how to reach it."""
+
+    name: Identifier = Field(min_length=1)  # what routes call it
+    model: NonEmptyStr  # litellm's provider/model, e.g. anthropic/claude-sonnet-4-5, ollama_chat/llama3.1
+    api_key: SecretStr = SecretStr("")  # from ${env:...}; a hosted model without one is skipped
+    api_base: str = ""  # a local model (ollama, vLLM) without one is skipped
+    rpm: int = Field(default=0, ge=0)  # requests per minute at most (0: no limit)
+    # Prices for models litellm has none for (local ones: 0), USD per token.
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+
+
 class NarratorConfig(Frozen):
     """`processors.narrator`: stage 3, one grounded insight per incident on `topic` (runs when
-    listed in the pipeline after `anomaly`)."""
+    listed in the pipeline after `anomaly`). With no usable model the template narrates."""
 
     topic: NonEmptyStr = "enriched-insights"
+    models: tuple[ModelEntry, ...] = ()
+    # Task -> model names, tried in order (the fallbacks), then the template.
+    routes: dict[Literal["narrative", "dashboard"], tuple[NonEmptyStr, ...]] = {}
+    timeout: PositiveDuration = Duration.parse("20s")  # per request
+    retries: int = Field(default=1, ge=0, le=5)  # per model, before the next one
+    daily_budget_usd: float = Field(default=5.0, ge=0)  # spent: the template narrates until 00:00 UTC
+    cache_size: Positive = 1000  # narratives kept by facts digest: equal facts are not re-asked
+    max_tokens: Positive = 1500
     # A running incident is re-narrated at most this often (a rise in severity and the end
     # are published at once).
     cooldown: PositiveDuration = Duration.parse("5m")
     # Incidents that began this long ago are still picked up at start (open ones resumed,
     # ones that never got an insight published). Insights of older incidents are left as they are.
     history: PositiveDuration = Duration.parse("24h")
+
+    @model_validator(mode="after")
+    def _known_models(self) -> NarratorConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("models: two entries have the same name")
+        for task, route in self.routes.items():
+            unknown = [n for n in route if n not in names]
+            if unknown:
+                raise ValueError(f"routes.{task}: {unknown} not in models (known: {names})")
+        return self
 
 
 RECEIVERS: dict[str, type[Frozen]] = {"kafka": KafkaReceiver, "otlp": OtlpReceiver}
