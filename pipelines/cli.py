@@ -214,6 +214,16 @@ def evaluate_faults(ctx: typer.Context) -> None:
     raise typer.Exit(faults_main(list(ctx.args), out))
 
 
+@evaluate_app.command("narratives", add_help_option=False,
+                      context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def evaluate_narratives(ctx: typer.Context) -> None:
+    """Insights on labelled faults: suspected origin top 1 / top 3, grounded share, cost
+    (--seed N --days D --jobs J)."""
+    from processor.evaluate.narratives_cli import main as narratives_main
+
+    raise typer.Exit(narratives_main(list(ctx.args), out))
+
+
 @app.command()
 def demo(duration: Annotated[float, typer.Option(help="seconds to run (0 = until Ctrl-C)")] = 0,
          data_dir: Annotated[Path, typer.Option(help="where the embedded ClickHouse keeps data")] = Path(".otel-insights"),
