@@ -191,7 +191,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def stop_insights(sender: object, **kw: object) -> None:
-            await insights.stop()
+            await insights.close()
 
         app.insights = insights  # type: ignore[attr-defined]
 

@@ -32,6 +32,7 @@ from processor.insights import lifecycle, message
 from processor.insights.facts import Facts
 from processor.insights.lifecycle import Published
 from processor.insights.message import Narration, template_narration
+from processor.insights.notify import Notifications
 from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.insights")
@@ -58,6 +59,7 @@ class InsightStage:
         self.metrics = metrics
         self.topic = topic
         self.narrator = narrator
+        self.notifications = Notifications(self.cfg.notifications, metrics)
         self.consumer: AIOKafkaConsumer | None = None
         self._clear()
 
@@ -104,6 +106,12 @@ class InsightStage:
             await consumer.position(tp)
         self.consumer = consumer
         await self._resume()
+
+    async def close(self, drain_s: float = 5.0) -> None:
+        """At shutdown: stop consuming, give queued notifications a moment to go out."""
+        await self.stop()
+        await self.notifications.drain(drain_s)
+        await self.notifications.stop()
 
     async def stop(self) -> None:
         if self.consumer is not None:
@@ -247,6 +255,7 @@ class InsightStage:
         await self.io.call(self.io.store.insert_insights, [_row(body, published=0)])
         await self._send(body)
         await self.io.call(self.io.store.insert_insights, [_row(body, published=1)])
+        self.notifications.submit(body)  # queued: a slow receiver never holds the stage
         self.published[incident] = _published({"insight_id": incident, "version": version,
                                                 "last_window_ms": facts.last_window_ms}, body)
         self.dirty.discard(incident)

@@ -62,6 +62,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_llm_fallbacks_total", "counter", "Times a narrative moved past a model: failed (to the next model or the template), budget (spent), ungrounded (template after a failed repair)", ("reason",)),
     MetricSpec("otel_insights_llm_grounding_total", "counter", "Model narratives by grounding outcome: grounded, repaired (after one repair), failed", ("outcome",)),
     MetricSpec("otel_insights_llm_cache_hits_total", "counter", "Narratives served from the cache (equal facts, no model call)"),
+    MetricSpec("otel_insights_notifications_total", "counter", "Insight notifications by receiver and outcome (sent, failed after retries or refused, dropped from a full queue)", ("notifier", "outcome")),
     MetricSpec("otel_insights_stage_busy_seconds_total", "counter", "Wall time spent in each processing step (stage1, stage2, detection); detection_io: ClickHouse time of detection's store calls", ("step",)),
     MetricSpec("otel_insights_consumer_lag_records", "gauge", "Input records not yet consumed", ("topic", "partition")),
     MetricSpec("otel_insights_gateway_requests_total", "counter", "OTLP export requests by protocol (grpc, http/protobuf, http/json) and outcome", ("protocol", "outcome"), "gateway"),

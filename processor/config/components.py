@@ -391,6 +391,27 @@ class ModelEntry(Frozen):
     output_cost_per_token: float | None = Field(default=None, ge=0)
 
 
+class NotifyRetry(Backoff):
+    """Retries of a notification: connection errors, 429 and 5xx, with capped backoff."""
+
+    initial_interval: PositiveDuration = Duration.parse("1s")
+    max_interval: PositiveDuration = Duration.parse("30s")
+    max_attempts: Positive = 5
+
+
+class NotifierConfig(Frozen):
+    """One entry of `processors.narrator.notifications`: where insights page people."""
+
+    type: Literal["webhook", "slack", "pagerduty"]  # webhook: Alertmanager's payload
+    name: str = ""  # in metrics and logs (default: the type)
+    url: SecretStr = SecretStr("")  # webhook and slack; empty: off. pagerduty: the Events API v2 endpoint
+    routing_key: SecretStr = SecretStr("")  # pagerduty's integration key; empty: off
+    # which changes notify (not `on`: YAML reads that key as true)
+    events: tuple[Literal["opened", "updated", "escalated", "resolved"], ...] = ("opened", "escalated", "resolved")
+    timeout: PositiveDuration = Duration.parse("10s")
+    retry: NotifyRetry = NotifyRetry()
+
+
 class NarratorConfig(Frozen):
     """`processors.narrator`: stage 3, one grounded insight per incident on `topic` (runs when
     listed in the pipeline after `anomaly`). With no usable model the template narrates."""
@@ -404,6 +425,7 @@ class NarratorConfig(Frozen):
     daily_budget_usd: float = Field(default=5.0, ge=0)  # spent: the template narrates until 00:00 UTC
     cache_size: Positive = 1000  # narratives kept by facts digest: equal facts are not re-asked
     max_tokens: Positive = 1500
+    notifications: tuple[NotifierConfig, ...] = ()
     # A running incident is re-narrated at most this often (a rise in severity and the end
     # are published at once).
     cooldown: PositiveDuration = Duration.parse("5m")
