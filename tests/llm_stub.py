@@ -115,3 +115,27 @@ class LLMStub:
             "model": body.get("model", "stub"), "created_at": "2026-01-01T00:00:00Z",
             "message": {"role": "assistant", "content": text}, "done": True, "done_reason": "stop",
             "prompt_eval_count": 700, "eval_count": 200})
+
+
+def instructed_reply(provider: str, body: dict[str, Any]) -> str:
+    """What a model that follows the narrator's instructions writes: only names and numbers
+    of the facts in the prompt, as shown there."""
+    user = [m for m in body.get("messages", []) if m.get("role") == "user"][-1]
+    content = user["content"]
+    text = content if isinstance(content, str) else " ".join(c.get("text", "") for c in content)
+    facts = json.loads(text.split("<facts>", 1)[1].split("</facts>", 1)[0])
+    metrics = sorted(facts["metrics"], key=lambda m: -m["score"])
+    top = metrics[0]
+    origin = facts["suspected_origin_ranking"][0] if facts["suspected_origin_ranking"] else None
+    summary = (f"{top['metric']} of `{top['name']}` was {top['shown']['observed']}, expected "
+               f"{top['shown']['expected']}, since {facts['incident']['first_window']}.")
+    if origin:
+        summary += f" Suspected origin: `{origin['name']}`."
+    return json.dumps({
+        "summary": summary,
+        "observed": [{"text": f"`{m['name']}` {m['metric']} was {m['shown']['observed']} against "
+                              f"{m['shown']['expected']}.", "facts": [m["id"]]} for m in metrics[:4]],
+        "possible_causes": [{"text": f"Possibly a problem in `{origin['name']}` itself.",
+                             "facts": origin["facts"]}] if origin else [],
+        "suggested_checks": [f"Check `{origin['name']}` first."] if origin else [],
+    })

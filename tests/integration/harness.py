@@ -34,7 +34,7 @@ processors:
   windows: {{size: {window}, allowed_lateness: {lateness}, idle_timeout: 2s}}
   anomaly: {{grace_windows: 8, history: 1h, topic: {topic}-anomalies,
             judge_empty_windows: {judge_empty}{anomaly_options}}}
-  narrator: {{topic: {topic}-insights, cooldown: {cooldown}}}
+  narrator: {{topic: {topic}-insights, cooldown: {cooldown}{narrator_options}}}
 exporters:
   clickhouse: {{endpoint: "{clickhouse}", database: otel_insights, ttl: 0s, create_schema: true}}
   prometheus: {{endpoint: "127.0.0.1:{port}"}}
@@ -107,7 +107,7 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
                   window: str = "2s", rekey: str = "auto", lateness: str = "2s",
                   batch: int = 200, anomaly: bool = False, anomaly_options: str = "",
                   clickhouse: str | None = None, judge_empty: bool = False, narrator: bool = False,
-                  cooldown: str = "1s") -> Pipeline:
+                  cooldown: str = "1s", narrator_options: str = "") -> Pipeline:
     """A worker config; ``anomaly_options`` is extra flow-style YAML for processors.anomaly.
 
     Tests send traffic from the past that then stops: judging the silence after it (the
@@ -125,6 +125,7 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
                                  lateness=lateness, batch=batch,
                                  anomaly=", anomaly" if anomaly or narrator else "",
                                  narrator=", narrator" if narrator else "", cooldown=cooldown,
+                                 narrator_options=f", {narrator_options}" if narrator_options else "",
                                  anomaly_options=f", {anomaly_options}" if anomaly_options else "",
                                  judge_empty=str(judge_empty).lower()))
     return Pipeline(cfg, port, tmp / f"{group}.log")

@@ -19,6 +19,7 @@ from processor.insights import message
 from processor.storage.open import open_store
 from processor.storage.store import Store
 from tests.integration.harness import Pipeline, make_pipeline, read_topic, wait_until
+from tests.llm_stub import LLMStub, instructed_reply
 
 pytestmark = pytest.mark.integration
 W_NS = 2_000_000_000
@@ -134,6 +135,50 @@ def test_latency_fault_becomes_one_incident_and_one_insight(broker, new_topic, u
     assert {(r["entity"], r["window_start"]) for r in again} == {(r["entity"], r["window_start"]) for r in rows}
     # The re-judged incident has the same id and facts: its resolved insight is not published again.
     assert _insights(p, broker) == published
+
+
+MODELS = ("models: [{{name: claude, model: anthropic/claude-sonnet-4-5, api_key: \"${{env:T_ANTHROPIC_KEY}}\", "
+          "api_base: \"{base}\"}}, {{name: gpt, model: openai/gpt-4o-mini, api_key: \"${{env:T_OPENAI_KEY}}\", "
+          "api_base: \"{base}/v1\"}}], routes: {{narrative: [claude, gpt]}}, timeout: 5s, retries: 0")
+
+
+def test_a_model_narrates_the_incident_after_the_first_provider_fails(broker, new_topic, unique_name, tmp_path,
+                                                                       monkeypatch) -> None:
+    """The real worker process, its litellm Router and provider adapters, against the stub."""
+    keys = {"T_ANTHROPIC_KEY": "sk-ant-e2e-secret-1111", "T_OPENAI_KEY": "sk-e2e-secret-2222"}
+    for k, v in keys.items():
+        monkeypatch.setenv(k, v)
+    with LLMStub(instructed_reply) as stub:
+        stub.behaviour["anthropic"] = "error"
+        topic = new_topic("spans")
+        start = (time.time_ns() // W_NS - 120) * W_NS
+        fault = FaultSpec("latency_shift", "product-catalog", start + 44 * 10**9, start + 54 * 10**9, 5.0)
+        traces, last_window = _traffic(start, [fault])
+        p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("m"), narrator=True,
+                          narrator_options=MODELS.format(base=stub.base)).start()
+        try:
+            asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
+            _wait_judged(p, last_window)
+            sent = wait_until(lambda: [m for m in _insights(p, broker) if m["status"] == "resolved"], 60,
+                              "the resolved insight", p)
+            fallbacks = p.metric("otel_insights_llm_fallbacks_total", reason="failed")
+            ok = p.metric("otel_insights_llm_requests_total", model="openai/gpt-4o-mini", outcome="ok")
+        finally:
+            p.stop()
+    published = _insights(p, broker)
+    for m in published:
+        message.validate(m)
+    assert {m["insight_id"] for m in published} == {sent[0]["insight_id"]}
+    assert all(m["narrator"] == "openai/gpt-4o-mini" and m["grounded"] for m in published), \
+        [(m["narrator"], m["violations"]) for m in published]
+    assert published[0]["tokens"] == {"prompt": 900, "completion": 300} and published[0]["cost_usd"] > 0
+    # Tokens are counted once per call: a version whose facts were narrated before is a cache hit.
+    assert sum(m["tokens"]["prompt"] for m in published) == 900 * stub.calls("openai") == 900 * ok
+    assert "`product-catalog`" in published[-1]["narrative"]["summary"]
+    assert fallbacks >= 1 and stub.calls("anthropic") >= 1
+    log = p.log_path.read_text(errors="replace")
+    assert "claude-sonnet-4-5 failed" in log
+    assert not any(v in log for v in keys.values())
 
 
 def test_fault_free_traffic_produces_no_anomaly(broker, new_topic, unique_name, tmp_path) -> None:
