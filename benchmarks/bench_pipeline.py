@@ -211,6 +211,47 @@ def bench_detect_share(seconds: int, rate: float) -> None:
           f"per final row); with its ClickHouse calls {100 * io_share:.1f}%")
 
 
+def bench_insights(seconds: int, rate: float) -> None:
+    """Stage 2's busy time with stage 3 off and on, on the same backlog with faults in it."""
+    from processor.generate import FaultSpec
+    from processor.generate.sinks import send_kafka
+    from processor.localstack import LocalBroker
+    from tests.integration.harness import make_pipeline
+
+    window_s = 2
+    start = (time.time_ns() // 10**9 - seconds - 30) // window_s * window_s * 10**9
+    faults = [FaultSpec(kind, target, start + int(at * 10**9), start + int((at + 12) * 10**9), mag)
+              for at, kind, target, mag in ((0.4 * seconds, "latency_shift", "product-catalog", 5.0),
+                                            (0.7 * seconds, "error_burst", "cart", 0.3))]
+    gen = ShopGenerator(seed=3, rate=rate, start_ns=start, faults=faults)
+    traces = [t for t in gen.traces(seconds) if t.end_ns < start + seconds * 10**9]
+    last_window_s = max(t.end_ns for t in traces) // 10**9 // window_s * window_s
+    with LocalBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        for narrator in (False, True):
+            topic = f"bench-{int(narrator)}"
+            broker.create_topic(topic, 3)
+            asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
+            p = make_pipeline(Path(tmp), broker.bootstrap, topic, topic, window=f"{window_s}s", anomaly=True,
+                              narrator=narrator, cooldown="5s")
+            t0 = time.monotonic()
+            p.start()
+            while time.monotonic() - t0 < 900:
+                if p.metric("otel_insights_anomaly_judged_window_seconds") >= last_window_s - window_s:
+                    break
+                time.sleep(0.5)
+            wall = time.monotonic() - t0
+            busy = {step: p.metric("otel_insights_stage_busy_seconds_total", step=step)
+                    for step in ("stage1", "stage2", "detection", "insights")}
+            rows = p.metric("otel_insights_windows_finalized_total")
+            published = p.metric("otel_insights_insights_total")
+            p.stop()
+            print(f"  stage 3 {'on ' if narrator else 'off'}: {seconds} s backlog at {rate:.0f} traces/s, "
+                  f"{rows:,.0f} final rows in {wall:.1f} s (start to last window judged); busy s: stage1 "
+                  f"{busy['stage1']:.2f}, stage2 {busy['stage2']:.2f} ({1e6 * busy['stage2'] / max(rows, 1):.0f} us "
+                  f"per final row), detection {busy['detection']:.2f}, insights {busy['insights']:.2f} "
+                  f"({published:.0f} versions published)")
+
+
 def bench_live(seconds: int, span_rate: float) -> None:
     """Production-shaped live traffic (60 s windows, 30 s lateness): worker peak RSS, and how
     long after a window closes (its end + allowed lateness, event time being wall time here)
@@ -304,6 +345,8 @@ def main() -> None:
     ap.add_argument("--live", type=int, default=0, metavar="SECONDS",
                     help="also run paced live traffic at --live-rate spans/s (RSS, close-to-queryable)")
     ap.add_argument("--live-rate", type=float, default=20_000.0, help="spans/s for --live")
+    ap.add_argument("--insights", type=int, default=0, metavar="SECONDS",
+                    help="also compare stage 2 with stage 3 off and on, on a backlog with faults")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cpus {os.cpu_count()}")
     bench_inprocess(args.spans)
@@ -316,6 +359,8 @@ def main() -> None:
         bench_detect_share(args.detect, args.rate)
     if args.live:
         bench_live(args.live, args.live_rate)
+    if args.insights:
+        bench_insights(args.insights, args.rate)
     print(f"  bench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
 
 

@@ -185,7 +185,8 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
             if w.failed:
                 return
             try:
-                await insights.tick(0 in partials_owned())
+                with _busy(metrics, "insights"):  # wall time, its awaits included
+                    await insights.tick(0 in partials_owned())
             except Exception as exc:
                 _fail(w, exc)
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipelines.store_io import StoreIO
@@ -33,6 +34,7 @@ from processor.insights.facts import Facts
 from processor.insights.lifecycle import Published
 from processor.insights.message import Narration, template_narration
 from processor.insights.notify import Notifications
+from processor.insights.text import safe_name
 from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.insights")
@@ -228,7 +230,15 @@ class InsightStage:
         due = sorted((i for i in self.dirty | ending if self._maybe_due(i, judged, now_s)),
                      key=lambda i: self.last_window.get(i, 0))
         for incident in due[:NARRATE_PER_TICK]:
-            await self._consider(incident, judged)
+            try:
+                await self._consider(incident, judged)
+            except (ValueError, KeyError, TypeError, jsonschema.ValidationError) as exc:
+                # A bug or an input we did not foresee in one incident's facts: one line, and
+                # the other incidents go on; it is tried again when it has news.
+                self.dirty.discard(incident)
+                self.metrics.inc("otel_insights_insight_errors_total")
+                log.error("insight of %s not published: %s: %s", incident, type(exc).__name__,
+                          safe_name(str(exc), 300))
         for incident in [i for i in self.dirty if (p := self.published.get(i)) is not None and p.status == "resolved"]:
             self.dirty.discard(incident)
 
@@ -279,7 +289,11 @@ class InsightStage:
 
     async def _narrate(self, facts: Facts) -> Narration:
         if self.narrator is not None:
-            return await self.narrator(facts)
+            try:
+                return await self.narrator(facts)
+            except Exception as exc:  # the model path failed unexpectedly: the template still narrates
+                log.error("narrator failed (%s: %s); the template narrates", type(exc).__name__,
+                          safe_name(str(exc), 200))
         return template_narration(facts)
 
     async def _send(self, body: dict[str, Any]) -> None:

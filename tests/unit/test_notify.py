@@ -150,3 +150,4 @@ def test_hostile_names_cannot_make_slack_links_or_mentions() -> None:
     body = _insight(name="<!channel> <https://evil.example|click>")
     text = json.dumps(slack(body))
     assert "<!channel>" not in text and "<https://evil" not in text
+
