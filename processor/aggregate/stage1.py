@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from processor import failpoints
 from processor.aggregate.admission import EventTimeBounds, correction_horizon_ns
 from processor.aggregate.messages import PartialsMessage, Watermark
 from processor.aggregate.partition import NS_PER_MS, Emission, PartitionAggregator, PartitionStats
@@ -213,6 +214,7 @@ class Stage1:
         if rekeyed:
             await self.outbox.rekey(rekeyed)
             self.metrics.inc("otel_insights_rekeyed_records_total", n_rekeyed)
+            failpoints.reach("stage1.rekeyed")
         if not payloads:
             return SpanBatch.empty(), n_rekeyed
         decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding, offsets)
@@ -290,8 +292,11 @@ class Stage1:
                 await self.io(self.store.insert_health_partials, em.health)
             if em.edges:
                 await self.io(self.store.insert_edge_partials, em.edges)
+            failpoints.reach("stage1.partials_written")
             await self.outbox.partials([*em.health_keys(), *em.edge_keys()])
+            failpoints.reach("stage1.keys_announced")
             await self._save_watermark(agg, em.watermark_ms)
+            failpoints.reach("stage1.watermark_saved")
         elif em.watermark_ms and self._advertised.get(tp, (0, idle))[0] != em.watermark_ms:
             await self._save_watermark(agg, em.watermark_ms)
         if self._advertised.get(tp) != (em.watermark_ms, idle):

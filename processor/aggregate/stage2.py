@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from processor import failpoints
 from processor.aggregate import messages
 from processor.aggregate.finalize import Finalizer, SourceState, final_before, heard
 from processor.aggregate.messages import EdgeKey, HealthKey, PartialsMessage, Watermark
@@ -126,6 +127,7 @@ class Stage2:
             await self.io(store.insert_edges_final, edge_rows)
             self.metrics.inc("otel_insights_windows_finalized_total", len(edge_rows),
                              table="service_edges")
+        failpoints.reach("stage2.final_written")
         if self.on_final is not None:
             self.on_final(health_rows, edge_rows)
         newest_end = max([k.window_start for k in health_keys] + [k.window_start for k in edge_keys]) + fin.size_ms

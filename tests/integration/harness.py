@@ -51,6 +51,7 @@ class Pipeline:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # extra environment, e.g. processor.failpoints
 
     def start(self, timeout_s: float = 90) -> Pipeline:
         log = open(self.log_path, "ab")
@@ -58,7 +59,7 @@ class Pipeline:
             [sys.executable, "-m", "pipelines.cli", "run", "--config", str(self.config_path),
              "--log-level", "info"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {})))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

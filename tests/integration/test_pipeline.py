@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+from processor import failpoints
 from processor.generate import GroundTruth, ShopGenerator
-from processor.generate.sinks import send_kafka
+from processor.generate.sinks import send_kafka, send_kafka_unkeyed
 from tests.integration.harness import Pipeline, make_pipeline, wait_until
 from tests.truth_compare import assert_exact, counts_match, iso_to_ns
 
@@ -32,6 +33,18 @@ def _wait_exact(p, truth, timeout_s: float = 90) -> None:
     finally:
         # On timeout this names the first differing key instead of only "timed out".
         assert_exact(truth, p.query("health"), p.query("edges"))
+
+
+def _restart_and_expect(p: Pipeline, truth, tmp_path) -> None:
+    """A worker with the killed one's config (group, chdb directory, port) ends exact,
+    having dropped nothing as too late."""
+    p2 = Pipeline(p.config_path, p.port, tmp_path / "restart.log")
+    try:
+        p2.start()
+        _wait_exact(p2, truth, timeout_s=120)
+        assert p2.metric("otel_insights_late_spans_total", action="dropped") == 0
+    finally:
+        p2.stop()
 
 
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
@@ -128,41 +141,52 @@ def test_late_traces_correct_final_windows_and_survive_a_kill(broker, new_topic,
     wait_until(lambda: p.metric("otel_insights_late_spans_total", action="corrected") > 0, 60,
                "late spans applied as corrections", p)
     p.stop(signal.SIGKILL)
-    p2 = Pipeline(p.config_path, p.port, tmp_path / "restart.log")
-    try:
-        p2.start()
-        _wait_exact(p2, truth, timeout_s=120)
-        assert p2.metric("otel_insights_late_spans_total", action="dropped") == 0
-    finally:
-        p2.stop()
+    _restart_and_expect(p, truth, tmp_path)
 
 
 def test_records_not_keyed_by_trace_id_are_rekeyed(broker, new_topic, unique_name, tmp_path) -> None:
-    """A collector batching many traces per unkeyed record still gives exact edges."""
-    from aiokafka import AIOKafkaProducer
-    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
-
+    """A collector batching many traces per unkeyed record still gives exact edges, with the
+    default 2 s lateness: the re-key partitions' event time is capped at their slowest
+    origin, so consuming the input partitions one after another makes nothing late."""
     topic = new_topic("spans")
     traces, truth = _traffic(seed=31, seconds=8)
-
-    async def produce() -> None:
-        prod = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-        await prod.start()
-        for i in range(0, len(traces), 25):
-            data = TracesData()
-            for tr in traces[i:i + 25]:
-                data.resource_spans.extend(tr.data.resource_spans)
-            # round-robin partitions, no key: spans of one trace batch land anywhere
-            await prod.send_and_wait(topic, data.SerializeToString(), partition=(i // 25) % 3)
-        await prod.stop()
-
-    # Re-keying interleaves the input partitions, so event time on the re-keyed topic can
-    # go back by as much as the input consumption skew: lateness must cover that.
-    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("r"), lateness="30s").start()
+    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("r")).start()
     try:
-        asyncio.run(produce())
+        asyncio.run(send_kafka_unkeyed(traces, [broker.bootstrap], topic, 3))
         _wait_exact(p, truth)
         assert p.metric("otel_insights_rekeyed_records_total") == (len(traces) + 24) // 25
         assert p.metric("otel_insights_late_spans_total") == 0
     finally:
         p.stop()
+
+
+@pytest.mark.parametrize(("point", "hit", "keyed"), [
+    ("stage1.partials_written", 3, True),
+    ("stage1.keys_announced", 3, True),
+    ("stage1.watermark_saved", 3, True),
+    ("stage1.rekeyed", 1, False),
+    ("stage2.final_written", 1, True),
+])
+def test_sigkill_at_each_step_of_the_hand_over_ends_exact(broker, new_topic, unique_name, tmp_path,
+                                                          point: str, hit: int, keyed: bool) -> None:
+    """The worker SIGKILLs itself at a named step (processor.failpoints) in the middle of a
+    backlog; a restart without the failpoint must end with exactly the ground truth.
+
+    Keyed input comes on one partition: with several, another partition usually announces
+    the same entity's window and hides a key the killed one never announced."""
+    topic = new_topic("spans", partitions=1 if keyed else 3)
+    traces, truth = _traffic(seed=37, seconds=12, rate=150)
+    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("f"))
+    p.env = {failpoints.ENV: f"{point}={hit}"}
+    p.start()
+    try:
+        if keyed:
+            asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
+        else:
+            asyncio.run(send_kafka_unkeyed(traces, [broker.bootstrap], topic, 3))
+        assert p.proc is not None
+        assert p.proc.wait(timeout=90) == -signal.SIGKILL, p.log()
+    finally:
+        p.stop()
+    assert f"failpoint {point} reached" in p.log()
+    _restart_and_expect(p, truth, tmp_path)
