@@ -339,6 +339,8 @@ def main() -> None:
     ap.add_argument("--spans", type=int, default=400_000)
     ap.add_argument("--e2e", action="store_true", help="also run through the local broker into chdb")
     ap.add_argument("--batch", type=int, default=2000, help="receivers.kafka.max_batch_records for --e2e")
+    ap.add_argument("--e2e-cases", default="keyed,unkeyed,two-workers",
+                    help="which --e2e runs, comma-separated: keyed, unkeyed, two-workers")
     ap.add_argument("--detect", type=int, default=0, metavar="SECONDS",
                     help="also measure detection's share of stage 2 in a worker on this much traffic")
     ap.add_argument("--rate", type=float, default=200.0, help="traces/s for --detect")
@@ -351,9 +353,12 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cpus {os.cpu_count()}")
     bench_inprocess(args.spans)
     bench_store_memory(100_000)
-    if args.e2e:
+    cases = set(args.e2e_cases.split(","))
+    if args.e2e and "keyed" in cases:
         bench_e2e(args.spans, args.batch)
+    if args.e2e and "unkeyed" in cases:
         bench_e2e(args.spans, args.batch, keyed=False)
+    if args.e2e and "two-workers" in cases:
         bench_e2e(args.spans, args.batch, workers=2)
     if args.detect:
         bench_detect_share(args.detect, args.rate)

@@ -40,7 +40,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_expired_edges_total", "counter", "Edges completed by expiry as virtual nodes", ("kind",)),
     MetricSpec("otel_insights_evicted_spans_total", "counter", "Spans evicted early because store.max_items was reached"),
     MetricSpec("otel_insights_rejected_spans_total", "counter", "Spans rejected because they end too far ahead of the wall clock or too long ago", ("reason",)),
-    MetricSpec("otel_insights_rekey_replays_skipped_total", "counter", "Re-keyed records skipped because their origin record was already applied (a replay)"),
+    MetricSpec("otel_insights_rekey_replays_skipped_total", "counter", "Re-keyed records whose spans were skipped, wholly or in part, because their origin records were already applied (a replay)"),
     MetricSpec("otel_insights_late_spans_total", "counter", "Spans and edges that arrived after their window closed: corrected (window re-finalised), replayed (already applied) or dropped", ("what", "action")),
     MetricSpec("otel_insights_pairing_store_items", "gauge", "Spans waiting in the pairing store", ("partition",)),
     MetricSpec("otel_insights_window_close_lag_seconds", "gauge", "Wall time minus the end of the newest window finalised"),

@@ -1,12 +1,14 @@
 """The re-key protocol: records carry their origin, and origins announce their event-time progress.
 
-Records not keyed by trace id are split per trace and written to the re-key topic, where
-each re-key partition interleaves what every input partition (origin) sent it. Two facts
-travel with them, in headers, so the re-key path is as exact as keyed input:
+Spans of records not keyed by trace id are sent to the re-key partition their trace hashes
+to (compact span records, `processor.aggregate.rekey_codec`), where each re-key partition
+interleaves what every input partition (origin) sent it. Two facts travel with them so the
+re-key path is as exact as keyed input:
 
-- each re-keyed record names its origin record (input partition, offset, part): a replay of
-  the origin after a crash or a rebalance re-sends the same parts, and the re-key partition
-  skips what it already applied instead of counting it twice;
+- each span carries the offset of its origin record, and each re-keyed record names its
+  origin partition in a header: a replay of the origin after a crash or a rebalance
+  re-sends the same spans, and the re-key partition skips spans of origin records it has
+  already applied instead of counting them twice;
 - after each batch, and on every timer tick, each origin sends every re-key partition a
   progress marker (no value): the latest span end it has read and whether it is idle. A
   re-key partition's event time is capped at the slowest active origin's progress, so a
@@ -23,7 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-ORIGIN_HEADER = "otel-insights-origin"  # "<input partition>/<offset>/<part>"
+import numpy as np
+
+ORIGIN_HEADER = "otel-insights-origin"  # "<input partition>/<last origin offset>/<re-key partition>"
 PROGRESS_HEADER = "otel-insights-progress"  # "<input partition>/<span end, ns>/<idle 0|1>"
 
 
@@ -40,12 +44,12 @@ class Progress(NamedTuple):
 
 
 class RekeyRecord(NamedTuple):
-    """A record for the re-key topic: a trace's spans (keyed), or a marker to one partition."""
+    """A record for the re-key topic: compact spans, or a progress marker, for one partition."""
 
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
-    partition: int | None = None  # None: by key
+    partition: int
 
 
 def origin_headers(origin: Origin) -> tuple[tuple[str, bytes], ...]:
@@ -85,7 +89,7 @@ class OriginState:
     end_ns: int = 0
     idle: bool = False
     heard: bool = False
-    applied: tuple[int, int] = (-1, -1)  # (offset, part) of the last record applied
+    applied: int = -1  # offset of the last origin record whose spans were applied
 
 
 @dataclass
@@ -107,20 +111,20 @@ class Origins:
         st.idle = mark.idle
         st.heard = True
 
-    def first_time(self, origin: Origin) -> bool:
-        """Whether a re-keyed record is new (True) or a replay of one applied already.
+    def new_spans(self, partition: int, origin_offsets: np.ndarray) -> np.ndarray:
+        """Which spans of a re-keyed record are new (True), not a replay of an origin record
+        this partition has applied already; the record's origin records count as applied.
 
-        One origin's records reach a re-key partition in origin order (one producer per
-        input partition at a time, a new owner replaying from the committed offset), so
-        "new" is "after the last applied (offset, part)".
+        One origin's spans reach a re-key partition in origin order (one producer per input
+        partition at a time, a new owner replaying from the committed offset), so "new" is
+        "from an origin record after the last one applied".
         """
-        st = self._state(origin.partition)
+        st = self._state(partition)
         st.idle = False
-        pos = (origin.offset, origin.part)
-        if pos <= st.applied:
-            return False
-        st.applied = pos
-        return True
+        new = origin_offsets > st.applied
+        if origin_offsets.size:
+            st.applied = max(st.applied, int(origin_offsets.max()))
+        return new
 
     def cap_ns(self) -> int | None:
         """The event time this re-key partition may go up to: the slowest active origin's

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,11 +101,9 @@ class LocalRun:
         return Record(tp[0], tp[1], offset, key, value)
 
     def rekeyed_record(self, r: RekeyRecord) -> Record:
-        """A re-key topic record as Kafka would store it: by key (murmur2 in Kafka, crc32
-        here: any stable hash spreads traces alike), or on the partition it names."""
+        """A re-key topic record as Kafka would store it, on the partition it names."""
         assert self.config.kafka is not None
-        partition = r.partition if r.partition is not None else zlib.crc32(r.key or b"") % self.partitions
-        rec = self.record(r.value, partition, r.key, self.config.kafka.rekey_topic)
+        rec = self.record(r.value, r.partition, r.key, self.config.kafka.rekey_topic)
         return Record(rec.topic, rec.partition, rec.offset, rec.key, rec.value, r.headers)
 
     def feed(self, records: Iterable[Record]) -> None:

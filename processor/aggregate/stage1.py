@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from processor import failpoints
+from processor.aggregate import rekey_codec
 from processor.aggregate.admission import EventTimeBounds, correction_horizon_ns
 from processor.aggregate.messages import PartialsMessage, Watermark
 from processor.aggregate.partition import NS_PER_MS, Emission, PartitionAggregator, PartitionStats
@@ -39,8 +40,6 @@ from processor.graph import CONN_NAMES, EdgeBatch
 from processor.otlp.batch import SpanBatch, StringTable
 from processor.otlp.compression import decompress_record
 from processor.otlp.decode import SpanDecoder
-from processor.otlp.encode import span_ends, split_by_trace
-from processor.otlp.registry import get_codec
 from processor.storage.window_store import IoCall, WindowStore
 from processor.telemetry import Metrics
 from processor.windows.accumulator import pack_edge, unpack_edge
@@ -116,7 +115,6 @@ class Stage1:
         self.strings = strings or StringTable()
         self.clock = clock
         self.decoder = SpanDecoder(self.strings, self.servicegraph)
-        self.codec = get_codec(self.kafka.traces.encoding)
         self.aggregators: dict[Partition, PartitionAggregator] = {}
         self.idle: set[Partition] = set()
         self._advertised: dict[Partition, tuple[int, bool]] = {}
@@ -149,16 +147,16 @@ class Stage1:
         for (topic, partition), recs in by_tp.items():
             agg = await self.aggregator(topic, partition)
             if topic == self.kafka.rekey_topic and self.rekey_count:
-                recs = self._from_origins(partition, recs)
-            rekeyed = 0
-            if recs:
-                self.idle.discard((topic, partition))
-                spans, rekeyed = await self._decode(recs, agg)
-                self.metrics.inc("otel_insights_records_total", len(recs), topic=topic)
-                self.metrics.inc("otel_insights_spans_total", len(spans))
+                spans, data = await self._from_origins(partition, recs)
+                rekeyed = 0
             else:
-                spans = SpanBatch.empty()
-            edges = agg.add(spans, next_offset=by_tp[(topic, partition)][-1].offset + 1, active=bool(recs))
+                spans, rekeyed = await self._decode(recs, agg)
+                data = len(recs)
+            if data:
+                self.idle.discard((topic, partition))
+                self.metrics.inc("otel_insights_records_total", data, topic=topic)
+                self.metrics.inc("otel_insights_spans_total", len(spans))
+            edges = agg.add(spans, next_offset=recs[-1].offset + 1, active=bool(data))
             self._observe(agg.source, agg.take_stats())
             self._observe_edges(edges)
             await self.emit(agg, agg.flush_closed(), idle=(topic, partition) in self.idle)
@@ -168,56 +166,62 @@ class Stage1:
             safe[(topic, partition)] = agg.safe_offset()
         return safe
 
-    def _from_origins(self, partition: int, recs: list[Record]) -> list[Record]:
+    async def _from_origins(self, partition: int, recs: list[Record]) -> tuple[SpanBatch, int]:
         """A re-key partition's records: markers update its origins and the event-time cap;
-        replays of re-keyed records already applied are skipped. The data records are left."""
+        spans of input records already applied (a replay) are skipped. Returns the new spans
+        and how many data records there were."""
         origins = self.origins.get(partition)
         if origins is None:
             origins = self.origins[partition] = Origins(self.input_count)
-        data = []
+        parts: list[SpanBatch] = []
+        data = 0
         for rec in recs:
             mark = read_progress(rec.headers)
             if mark is not None:
                 origins.on_progress(mark)
                 continue
+            data += 1
             origin = read_origin(rec.headers)
-            if origin is not None and not origins.first_time(origin):
-                self.metrics.inc("otel_insights_rekey_replays_skipped_total")
-                continue
-            data.append(rec)
-        self.aggregators[(self.kafka.rekey_topic, partition)].cap(origins.cap_ns())
-        return data
-
-    async def _decode(self, recs: list[Record], agg: PartitionAggregator) -> tuple[SpanBatch, int]:
-        """Decode a partition's records in one call; bad ones go to the DLQ, others re-key.
-
-        Returns the admitted spans and how many records were re-keyed.
-        """
-        payloads: list[bytes] = []
-        offsets: list[int] = []
-        kept: list[Record] = []
-        rekeyed: list[RekeyRecord] = []
-        n_rekeyed = 0
-        for rec in recs:
             try:
-                payload = decompress_record(rec.value)
-                if needs_rekey(self.kafka, rec.topic, rec.key):
-                    rekeyed += self._rekey(rec, payload, agg)
-                    n_rekeyed += 1
-                    continue
+                if origin is None:
+                    raise DecodeError("re-key record without its origin header")
+                spans, origin_offsets = rekey_codec.decode(rec.value, self.strings)
             except DecodeError as exc:
                 await self._dead_letter(rec, str(exc))
                 continue
-            payloads.append(payload)
-            offsets.append(rec.offset)
-            kept.append(rec)
-        if rekeyed:
-            await self.outbox.rekey(rekeyed)
-            self.metrics.inc("otel_insights_rekeyed_records_total", n_rekeyed)
-            failpoints.reach("stage1.rekeyed")
+            new = origins.new_spans(origin.partition, origin_offsets)
+            if not new.all():
+                self.metrics.inc("otel_insights_rekey_replays_skipped_total")
+                spans = spans.take(new)
+            parts.append(spans.with_offset(rec.offset))
+        self.aggregators[(self.kafka.rekey_topic, partition)].cap(origins.cap_ns())
+        return SpanBatch.concat(parts), data
+
+    async def _decode(self, recs: list[Record], agg: PartitionAggregator) -> tuple[SpanBatch, int]:
+        """Decode a partition's records in one call; bad ones go to the DLQ, unkeyed ones on
+        to the re-key topic. Returns the admitted spans to aggregate here and how many
+        records were re-keyed."""
+        payloads: list[bytes] = []
+        kept: list[Record] = []
+        unkeyed: list[Record] = []
+        unkeyed_payloads: list[bytes] = []
+        for rec in recs:
+            try:
+                payload = decompress_record(rec.value)
+            except DecodeError as exc:
+                await self._dead_letter(rec, str(exc))
+                continue
+            if needs_rekey(self.kafka, rec.topic, rec.key):
+                unkeyed.append(rec)
+                unkeyed_payloads.append(payload)
+            else:
+                payloads.append(payload)
+                kept.append(rec)
+        n_rekeyed = await self._rekey(unkeyed, unkeyed_payloads, agg) if unkeyed else 0
         if not payloads:
             return SpanBatch.empty(), n_rekeyed
-        decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding, offsets)
+        decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding,
+                                              [r.offset for r in kept])
         for i, error in decoded.errors:
             await self._dead_letter(kept[i], str(error))
         return self._admit(decoded.batch), n_rekeyed
@@ -230,24 +234,34 @@ class Stage1:
             self.metrics.inc("otel_insights_rejected_spans_total", got.too_old, reason="too_old")
         return got.spans
 
-    def _rekey(self, rec: Record, payload: bytes, agg: PartitionAggregator) -> list[RekeyRecord]:
-        """Split an unkeyed record per trace for the re-key topic, each part naming its origin;
-        the partition's own watermark moves with the spans' (admissible) end times."""
+    async def _rekey(self, recs: list[Record], payloads: list[bytes], agg: PartitionAggregator) -> int:
+        """Send unkeyed records' spans to the re-key partitions their traces hash to, as
+        compact span records naming their origin (see processor.aggregate.rekey_codec); the
+        partition's own watermark moves with the spans' end times. Returns records re-keyed."""
         if not self._warned_rekey:
             log.warning("input records are not keyed by trace id: re-keying through topic %r "
                         "(doubles broker traffic; set partition_traces_by_id on the collector)",
                         self.kafka.rekey_topic)
             self._warned_rekey = True
-        try:
-            data = self.codec.parse(payload)
-            parts = split_by_trace(data)
-            out = [RekeyRecord(trace_id.hex().encode(), self.codec.encode(part),
-                               origin_headers(Origin(rec.partition, rec.offset, i)))
-                   for i, (trace_id, part) in enumerate(parts.items())]
-        except Exception as exc:  # any parse failure (e.g. JSON nested too deep) is bad input
-            raise DecodeError(f"cannot re-key record: {exc!r}") from exc
-        agg.observe(self.bounds.latest_end(span_ends(data), self.wall_clock()))
-        return out
+        decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding,
+                                              [r.offset for r in recs])
+        for i, error in decoded.errors:
+            await self._dead_letter(recs[i], str(error))
+        spans = self._admit(decoded.batch)
+        if len(spans):
+            agg.observe(int(spans.end_ns.max()))
+        partition = recs[0].partition
+        out = [RekeyRecord(None, rekey_codec.encode(piece, self.strings),
+                           (*origin_headers(Origin(partition, int(piece.offset[-1]), dest)),
+                            (rekey_codec.FORMAT_HEADER, rekey_codec.FORMAT)), dest)
+               for dest, part in rekey_codec.split(spans, self.rekey_count)
+               for piece in rekey_codec.chunks(part)]
+        if out:
+            await self.outbox.rekey(out)
+        n = len(recs) - len(decoded.errors)
+        self.metrics.inc("otel_insights_rekeyed_records_total", n)
+        failpoints.reach("stage1.rekeyed")
+        return n
 
     async def _dead_letter(self, rec: Record, error: str) -> None:
         await self.outbox.dead_letter(rec, error)

@@ -1,0 +1,85 @@
+"""Compact span records on the re-key topic: lossless, one destination per trace, whole input records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from processor.aggregate import rekey_codec
+from processor.aggregate.rekey import Origins
+from processor.errors import DecodeError
+from processor.generate import ShopGenerator
+from processor.otlp.batch import SpanBatch, StringTable
+from processor.otlp.decode import SpanDecoder
+
+HOSTILE = ["", "ignore previous instructions", "x\x00\x1b[31m'\";--", "ü" * 5000, "\ud7ff€"]
+
+
+def _batch(strings: StringTable, traces: int = 200) -> SpanBatch:
+    gen = ShopGenerator(seed=3, rate=100, start_ns=1_700_000_000 * 10**9)
+    payloads = [tr.data.SerializeToString() for tr in list(gen.traces(60))[:traces]]
+    decoded = SpanDecoder(strings).decode_records(payloads, "otlp_proto", list(range(100, 100 + len(payloads))))
+    assert not decoded.errors
+    return decoded.batch
+
+
+def _rows(batch: SpanBatch, strings: StringTable) -> list[tuple]:
+    """Every column of every span, string columns as their text (codes differ by table)."""
+    cols = []
+    for name in SpanBatch.column_names():
+        col = getattr(batch, name)
+        cols.append([strings.strings[c] for c in col] if col.dtype == np.int32 else col.tolist())
+    return list(zip(*cols, strict=True))
+
+
+def test_a_record_decodes_to_the_same_spans_in_a_fresh_string_table() -> None:
+    sender = StringTable()
+    batch = _batch(sender)
+    batch.service[:len(HOSTILE)] = [sender.code(s) for s in HOSTILE]
+    receiver = StringTable()
+    spans, origin = rekey_codec.decode(rekey_codec.encode(batch, sender), receiver)
+    assert origin.tolist() == batch.offset.tolist()
+    spans.offset = batch.offset  # set by the receiver from its own record's offset
+    assert _rows(spans, receiver) == _rows(batch, sender)
+
+
+def test_every_span_of_a_trace_goes_to_one_destination_whichever_record_brought_it() -> None:
+    strings = StringTable()
+    batch = _batch(strings)
+    dest = rekey_codec.destinations(batch, 7)
+    seen: dict[tuple[int, int], int] = {}
+    for hi, lo, d in zip(batch.trace_hi.tolist(), batch.trace_lo.tolist(), dest.tolist(), strict=True):
+        assert seen.setdefault((hi, lo), d) == d
+    assert set(dest.tolist()) == set(range(7))  # 200 traces spread over every partition
+    parts = list(rekey_codec.split(batch, 7))
+    assert sum(len(p) for _, p in parts) == len(batch)
+    for d, part in parts:
+        assert (rekey_codec.destinations(part, 7) == d).all()
+        assert (np.diff(part.offset) >= 0).all()  # input order kept
+
+
+@pytest.mark.parametrize("limit", [1, 7, 50, 10_000])
+def test_chunks_cut_only_between_input_records(limit: int) -> None:
+    batch = _batch(StringTable(), traces=60)
+    pieces = list(rekey_codec.chunks(batch, limit))
+    assert sum(len(p) for p in pieces) == len(batch)
+    assert np.array_equal(np.concatenate([p.span_id for p in pieces]), batch.span_id)
+    firsts = [int(p.offset[0]) for p in pieces]
+    lasts = [int(p.offset[-1]) for p in pieces]
+    assert all(a < b for a, b in zip(lasts, firsts[1:], strict=False))  # no record in two pieces
+    for p in pieces:  # only a single record may exceed the limit
+        assert len(p) <= limit or len(set(p.offset.tolist())) == 1
+
+
+def test_a_replayed_origin_record_is_applied_once() -> None:
+    origins = Origins(partitions=2)
+    assert origins.new_spans(0, np.array([5, 5, 6])).tolist() == [True, True, True]
+    # A new owner replays from the committed offset 5: records 5 and 6 again, then 7.
+    assert origins.new_spans(0, np.array([5, 6, 6, 7])).tolist() == [False, False, False, True]
+    assert origins.new_spans(1, np.array([5])).tolist() == [True]  # origins are apart
+
+
+@pytest.mark.parametrize("value", [b"", b"\x00" * 40, b"not arrow at all", b'{"resourceSpans": []}'])
+def test_garbage_is_a_decode_error(value: bytes) -> None:
+    with pytest.raises(DecodeError):
+        rekey_codec.decode(value, StringTable())
