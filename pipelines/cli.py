@@ -15,6 +15,7 @@ from rich.console import Console
 
 from processor.config.components import Encoding, KafkaTraces
 from processor.errors import OtelInsightsError
+from processor.storage.catalogue_sql import CATALOGUE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="OpenTelemetry service graph and health windows from Kafka into ClickHouse.")
@@ -24,17 +25,19 @@ out = Console()
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="collector-style YAML config")]
 
 
-class QueryName(str, Enum):
-    topology = "topology"
-    health = "health"
-    edges = "edges"
-    anomalies = "anomalies"
-    insights = "insights"
+QueryName = Enum("QueryName", {name: name for name in CATALOGUE}, type=str)  # type: ignore[misc]
 
 
 class Format(str, Enum):
     table = "table"
     json = "json"
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--param {text!r}: use KEY=VALUE")
+    return key.strip(), value
 
 
 def _fail(exc: BaseException) -> None:
@@ -69,7 +72,7 @@ def migrate(config: ConfigOpt) -> None:
         cfg = _load(config)
         if cfg.clickhouse is None:
             raise OtelInsightsError("no clickhouse exporter in the traces pipeline")
-        store = open_store(cfg.clickhouse, migrate=False)
+        store = open_store(cfg.clickhouse, migrate=False, windows=cfg.windows)
         applied = store.migrate(cfg.clickhouse.ttl.ns // 1_000_000_000, cfg.clickhouse.cluster_name)
         store.close()
     except OtelInsightsError as exc:
@@ -159,15 +162,17 @@ def generate(
 
 
 @app.command()
-def query(name: QueryName, config: ConfigOpt,
+def query(name: QueryName, config: ConfigOpt,  # type: ignore[valid-type]
           since: Annotated[str, typer.Option(help="look-back, e.g. 15m, 2h")] = "15m",
+          param: Annotated[list[str] | None, typer.Option(
+              "--param", "-p", help="a parameter of the query, KEY=VALUE (repeatable), e.g. service=cart")] = None,
           format: Annotated[Format, typer.Option("--format", "-f")] = Format.table) -> None:
-    """Print topology, health, edges, anomalies or insights rows (asks a running process when it
-    holds the store)."""
+    """Print the rows of a catalogue query (asks a running process when it holds the store)."""
     from pipelines.query import fetch, render_table
 
     try:
-        rows = fetch(_load(config), name.value, since)
+        params = dict(_key_value(p) for p in param or ())
+        rows = fetch(_load(config), name.value, since, params)
     except (OtelInsightsError, ValueError) as exc:
         _fail(exc)
     if format is Format.json:

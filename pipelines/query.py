@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from rich.markup import escape
 from rich.table import Table
 
 from processor.config import Config
 from processor.errors import OtelInsightsError, StorageError
-from processor.since import parse_since
-from processor.storage.queries import rows_to_jsonable
+from processor.storage.queries import lookup, request_params, rows_to_jsonable
 
 HEALTH_COLOURS = {"healthy": "green", "degraded": "yellow", "critical": "red",
                   "insufficient_data": "dim"}
@@ -33,24 +34,30 @@ COLUMNS = {
 }
 
 
-def api_url(cfg: Config, name: str, since: str) -> str | None:
+def api_url(cfg: Config, name: str, since: str, params: Mapping[str, str] | None = None) -> str | None:
     if cfg.prometheus is None:
         return None
     host, port = cfg.prometheus.host_port
     host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    return f"http://{host}:{port}/api/query/{name}?since={since}"
+    return f"http://{host}:{port}/api/query/{quote(name)}?{urlencode({'since': since, **(params or {})})}"
 
 
 def _from_api(url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code in (400, 404):  # the process answered: say what it said
+            raise OtelInsightsError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None
+        raise
 
 
-def fetch(cfg: Config, name: str, since: str) -> list[dict[str, Any]]:
-    since_ms = parse_since(since)
+def fetch(cfg: Config, name: str, since: str, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows of catalogue query ``name``; ``params`` are its own parameters (strings, checked)."""
+    bound = request_params(name, {"since": since, **(params or {})})
     if cfg.clickhouse is None:
         raise OtelInsightsError("no clickhouse exporter in the traces pipeline")
-    url = api_url(cfg, name, since)
+    url = api_url(cfg, name, since, params)
     api_error = ""
     if cfg.clickhouse.backend == "chdb" and url:
         # chdb lets one process open a data directory: ask the process that holds it.
@@ -61,13 +68,13 @@ def fetch(cfg: Config, name: str, since: str) -> list[dict[str, Any]]:
     from processor.storage.open import open_store
 
     try:
-        store = open_store(cfg.clickhouse, migrate=False)
+        store = open_store(cfg.clickhouse, migrate=False, windows=cfg.windows)
     except StorageError as exc:
         hint = (f"; no running otel-insights answered at {url} ({api_error})" if api_error else "")
         raise StorageError(f"{exc}{hint}. Stop the process holding the data directory, or start "
                            "it with the prometheus exporter enabled so queries can go through it") from exc
     try:
-        return rows_to_jsonable(store.named_query(name, since_ms))
+        return rows_to_jsonable(store.catalogue(name, bound))
     except StorageError as exc:
         if "UNKNOWN_DATABASE" in str(exc) or "UNKNOWN_TABLE" in str(exc):
             raise StorageError(f"no otel-insights tables in {cfg.clickhouse.endpoint} yet: run "
@@ -78,7 +85,8 @@ def fetch(cfg: Config, name: str, since: str) -> list[dict[str, Any]]:
 
 
 def render_table(name: str, rows: list[dict[str, Any]]) -> Table:
-    cols = COLUMNS[name]
+    # The usual columns of the common queries; the declared ones (without bulky JSON) otherwise.
+    cols = COLUMNS.get(name) or [c.name for c in lookup(name).columns if c.name not in ("message", "factors")]
     t = Table(title=f"{name} ({len(rows)} rows)")
     for c in cols:
         t.add_column(c, justify="right" if c not in ("service", "client", "server", "health",

@@ -24,7 +24,7 @@ def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, Sto
         raise OtelInsightsError("service.pipelines.traces needs a kafka receiver and a clickhouse exporter")
     counts = asyncio.run(ensure_topics(cfg, create_input=create_input_topic))
     metrics = Metrics()
-    io = StoreIO(open_store(cfg.clickhouse), metrics, cfg.windows.size.ms)
+    io = StoreIO(open_store(cfg.clickhouse, windows=cfg.windows), metrics, cfg.windows.size.ms)
     app = create_app(cfg, io, metrics, counts)
     _attach_gateway(app, cfg, metrics)
     return app, io

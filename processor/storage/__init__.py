@@ -1,7 +1,8 @@
 """ClickHouse storage: versioned schema, chdb/HTTP backends, the Store facade and named queries."""
 
 from processor.storage.backends import Backend, ChdbBackend, HttpBackend, open_backend
-from processor.storage.queries import NAMED_QUERIES, rows_to_jsonable
+from processor.storage.catalogue_sql import CATALOGUE
+from processor.storage.queries import rows_to_jsonable
 from processor.storage.schema import MIGRATIONS, migrate
 from processor.storage.store import Store
 
@@ -10,7 +11,7 @@ __all__ = [
     "ChdbBackend",
     "HttpBackend",
     "MIGRATIONS",
-    "NAMED_QUERIES",
+    "CATALOGUE",
     "Store",
     "migrate",
     "open_backend",

@@ -38,6 +38,10 @@ class Backend(Protocol):
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
+    def columns(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+        """(name, ClickHouse type) of what ``sql`` returns; it runs (LIMIT it to 0 to only check)."""
+        ...
+
     def insert(self, table: str, column_names: list[str], rows: Sequence[Row]) -> None: ...
 
     def close(self) -> None: ...
@@ -195,6 +199,10 @@ class ChdbBackend:
         convs = [_converter(m["type"]) for m in doc["meta"]]
         return [{n: c(v) for n, c, v in zip(names, convs, row, strict=True)} for row in doc["data"]]
 
+    def columns(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+        raw = self._run(sql, "JSONCompact", params).bytes()
+        return [(m["name"], m["type"]) for m in json.loads(raw)["meta"]] if raw else []
+
     def insert(self, table: str, column_names: list[str], rows: Sequence[Row]) -> None:
         if not rows:
             return
@@ -316,6 +324,13 @@ class HttpBackend:
                 if isinstance(value, datetime):
                     row[key] = _as_utc(value)
         return rows
+
+    def columns(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+        try:
+            result = self._client.query(sql, parameters=params or None)
+        except Exception as exc:
+            raise self._fail("statement", exc) from exc
+        return [(n, t.name) for n, t in zip(result.column_names, result.column_types, strict=True)]
 
     def insert(self, table: str, column_names: list[str], rows: Sequence[Row]) -> None:
         if not rows:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from processor.storage import queries
 from processor.storage.backends import Backend, epoch_ms_to_datetime
+from processor.storage.catalogue import Context
 from processor.storage.schema import (
     ANOMALY_COLUMNS,
     EDGE_FINAL_COLUMNS,
@@ -175,9 +177,11 @@ def _ms_keys(row: dict[str, Any]) -> dict[str, Any]:
 class Store:
     """Window partials, final windows and watermarks in one ClickHouse database."""
 
-    def __init__(self, backend: Backend, database: str) -> None:
+    def __init__(self, backend: Backend, database: str, context: Context | None = None) -> None:
+        """``context``: what catalogue queries need of the configuration (window size, health)."""
         self.backend = backend
         self.database = check_database_name(database)
+        self.context = replace(context or Context(), database=self.database)
         self._version_lock = threading.Lock()
         self._last_version_ms = 0
 
@@ -388,8 +392,16 @@ class Store:
     # ------------------------------------------------------------------ named queries
 
     def named_query(self, name: str, since_ms: int, **params: Any) -> list[dict[str, Any]]:
-        """Run one of `queries.NAMED_QUERIES` by name."""
-        return queries.run_named(self.backend, self.database, name, since_ms, **params)
+        """Run a catalogue query by name (windows starting at or after since_ms)."""
+        return self.catalogue(name, {"since_ms": since_ms, **params})
+
+    def catalogue(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Run catalogue query ``name``; a bad parameter is a ParamError."""
+        return queries.run_named(self.backend, self.context, name, params)
+
+    def catalogue_columns(self, name: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """What catalogue query ``name`` returns with ``params``, run with LIMIT 0."""
+        return queries.result_columns(self.backend, self.context, name, params)
 
     def health(self, since_ms: int, **params: Any) -> list[dict[str, Any]]:
         """Final service health windows starting at or after since_ms."""

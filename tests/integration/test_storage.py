@@ -31,9 +31,10 @@ import pytest
 
 from processor.config import ClickHouseExporter
 from processor.errors import ConfigError, StorageError
-from processor.storage import Store, migrate, open_backend, rows_to_jsonable
+from processor.storage import CATALOGUE, Store, migrate, open_backend, rows_to_jsonable
 from processor.storage import store as store_module
 from processor.storage.backends import Backend, ChdbBackend
+from processor.storage.catalogue import ParamError
 from processor.storage.schema import MIGRATIONS, applied_versions
 from processor.storage.sketch_sql import SKETCH_GAMMA, SKETCH_MIN_VALUE_MS, quantile_sql
 from processor.windows import sketch
@@ -427,8 +428,8 @@ def test_named_queries_return_documented_columns_as_json(store: Store) -> None:
     topo = store.topology(since, until_ms=until)
     assert [list(r) for r in health] == [HEALTH_QUERY_COLUMNS]
     assert [list(r) for r in edges] == [EDGE_QUERY_COLUMNS]
-    assert list(topo[0])[:12] == ["client", "server", "connection_type", "requests", "failed",
-                                  "error_rate", *EDGE_QUERY_COLUMNS[8:]]  # fmt: skip
+    assert list(topo[0]) == [c.name for c in CATALOGUE["topology"].columns]
+    assert [topo[0][k] for k in ("id", "source", "target")] == ["catalog -> db (database)", "catalog", "db"]
     assert health[0]["health"] == "insufficient_data" and health[0]["calls"] == 4
     assert edges[0]["connection_type"] == "database"
 
@@ -438,7 +439,7 @@ def test_named_queries_return_documented_columns_as_json(store: Store) -> None:
     assert doc[1]["window_end"].endswith("Z")
     assert rows_to_jsonable([{"x": math.nan, "y": [math.inf, 1.5]}]) == [{"x": None,
                                                                           "y": [None, 1.5]}]  # fmt: skip
-    with pytest.raises(KeyError, match="known queries"):
+    with pytest.raises(ParamError, match="known queries"):
         store.named_query("DROP TABLE x", since)
 
 
