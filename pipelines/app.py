@@ -174,8 +174,10 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
     if cfg.narrator is not None:
         from pipelines.insights import InsightStage
         from processor.insights.llm import LLMNarrator
+        from processor.insights.models import ModelRouter
 
-        narrator = LLMNarrator(cfg.narrator, metrics)
+        models = ModelRouter(cfg.narrator, metrics)  # one budget for every task
+        narrator = LLMNarrator(models)
         log.info("insights are narrated by %s", narrator.describe())
         insights = InsightStage(cfg, io, metrics, app.topic(cfg.narrator.topic, **raw), narrator)
 

@@ -1,39 +1,29 @@
-"""Narratives from language models through litellm's Router, grounded or replaced.
+"""Narratives from language models, grounded or replaced by the template.
 
 The facts go to the model as data, inside a delimited section, with names made safe; the
 model answers with the narrative's JSON (a JSON schema where the provider supports one,
 else JSON mode). Its text is checked against the facts (`grounding`); on a violation the
 model gets one repair attempt listing them, then the template narrates instead. Models
-are tried in the route's order (the fallbacks); the Router does per-model timeouts,
-retries, rate limits and cooldowns. A daily budget from litellm's cost tracking and a
-response cache keyed by the facts bound what it spends.
+are tried in the `narrative` route's order (the fallbacks) through the shared
+`ModelRouter`; a response cache keyed by the facts means equal facts are never asked twice.
 """
 
 from __future__ import annotations
 
-import os
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any
 
-# Before litellm is imported: its bundled cost map and headers, never a fetch at import.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
+import jsonschema
 
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from collections import OrderedDict  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from typing import Any  # noqa: E402
-
-import jsonschema  # noqa: E402
-
-from processor.config.components import ModelEntry, NarratorConfig  # noqa: E402
-from processor.insights import grounding  # noqa: E402
-from processor.insights.facts import Facts  # noqa: E402
-from processor.insights.message import Narration, schema, template_narration  # noqa: E402
-from processor.insights.text import display, display_ratio, quote, safe_name, utc  # noqa: E402
-from processor.telemetry import Metrics  # noqa: E402
+from processor.insights import grounding
+from processor.insights.facts import Facts
+from processor.insights.message import Narration, schema, template_narration
+from processor.insights.models import ModelRouter, response_format
+from processor.insights.text import display, display_ratio, quote, safe_name, utc
 
 log = logging.getLogger("otel_insights.narrator")
 PROMPT_VERSION = "1"  # part of the cache key: a new prompt narrates anew
@@ -93,54 +83,21 @@ def narrative_schema() -> dict[str, Any]:
     return nar
 
 
-class Budget:
-    """USD spent per UTC day; spent when a response's cost is known."""
-
-    def __init__(self, daily_usd: float) -> None:
-        self.daily_usd = daily_usd
-        self.day = ""
-        self.spent = 0.0
-
-    def _roll(self) -> None:
-        today = time.strftime("%Y-%m-%d", time.gmtime())
-        if today != self.day:
-            self.day, self.spent = today, 0.0
-
-    def left(self) -> float:
-        self._roll()
-        return max(0.0, self.daily_usd - self.spent)
-
-    def spend(self, usd: float) -> None:
-        self._roll()
-        self.spent += usd
-
-
 class LLMNarrator:
     """Narrates facts with the `narrative` route's models; the template when none can."""
 
-    def __init__(self, cfg: NarratorConfig, metrics: Metrics) -> None:
-        self.cfg = cfg
-        self.metrics = metrics
-        self.budget = Budget(cfg.daily_budget_usd)
+    def __init__(self, models: ModelRouter) -> None:
+        self.models = models
+        self.cfg = models.cfg
+        self.metrics = models.metrics
         self.cache: OrderedDict[str, Narration] = OrderedDict()
-        self.usable = {m.name: m for m in cfg.models if _usable(m)}
-        self.route = [n for n in cfg.routes.get("narrative", ()) if n in self.usable]
-        self._secrets = [m.api_key.get_secret_value() for m in cfg.models if m.api_key.get_secret_value()]
-        self.router: Any = None
-        if self.route:
-            import litellm
-            from litellm import Router
-
-            litellm.suppress_debug_info = True
-            logging.getLogger("LiteLLM").setLevel(logging.ERROR)  # our own line says what failed
-            self.router = Router(model_list=[_deployment(m, cfg) for m in self.usable.values()],
-                                 num_retries=cfg.retries, timeout=cfg.timeout.seconds)
-        self.metrics.set("otel_insights_llm_budget_remaining_usd", self.budget.left())
+        self.route = models.route("narrative")
+        self.router = models.router if self.route else None
 
     def describe(self) -> str:
         if not self.route:
             return "template (no model configured with its key or base URL)"
-        return "models " + " -> ".join(self.usable[n].model for n in self.route) + " -> template"
+        return f"models {self.models.describe('narrative')} -> template"
 
     async def __call__(self, facts: Facts) -> Narration:
         if not self.route:
@@ -165,21 +122,19 @@ class LLMNarrator:
         tokens = [0, 0]
         cost = 0.0
         for name in self.route:
-            if self.budget.left() <= 0:
-                self.metrics.inc("otel_insights_llm_fallbacks_total", reason="budget")
-                log.warning("narrator: daily budget of %.2f USD spent; the template narrates until 00:00 UTC",
-                            self.cfg.daily_budget_usd)
+            if self.models.spent():
                 break
-            entry = self.usable[name]
+            entry = self.models.usable[name]
             convo = messages(facts)
+            fmt = response_format(entry, "narrative", narrative_schema())
             for attempt in ("first", "repair"):
-                answer = await self._ask(entry, convo)
+                answer = await self.models.ask(entry, convo, fmt)
                 if answer is None:
                     break  # this model failed: the next one
-                text, p_tok, c_tok, usd = answer
-                tokens[0] += p_tok
-                tokens[1] += c_tok
-                cost += usd
+                text = answer.text
+                tokens[0] += answer.prompt_tokens
+                tokens[1] += answer.completion_tokens
+                cost += answer.cost_usd
                 narrative, problems = _parse(text, facts)
                 if not problems:
                     outcome = "grounded" if attempt == "first" else "repaired"
@@ -198,47 +153,6 @@ class LLMNarrator:
                 return _template(facts, violations, tokens, cost)
             self.metrics.inc("otel_insights_llm_fallbacks_total", reason="failed")
         return _template(facts, violations, tokens, cost)
-
-    async def _ask(self, entry: ModelEntry, convo: list[dict[str, str]]) -> tuple[str, int, int, float] | None:
-        """One request through the Router: (text, prompt tokens, completion tokens, USD), or
-        None when the model failed (one error line, key scrubbed)."""
-        import litellm
-
-        fmt = _response_format(entry)
-        t0 = time.perf_counter()
-        try:
-            resp = await asyncio.wait_for(
-                self.router.acompletion(model=entry.name, messages=convo, response_format=fmt,
-                                        temperature=0, max_tokens=self.cfg.max_tokens),
-                timeout=self.cfg.timeout.seconds * (self.cfg.retries + 1) + 1)
-        except Exception as exc:  # provider errors, timeouts, rate limits: next model
-            outcome = "timeout" if isinstance(exc, (asyncio.TimeoutError, litellm.Timeout)) else "error"
-            self.metrics.inc("otel_insights_llm_requests_total", model=entry.model, outcome=outcome)
-            log.error("narrator: %s failed (%s): %s", entry.model, type(exc).__name__, self._scrub(str(exc)))
-            return None
-        finally:
-            self.metrics.observe("otel_insights_llm_request_seconds", time.perf_counter() - t0, model=entry.model)
-        self.metrics.inc("otel_insights_llm_requests_total", model=entry.model, outcome="ok")
-        text = str(resp.choices[0].message.content or "")
-        usage = getattr(resp, "usage", None)
-        p_tok = int(getattr(usage, "prompt_tokens", 0) or 0)
-        c_tok = int(getattr(usage, "completion_tokens", 0) or 0)
-        try:
-            usd = float(litellm.completion_cost(completion_response=resp) or 0.0)
-        except Exception:  # a model litellm has no price for, and none configured
-            usd = 0.0
-        self.budget.spend(usd)
-        self.metrics.inc("otel_insights_llm_tokens_total", p_tok, model=entry.model, kind="prompt")
-        self.metrics.inc("otel_insights_llm_tokens_total", c_tok, model=entry.model, kind="completion")
-        self.metrics.inc("otel_insights_llm_cost_usd_total", usd, model=entry.model)
-        self.metrics.set("otel_insights_llm_budget_remaining_usd", self.budget.left())
-        return text, p_tok, c_tok, usd
-
-    def _scrub(self, text: str) -> str:
-        """An error line without any configured key (providers echo them back)."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return safe_name(text.splitlines()[0] if text else "", 300)
 
 
 def _template(facts: Facts, violations: list[str], tokens: list[int], cost: float) -> Narration:
@@ -266,35 +180,3 @@ def _repair(problems: list[str]) -> str:
             "\nRewrite the whole JSON using only names and numbers from the facts, as they are shown.")
 
 
-def _response_format(entry: ModelEntry) -> dict[str, Any]:
-    import litellm
-
-    try:
-        structured = litellm.supports_response_schema(entry.model)
-    except Exception:
-        structured = False
-    if structured or entry.model.startswith(("ollama", "ollama_chat")):  # ollama takes a JSON schema as `format`
-        return {"type": "json_schema", "json_schema": {"name": "narrative", "schema": narrative_schema(),
-                                                       "strict": False}}
-    return {"type": "json_object"}
-
-
-def _usable(m: ModelEntry) -> bool:
-    """A model can be called: local ones need a base URL, hosted ones a key."""
-    local = m.model.split("/", 1)[0] in ("ollama", "ollama_chat", "hosted_vllm", "lm_studio")
-    return bool(m.api_base) if local else bool(m.api_key.get_secret_value())
-
-
-def _deployment(m: ModelEntry, cfg: NarratorConfig) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": m.model, "timeout": cfg.timeout.seconds}
-    if m.api_key.get_secret_value():
-        params["api_key"] = m.api_key.get_secret_value()
-    if m.api_base:
-        params["api_base"] = m.api_base
-    if m.rpm:
-        params["rpm"] = m.rpm
-    if m.input_cost_per_token is not None:
-        params["input_cost_per_token"] = m.input_cost_per_token
-    if m.output_cost_per_token is not None:
-        params["output_cost_per_token"] = m.output_cost_per_token
-    return {"model_name": m.name, "litellm_params": params}

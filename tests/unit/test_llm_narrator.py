@@ -15,6 +15,7 @@ import pytest
 from processor.config.components import NarratorConfig
 from processor.insights import facts as facts_mod
 from processor.insights import llm, template
+from processor.insights import models as model_router
 from processor.telemetry import Metrics
 from tests.llm_stub import LLMStub
 from tests.unit.test_insights import HOSTILE, SHOP, W, _anomaly, _edge
@@ -52,7 +53,7 @@ def _narrator(stub: LLMStub, route: list[str], **extra: Any) -> tuple[llm.LLMNar
         "models": [{"name": n, **m} for n, m in models.items()], "routes": {"narrative": route},
         "timeout": "1s", "retries": 0, **extra})
     metrics = Metrics()
-    return llm.LLMNarrator(cfg, metrics), metrics
+    return llm.LLMNarrator(model_router.ModelRouter(cfg, metrics)), metrics
 
 
 def _metric(metrics: Metrics, name: str, **labels: str) -> float:
@@ -169,7 +170,7 @@ def test_no_api_key_reaches_a_log_line_an_error_or_a_repr(stub, caplog) -> None:
     narrator, _ = _narrator(stub, ["gpt", "claude"])
     out = asyncio.run(narrator(stub.state["facts"]))
     assert out.narrator == "template"
-    assert any("failed" in r.getMessage() for r in caplog.records if r.name == "otel_insights.narrator")
+    assert any("failed" in r.getMessage() for r in caplog.records if r.name == "otel_insights.models")
     text = "\n".join(r.getMessage() for r in caplog.records) + repr(narrator.cfg) + str(narrator.cfg)
     for key in KEYS.values():
         assert key not in text
@@ -180,21 +181,21 @@ def test_models_without_a_key_or_base_url_are_skipped_and_the_template_narrates(
         "models": [{"name": "gpt", "model": "openai/gpt-4o-mini", "api_key": ""},
                    {"name": "llama", "model": "ollama_chat/llama3.1"}],
         "routes": {"narrative": ["gpt", "llama"]}})
-    narrator = llm.LLMNarrator(cfg, Metrics())
+    narrator = llm.LLMNarrator(model_router.ModelRouter(cfg, Metrics()))
     assert narrator.router is None and narrator.describe().startswith("template")
     assert asyncio.run(narrator(_facts())).narrator == "template"
 
 
 def test_litellm_mock_response_runs_through_the_router(stub, monkeypatch) -> None:
     facts = _facts()
-    real = llm._deployment
+    real = model_router._deployment
 
     def mocked(m, cfg):  # litellm answers itself: no HTTP at all
         d = real(m, cfg)
         d["litellm_params"]["mock_response"] = json.dumps(template.narrate(facts))
         return d
 
-    monkeypatch.setattr(llm, "_deployment", mocked)
+    monkeypatch.setattr(model_router, "_deployment", mocked)
     narrator, _ = _narrator(stub, ["gpt"])
     out = asyncio.run(narrator(facts))
     assert out.narrator == "openai/gpt-4o-mini" and out.grounded and stub.calls("openai") == 0
