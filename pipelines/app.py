@@ -171,15 +171,29 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
             mine = partials_owned()
             await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
 
+    models = None
     if cfg.narrator is not None:
-        from pipelines.insights import InsightStage
-        from processor.insights.llm import LLMNarrator
         from processor.insights.models import ModelRouter
 
         models = ModelRouter(cfg.narrator, metrics)  # one budget for every task
+
+    publisher = None
+    if cfg.dashboards is not None:
+        from pipelines.dashboard_api import add_routes
+        from pipelines.dashboards import DashboardPublisher, FaustSink
+
+        publisher = DashboardPublisher(cfg, io, metrics, FaustSink(app.topic(cfg.dashboards.topic, **raw)), models)
+        add_routes(app, io, publisher)
+        log.info("dashboards are laid out by %s", publisher.describe())
+
+    if cfg.narrator is not None:
+        from pipelines.insights import InsightStage
+        from processor.insights.llm import LLMNarrator
+
+        assert models is not None
         narrator = LLMNarrator(models)
         log.info("insights are narrated by %s", narrator.describe())
-        insights = InsightStage(cfg, io, metrics, app.topic(cfg.narrator.topic, **raw), narrator)
+        insights = InsightStage(cfg, io, metrics, app.topic(cfg.narrator.topic, **raw), narrator, publisher)
 
         @app.timer(1.0)
         async def insights_timer() -> None:

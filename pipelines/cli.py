@@ -13,6 +13,7 @@ from typing import Annotated, get_args
 import typer
 from rich.console import Console
 
+from pipelines.dashboards_cli import register as register_dashboards
 from processor.config.components import Encoding, KafkaTraces
 from processor.errors import OtelInsightsError
 from processor.storage.catalogue_sql import CATALOGUE
@@ -227,6 +228,9 @@ def evaluate_narratives(ctx: typer.Context) -> None:
     from processor.evaluate.narratives_cli import main as narratives_main
 
     raise typer.Exit(narratives_main(list(ctx.args), out))
+
+
+register_dashboards(app, out, _fail, _load)
 
 
 @app.command()

@@ -26,7 +26,9 @@ from typing import Any
 import jsonschema
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipelines.dashboards import DashboardPublisher
 from pipelines.store_io import StoreIO
+from pipelines.topic_tail import sent_versions
 from processor.config import Config
 from processor.insights import facts as facts_mod
 from processor.insights import lifecycle, message
@@ -41,14 +43,13 @@ log = logging.getLogger("otel_insights.insights")
 PROGRESS_PARTITION = 0  # where the anomaly judge keeps its progress (pipelines.anomalies)
 NARRATE_PER_TICK = 20  # incidents narrated per tick at most; the rest wait for the next
 EDGE_WINDOWS = 30  # the newest windows of an incident whose edges a facts bundle sums
-TAIL_RECORDS = 500  # records per partition read back to find a version sent before a crash
 
 Narrator = Callable[[Facts], Any]  # async: facts -> Narration
 
 
 class InsightStage:
     def __init__(self, config: Config, io: StoreIO, metrics: Metrics, topic: Any,
-                 narrator: Narrator | None = None) -> None:
+                 narrator: Narrator | None = None, dashboards: DashboardPublisher | None = None) -> None:
         assert config.kafka is not None and config.anomaly is not None and config.narrator is not None
         self.cfg = config.narrator
         self.anomaly_topic = config.anomaly.topic
@@ -61,6 +62,7 @@ class InsightStage:
         self.metrics = metrics
         self.topic = topic
         self.narrator = narrator
+        self.dashboards = dashboards  # the incident's dashboard, one version with each insight version
         self.notifications = Notifications(self.cfg.notifications, metrics)
         self.consumer: AIOKafkaConsumer | None = None
         self._clear()
@@ -134,6 +136,8 @@ class InsightStage:
                 unsent.append((row, body))
         if unsent:
             await self._settle_unsent(unsent)
+        if self.dashboards is not None:
+            await self.dashboards.settle_unsent(self.cfg.history.ms)
         rows = await self.io.call(self.io.store.incident_anomalies, None, since)
         for r in rows:
             self._note(str(r["incident_id"]), int(r["window_start"]), str(r["severity"]))
@@ -147,46 +151,13 @@ class InsightStage:
         """Versions stored but not marked published: mark the ones the topic already holds,
         send the others."""
         wanted = {(row["insight_id"], int(row["version"])) for row, _ in unsent}
-        seen = await self._sent_versions(wanted)
+        seen = await sent_versions(self.brokers, self.cfg.topic, wanted, "insight_id")
         for row, body in unsent:
             key = (row["insight_id"], int(row["version"]))
             if key not in seen:
                 await self._send(body)
                 log.info("insight %s version %d was stored but not sent before a stop: sent now", *key)
             await self.io.call(self.io.store.insert_insights, [_row(body, published=1)])
-
-    async def _sent_versions(self, wanted: set[tuple[str, int]]) -> set[tuple[str, int]]:
-        """Which of ``wanted`` the insights topic holds, from the tail of each partition (only
-        this stage writes it, and an unmarked version is at most the last few records)."""
-        c = AIOKafkaConsumer(bootstrap_servers=self.brokers, enable_auto_commit=False)
-        await c.start()
-        found: set[tuple[str, int]] = set()
-        try:
-            tps = [TopicPartition(self.cfg.topic, p) for p in sorted(c.partitions_for_topic(self.cfg.topic) or ())]
-            if not tps:
-                return found
-            c.assign(tps)
-            ends = await c.end_offsets(tps)
-            starts = await c.beginning_offsets(tps)
-            for tp in tps:
-                c.seek(tp, max(starts[tp], ends[tp] - TAIL_RECORDS))
-            remaining = {tp for tp in tps if ends[tp] > starts[tp]}
-            while remaining:
-                batch = await c.getmany(*remaining, timeout_ms=2000)
-                if not batch:
-                    break
-                for tp, records in batch.items():
-                    for r in records:
-                        try:
-                            body = json.loads(r.value)
-                            found.add((str(body["insight_id"]), int(body["version"])))
-                        except (ValueError, KeyError, TypeError):
-                            pass
-                        if r.offset + 1 >= ends[tp]:
-                            remaining.discard(tp)
-            return found & wanted
-        finally:
-            await c.stop()
 
     # ------------------------------------------------------------------ intake
 
@@ -261,10 +232,15 @@ class InsightStage:
         body = message.build(facts, narration, insight_id=incident, version=version,
                              status="resolved" if over else "open", change=change)
         message.validate(body)
+        dashboard = await self.dashboards.for_insight(body) if self.dashboards is not None else None
         # Stored unmarked, sent, then marked: a restart knows what may be missing on the topic.
         await self.io.call(self.io.store.insert_insights, [_row(body, published=0)])
         await self._send(body)
+        if dashboard is not None and self.dashboards is not None:
+            await self.dashboards.send(dashboard)
         await self.io.call(self.io.store.insert_insights, [_row(body, published=1)])
+        if dashboard is not None and self.dashboards is not None:
+            await self.dashboards.mark(dashboard)
         self.notifications.submit(body)  # queued: a slow receiver never holds the stage
         self.published[incident] = _published({"insight_id": incident, "version": version,
                                                 "last_window_ms": facts.last_window_ms}, body)

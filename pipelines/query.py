@@ -34,12 +34,21 @@ COLUMNS = {
 }
 
 
-def api_url(cfg: Config, name: str, since: str, params: Mapping[str, str] | None = None) -> str | None:
+def api_base(cfg: Config) -> str | None:
+    """Where a running worker of this config answers (its prometheus exporter's endpoint)."""
     if cfg.prometheus is None:
         return None
     host, port = cfg.prometheus.host_port
     host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    return f"http://{host}:{port}/api/query/{quote(name)}?{urlencode({'since': since, **(params or {})})}"
+    return f"http://{host}:{port}"
+
+
+def api_url(cfg: Config, name: str, since: str | None, params: Mapping[str, str] | None = None) -> str | None:
+    base = api_base(cfg)
+    if base is None:
+        return None
+    args = {**({"since": since} if since is not None else {}), **(params or {})}
+    return f"{base}/api/query/{quote(name)}?{urlencode(args)}"
 
 
 def _from_api(url: str) -> list[dict[str, Any]]:
@@ -52,9 +61,11 @@ def _from_api(url: str) -> list[dict[str, Any]]:
         raise
 
 
-def fetch(cfg: Config, name: str, since: str, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """Rows of catalogue query ``name``; ``params`` are its own parameters (strings, checked)."""
-    bound = request_params(name, {"since": since, **(params or {})})
+def fetch(cfg: Config, name: str, since: str | None, params: Mapping[str, str] | None = None
+          ) -> list[dict[str, Any]]:
+    """Rows of catalogue query ``name``; ``params`` are its own parameters (strings, checked);
+    ``since`` a look-back, or None when ``params`` gives since_ms."""
+    bound = request_params(name, {**({"since": since} if since is not None else {}), **(params or {})})
     if cfg.clickhouse is None:
         raise OtelInsightsError("no clickhouse exporter in the traces pipeline")
     url = api_url(cfg, name, since, params)

@@ -13,6 +13,7 @@ from typing import Any
 from processor.aggregate.runner import LocalRun
 from processor.config import Config, parse_config
 from processor.config.components import AnomalyConfig
+from processor.dashboards import record, rules
 from processor.detect.incidents import IncidentTracker
 from processor.detect.window import WindowDetector
 from processor.generate import FaultSpec, ShopGenerator, to_records
@@ -45,6 +46,7 @@ class ShopStore:
     end_ms: int
     services: list[str]
     incidents: list[str] = field(default_factory=list)
+    dashboards: list[str] = field(default_factory=list)
     fault_service: str = ""
 
     def close(self) -> None:
@@ -116,3 +118,21 @@ def _detect(out: ShopStore, settings: AnomalyConfig) -> None:
             "narrator": "template", "grounded": True, "published": 1, "facts_key": body["facts_key"],
             "message": message.encode(body).decode()}])
         out.incidents.append(incident)
+        dash = rules.incident(body, "sre", out.config.windows.health)
+        out.store.insert_dashboards([record.row(dash, published=1)])
+        out.dashboards.append(dash["id"])
+
+
+def module_fixture(**kwargs: Any) -> Any:
+    """A module-scoped pytest fixture holding one built store (chdb: one directory per process)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def shop(tmp_path_factory: pytest.TempPathFactory) -> Any:
+        s = build(Path(tmp_path_factory.mktemp("shop")) / "ch", **kwargs)
+        try:
+            yield s
+        finally:
+            s.close()
+
+    return shop

@@ -445,10 +445,22 @@ class NarratorConfig(Frozen):
         return self
 
 
+class DashboardsConfig(Frozen):
+    """`processors.dashboards`: generated dashboard specs on `topic`, stored in the `dashboards`
+    table: one per incident, updated with its insight (when the narrator runs), and per
+    service or the overview on demand (`otel-insights dashboards generate`)."""
+
+    topic: NonEmptyStr = "dashboard-specs"
+    audience: Literal["sre", "developer", "manager"] = "sre"  # the reader incident dashboards are for
+    # rules: deterministic; model: the narrator's `dashboard` route lays them out, checked like
+    # any spec, with one repair, and the rules whenever a model cannot.
+    generator: Literal["rules", "model"] = "rules"
+
+
 RECEIVERS: dict[str, type[Frozen]] = {"kafka": KafkaReceiver, "otlp": OtlpReceiver}
 PROCESSORS: dict[str, type[Frozen]] = {
     "servicegraph": ServiceGraphConfig, "windows": WindowsConfig, "anomaly": AnomalyConfig,
-    "narrator": NarratorConfig,
+    "narrator": NarratorConfig, "dashboards": DashboardsConfig,
 }
 EXPORTERS: dict[str, type[Frozen]] = {
     "clickhouse": ClickHouseExporter,

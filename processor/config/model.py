@@ -25,6 +25,7 @@ from processor.config.components import (
     RECEIVERS,
     AnomalyConfig,
     ClickHouseExporter,
+    DashboardsConfig,
     Frozen,
     KafkaExporter,
     KafkaReceiver,
@@ -105,7 +106,7 @@ Receivers = Annotated[
     dict[str, KafkaReceiver | OtlpReceiver], PlainValidator(_section("receiver", RECEIVERS)), _dump
 ]
 Processors = Annotated[
-    dict[str, ServiceGraphConfig | WindowsConfig | AnomalyConfig],
+    dict[str, ServiceGraphConfig | WindowsConfig | AnomalyConfig | NarratorConfig | DashboardsConfig],
     PlainValidator(_section("processor", PROCESSORS)),
     _dump,
 ]
@@ -194,6 +195,9 @@ class Config(Frozen):
         if config.narrator is not None and config.anomaly is None:
             raise ValueError("processors.narrator narrates the incidents of processors.anomaly: "
                              "list an anomaly processor in service.pipelines.traces.processors too")
+        if config.dashboards is not None and config.dashboards.generator == "model" and config.narrator is None:
+            raise ValueError("processors.dashboards.generator: model uses the models of processors.narrator "
+                             "(its `dashboard` route): list a narrator too, or use generator: rules")
         return config._resolve_inherited()
 
     def _resolve_inherited(self) -> Config:
@@ -270,6 +274,12 @@ class Config(Frozen):
         """The pipeline's narrator (stage 3); None when the pipeline does not list one."""
         used = self.service.pipelines.traces.processors
         return self._first(self.processors, NarratorConfig, used)
+
+    @property
+    def dashboards(self) -> DashboardsConfig | None:
+        """The pipeline's dashboard generator; None when the pipeline does not list one."""
+        used = self.service.pipelines.traces.processors
+        return self._first(self.processors, DashboardsConfig, used)
 
     @property
     def clickhouse(self) -> ClickHouseExporter | None:

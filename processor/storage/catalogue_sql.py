@@ -36,6 +36,12 @@ def _error_health(requests: str, rate: str) -> str:
             f"{rate} >= @err_degraded, 'degraded', 'healthy')")
 
 
+def _color(health: str) -> str:
+    """The health's colour, as Grafana's node graph and the UI draw it."""
+    return (f"multiIf({health} = 'critical', 'red', {health} = 'degraded', 'yellow', {health} = 'healthy', 'green', "
+            "'gray')")
+
+
 def _quantiles(sketch: str, prefix: str) -> str:
     return ",\n       ".join(f"{quantile_sql(f'{sketch}.1', f'{sketch}.2', q)} AS {prefix}p{round(q * 100)}_ms"
                              for q in (0.5, 0.95, 0.99))
@@ -96,7 +102,7 @@ TOPOLOGY = CatalogueQuery("topology", "edges of the service map: totals and merg
        total_requests / {_RANGE_S} AS requests_per_s,
        {_quantiles("server_sketch", "server_")},
        {_quantiles("client_sketch", "client_")},
-       {_error_health("total_requests", "error_rate")} AS health,
+       {_error_health("total_requests", "error_rate")} AS health, {_color("health")} AS color,
        windows, first_start AS window_start, last_end AS window_end
 FROM (
     SELECT client, server, connection_type,
@@ -110,7 +116,7 @@ FROM (
 )
 ORDER BY requests DESC, client, server, connection_type
 LIMIT {{limit:Int64}}""", _cols(f"id:{_S}, source:{_LS}, target:{_LS}, client:{_LS}, server:{_LS}, connection_type:{_LS}, "
-                               f"{_EDGE_TOTAL_COLS}, windows:{_U}, window_start:{_T}, window_end:{_T}"),
+                               f"{_EDGE_TOTAL_COLS}, color:{_S}, windows:{_U}, window_start:{_T}, window_end:{_T}"),
     (SERVICE_OPT,), shape="edges", entity="service")
 
 TOPOLOGY_NODES = CatalogueQuery("topology_nodes", "nodes of the service map: kind, traffic, errors, merged latency, health",
@@ -121,7 +127,7 @@ TOPOLOGY_NODES = CatalogueQuery("topology_nodes", "nodes of the service map: kin
        if(requests = 0, 0, errors / requests) AS error_rate,
        requests / {_RANGE_S} AS requests_per_s,
        {_quantiles("sketch", "")},
-       if(has_health, last_health, {_error_health("requests", "error_rate")}) AS health
+       if(has_health, last_health, {_error_health("requests", "error_rate")}) AS health, {_color("health")} AS color
 FROM (
     SELECT node, max(h) AS has_health, max(db) AS is_db, max(msg) AS is_msg, max(virt) AS is_virtual,
            sum(calls) AS svc_calls, sum(errs) AS svc_errors, sum(in_req) AS in_requests, sum(in_fail) AS in_failed,
@@ -146,7 +152,7 @@ FROM (
 WHERE {_SERVICE_FILTER.replace("service =", "node =")}
 ORDER BY requests DESC, node
 LIMIT {{limit:Int64}}""", _cols(f"id:{_LS}, title:{_LS}, node:{_LS}, kind:{_S}, requests:{_U}, errors:{_U}, error_rate:{_F}, "
-                               f"requests_per_s:{_F}, p50_ms:{_NF}, p95_ms:{_NF}, p99_ms:{_NF}, health:{_S}"),
+                               f"requests_per_s:{_F}, p50_ms:{_NF}, p95_ms:{_NF}, p99_ms:{_NF}, health:{_S}, color:{_S}"),
     (SERVICE_OPT,), shape="nodes", entity="service")
 
 SERVICE_RED = CatalogueQuery("service_red", "a service's rate, errors and duration (RED) over time",
@@ -315,7 +321,29 @@ GROUP BY service
 ORDER BY service
 LIMIT {limit:Int64}""", _cols(f"id:{_LS}, service:{_LS}"))
 
+KIND_OPT = Param("kind", "string", "incident, service, overview or custom ('' for all)", "",
+                 choices=("", "incident", "service", "overview", "custom"))
+_DASHBOARD_COLUMNS = """dashboard_id, version, kind, title, audience, incident_id, service, generator, updated_at"""
+_DASHBOARD_COLS = (f"dashboard_id:{_S}, version:UInt32, kind:{_LS}, title:{_S}, audience:{_LS}, incident_id:{_S}, "
+                   f"service:{_S}, generator:{_LS}, updated_at:{_T}")
+
+DASHBOARDS = CatalogueQuery("dashboards", "dashboards updated in the range, newest version each, newest first",
+                            f"""SELECT {_DASHBOARD_COLUMNS}
+FROM {{db}}.dashboards FINAL
+WHERE updated_at >= @since AND updated_at < @until
+  AND ({{kind:String}} = '' OR kind = {{kind:String}})
+  AND ({{incident_id:String}} = '' OR incident_id = {{incident_id:String}})
+ORDER BY updated_at DESC, dashboard_id
+LIMIT {{limit:Int64}}""", _cols(_DASHBOARD_COLS), (KIND_OPT, INCIDENT_OPT))
+
+DASHBOARD = CatalogueQuery("dashboard", "one dashboard's newest version, with its spec",
+                           f"""SELECT {_DASHBOARD_COLUMNS}, spec
+FROM {{db}}.dashboards FINAL
+WHERE dashboard_id = {{dashboard_id:String}}
+LIMIT {{limit:Int64}}""", _cols(f"{_DASHBOARD_COLS}, spec:{_S}"),
+    (Param("dashboard_id", "string", "a dashboard id"),))
+
 CATALOGUE: dict[str, CatalogueQuery] = {q.name: q for q in (
     HEALTH, EDGES, TOPOLOGY, TOPOLOGY_NODES, SERVICE_RED, EDGE_SERIES, SERVICE_EDGES, ANOMALIES,
-    INSIGHTS, INSIGHT, TOP_EDGES, HEALTH_TIMELINE, LATENCY_HEATMAP, SERVICE_NAMES,
+    INSIGHTS, INSIGHT, TOP_EDGES, HEALTH_TIMELINE, LATENCY_HEATMAP, SERVICE_NAMES, DASHBOARDS, DASHBOARD,
 )}

@@ -58,6 +58,10 @@ INSIGHT_COLUMNS = [
     "insight_id", "incident_id", "version", "status", "severity", "window_start", "last_window",
     "updated_at", "narrator", "grounded", "published", "facts_key", "message",
 ]  # fmt: skip
+DASHBOARD_COLUMNS = [
+    "dashboard_id", "version", "kind", "title", "audience", "incident_id", "service", "generator",
+    "updated_at", "published", "spec",
+]  # fmt: skip
 MODEL_COLUMNS = [
     "kind", "entity_type", "entity", "format_version", "trained_at", "trained_from",
     "trained_until", "windows", "model",
@@ -268,6 +272,31 @@ TTL toDateTime(trained_at) + INTERVAL 30 DAY""",
 {_PARTITION}
 ORDER BY insight_id
 {{ttl_clause}}""",
+        ),
+    ),
+    Migration(
+        8,
+        "dashboards",
+        (
+            # One row per version of a dashboard spec (generated, or saved by a user); the
+            # newest version wins, and a version marked published replaces the same version
+            # unmarked (see insights). No TTL: saved dashboards outlive the data's retention,
+            # and a spec is a few kB.
+            """CREATE TABLE IF NOT EXISTS {db}.dashboards {on_cluster} (
+    dashboard_id String,
+    version UInt32,
+    kind LowCardinality(String),
+    title String,
+    audience LowCardinality(String),
+    incident_id String,
+    service String,
+    generator LowCardinality(String),
+    updated_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    published UInt8,
+    spec String CODEC(ZSTD(3)),
+    row_version UInt64 MATERIALIZED version * 2 + published
+) ENGINE = ReplacingMergeTree(row_version)
+ORDER BY dashboard_id""",
         ),
     ),
 )

@@ -20,6 +20,7 @@ from processor.storage.backends import Backend, epoch_ms_to_datetime
 from processor.storage.catalogue import Context
 from processor.storage.schema import (
     ANOMALY_COLUMNS,
+    DASHBOARD_COLUMNS,
     EDGE_FINAL_COLUMNS,
     EDGE_PARTIAL_COLUMNS,
     HEALTH_FINAL_COLUMNS,
@@ -174,6 +175,11 @@ def _ms_keys(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+_UNPUBLISHED_DASHBOARDS = """SELECT spec FROM {db}.dashboards FINAL
+WHERE updated_at >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC') AND published = 0
+ORDER BY updated_at"""
+
+
 class Store:
     """Window partials, final windows and watermarks in one ClickHouse database."""
 
@@ -226,6 +232,17 @@ class Store:
         """Insight versions (`INSIGHT_COLUMNS`); the newest version of an insight wins, and a
         version marked published replaces the same version unmarked."""
         self._insert("insights", INSIGHT_COLUMNS, rows)
+
+    def insert_dashboards(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Dashboard spec versions (`DASHBOARD_COLUMNS`); the newest version of a dashboard
+        wins, and a version marked published replaces the same version unmarked."""
+        self._insert("dashboards", DASHBOARD_COLUMNS, rows)
+
+    def unpublished_dashboards(self, since_ms: int) -> list[dict[str, Any]]:
+        """Dashboard versions stored but not marked published, updated at or after since_ms
+        (a stop between storing and marking): their specs, for the publisher to settle."""
+        rows = self.backend.query(self._sql(_UNPUBLISHED_DASHBOARDS), {"since_ms": int(since_ms)})
+        return [json.loads(r["spec"]) for r in rows]
 
     def latest_insights(self, since_ms: int) -> list[dict[str, Any]]:
         """The newest stored version of every insight whose incident began at or after since_ms

@@ -35,6 +35,7 @@ processors:
   anomaly: {{grace_windows: 8, history: 1h, topic: {topic}-anomalies,
             judge_empty_windows: {judge_empty}{anomaly_options}}}
   narrator: {{topic: {topic}-insights, cooldown: {cooldown}{narrator_options}}}
+  dashboards: {{topic: {topic}-dashboards}}
 exporters:
   clickhouse: {{endpoint: "{clickhouse}", database: otel_insights, ttl: 0s, create_schema: true}}
   prometheus: {{endpoint: "127.0.0.1:{port}"}}
@@ -116,7 +117,8 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
 
     ``clickhouse`` is an endpoint to share (e.g. a tests.chshim URL); by default each
     group gets its own chdb directory under ``tmp``. ``narrator`` runs stage 3 too (with
-    anomaly), publishing on ``<topic>-insights``.
+    anomaly), publishing insights on ``<topic>-insights`` and incident dashboards on
+    ``<topic>-dashboards``.
     """
     port = free_port()
     endpoint = clickhouse or f"chdb://{tmp / f'{group}-chdb'}"
@@ -125,7 +127,7 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
                                  clickhouse=endpoint, port=port, window=window, rekey=rekey,
                                  lateness=lateness, batch=batch,
                                  anomaly=", anomaly" if anomaly or narrator else "",
-                                 narrator=", narrator" if narrator else "", cooldown=cooldown,
+                                 narrator=", narrator, dashboards" if narrator else "", cooldown=cooldown,
                                  narrator_options=f", {narrator_options}" if narrator_options else "",
                                  anomaly_options=f", {anomaly_options}" if anomaly_options else "",
                                  judge_empty=str(judge_empty).lower()))

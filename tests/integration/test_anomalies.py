@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from processor.config import load_config
+from processor.dashboards import spec
+from processor.dashboards.spec import dashboard_id
 from processor.detect.autoencoder import Autoencoder
 from processor.generate import FaultSpec, ShopGenerator
 from processor.generate.sinks import send_kafka
@@ -116,6 +118,19 @@ def test_latency_fault_becomes_one_incident_and_one_insight(broker, new_topic, u
     assert published[-1]["suspected_origin"]["entity"] == "product-catalog"
     assert _ns(published[0]["first_window"]) <= fault_from + 2 * W_NS
 
+    # Its dashboard: one spec per insight version, same id, each valid, none twice.
+    specs = asyncio.run(read_topic(broker.bootstrap, f"{load_config(p.config_path).kafka.traces.topic}-dashboards"))
+    assert [s["version"] for s in specs] == [m["version"] for m in published]
+    assert {s["id"] for s in specs} == {dashboard_id("incident", incident)}
+    for s in specs:
+        assert spec.check(s) == [], s
+        assert s["incident_id"] == incident and s["kind"] == "incident"
+    assert _ns(specs[0]["time_range"]["from"]) <= fault_from
+    with _store(p) as store:
+        (stored,) = store.catalogue("dashboards", {"since_ms": 0, "incident_id": incident})
+        assert stored["version"] == specs[-1]["version"]
+        assert store.unpublished_dashboards(0) == []
+
     # A worker that dies after the fault's windows are final but before they are judged:
     # rewind the stored progress mark to before the fault and drop the verdicts. The
     # restarted worker must judge those windows (and only those) again.
@@ -133,8 +148,10 @@ def test_latency_fault_becomes_one_incident_and_one_insight(broker, new_topic, u
         p.stop()
     assert "judging from" in p.log()
     assert {(r["entity"], r["window_start"]) for r in again} == {(r["entity"], r["window_start"]) for r in rows}
-    # The re-judged incident has the same id and facts: its resolved insight is not published again.
+    # The re-judged incident has the same id and facts: its resolved insight is not published
+    # again, nor its dashboard.
     assert _insights(p, broker) == published
+    assert asyncio.run(read_topic(broker.bootstrap, f"{load_config(p.config_path).kafka.traces.topic}-dashboards")) == specs
 
 
 MODELS = ("models: [{{name: claude, model: anthropic/claude-sonnet-4-5, api_key: \"${{env:T_ANTHROPIC_KEY}}\", "

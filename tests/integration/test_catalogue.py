@@ -3,9 +3,6 @@ untrusted names as data, and the Grafana rendering returning what the API return
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from processor.storage.catalogue import (
@@ -17,25 +14,19 @@ from processor.storage.catalogue import (
 from processor.storage.catalogue_sql import CATALOGUE
 from processor.storage.queries import request_params
 from tests import grafana_macros
-from tests.shop_store import ShopStore, build
+from tests.shop_store import ShopStore, module_fixture
 
 pytestmark = pytest.mark.integration
 HOSTILE = "<img src=x onerror=alert(1)>' OR 1=1 -- \\"
 
 
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopStore]:
-    s = build(Path(tmp_path_factory.mktemp("shop")) / "ch", minutes=12, fault=True, extra_service=HOSTILE)
-    try:
-        yield s
-    finally:
-        s.close()
+shop = module_fixture(minutes=12, fault=True, extra_service=HOSTILE)
 
 
 def example_params(q: CatalogueQuery, shop: ShopStore) -> dict[str, str]:
     """A value for each required parameter, from the data."""
     pick = {"service": shop.fault_service, "client": "frontend", "server": shop.fault_service,
-            "incident_id": shop.incidents[0]}
+            "incident_id": shop.incidents[0], "dashboard_id": shop.dashboards[0]}
     return {p.name: pick[p.name] for p in q.params if p.default is None}
 
 

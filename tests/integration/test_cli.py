@@ -100,3 +100,51 @@ def test_run_with_unreachable_kafka_exits_with_one_clear_line(tmp_path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot reach Kafka"), done.stderr
     assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr
+
+
+def test_dashboards_generate_list_show_and_export_through_the_running_worker(broker, new_topic, unique_name,
+                                                                             tmp_path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from processor.dashboards import spec
+    from tests.integration.harness import read_topic
+
+    topic = new_topic("spans")
+    start = (time.time_ns() // 2_000_000_000 - 30) * 2_000_000_000
+    traces = list(ShopGenerator(seed=4, rate=100, start_ns=start).traces(6))
+    p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("dash"), narrator=True).start()
+    cfg = str(p.config_path)
+    try:
+        asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
+        wait_until(lambda: any(r["service"] == "cart" for r in p.query("health")), 60, "cart's windows final", p)
+        done = cli("dashboards", "generate", "--config", cfg, "--service", "cart", "--audience", "developer")
+        assert done.returncode == 0, done.stderr
+        listed = cli("dashboards", "list", "--config", cfg)
+        assert listed.returncode == 0 and "service" in listed.stdout
+        (dash_id,) = [row["dashboard_id"] for row in p.get("/api/dashboards")]
+        assert dash_id in done.stdout
+        show = cli("dashboards", "show", dash_id, "--config", cfg)
+        assert show.returncode == 0, show.stderr
+        shown = json.loads(show.stdout)
+        assert shown["service"] == "cart" and shown["audience"] == "developer" and spec.check(shown) == []
+        exported = cli("dashboards", "export", dash_id, "--config", cfg, "--format", "grafana")
+        assert exported.returncode == 0, exported.stderr
+        grafana = json.loads(exported.stdout)
+        assert grafana["uid"] == dash_id[:40] and len(grafana["panels"]) == len(shown["panels"])
+        again = cli("dashboards", "generate", "--config", cfg, "--service", "cart", "--audience", "developer")
+        assert again.returncode == 0, again.stderr
+        # Published on the specs topic: the same id, versions 1 and 2.
+        published = asyncio.run(read_topic(broker.bootstrap, f"{topic}-dashboards"))
+        assert [(s["id"], s["version"]) for s in published] == [(dash_id, 1), (dash_id, 2)]
+        # A service with no data is refused with the reason; unknown ids and bad input are 4xx.
+        ghost = cli("dashboards", "generate", "--config", cfg, "--service", "no-such-service")
+        assert ghost.returncode == 2 and "failed its checks" in ghost.stderr and "Traceback" not in ghost.stderr
+        missing = cli("dashboards", "show", "nope", "--config", cfg)
+        assert missing.returncode == 2 and "no dashboard 'nope'" in missing.stderr
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{p.port}/api/dashboards/generate?audience=ceo", method="POST"), timeout=10)
+        assert bad.value.code == 400
+    finally:
+        p.stop()
