@@ -41,6 +41,7 @@ from processor.aggregate.stage1 import Stage1, input_partitions
 from processor.aggregate.stage2 import Stage2
 from processor.config import Config
 from processor.config.components import PrometheusExporter
+from processor.errors import OtelInsightsError
 from processor.since import parse_since
 from processor.storage.queries import rows_to_jsonable
 from processor.telemetry import Metrics
@@ -101,6 +102,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
     outbox = KafkaOutbox(partials, partials_partitions, rekey=app.topic(kafka.rekey_topic, **raw),
                          dlq=app.topic(cfg.dlq.topic, **raw))
     w = AgentState()
+    io.on_fatal = lambda exc: _fail(w, exc)  # a store call failed for good: stop
     stage1 = Stage1(cfg, io.store, io.call, outbox, metrics, partitions)
     stage2 = Stage2(cfg.windows, expected_sources, io.store, io.call, metrics)
     anomaly = None
@@ -143,10 +145,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
 
     reported: dict[int, int] = {}
 
-    @app.timer(0.5)
-    async def stage2_timer() -> None:
-        if w.failed:
-            return
+    async def finalize_and_report(_: list[Any]) -> None:
         async with w.stage2_lock:
             mine = partials_owned()
             with _busy(metrics, "stage2"):
@@ -161,15 +160,20 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
                     await io.call(io.store.save_watermarks, kafka.group_id, kafka.partials_topic, changed)
                     reported.update(changed)
 
+    @app.timer(0.5)
+    async def stage2_timer() -> None:
+        await _guarded(w, finalize_and_report, [])
+
     if anomaly is not None:
+        async def judge(_: list[Any]) -> None:
+            mine = partials_owned()
+            await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
+
         @app.timer(0.5)
         async def anomaly_timer() -> None:
             # Beside stage 2, not under its lock: catching up on many windows after downtime
             # must not stall finalisation (each tick judges a bounded number of windows).
-            if w.failed:
-                return
-            mine = partials_owned()
-            await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
+            await _guarded(w, judge, [])
 
     if cfg.narrator is not None:
         from pipelines.insights import InsightStage
@@ -209,7 +213,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
             since_ms = parse_since(request.query.get("since", "15m"))
         except ValueError as exc:
             return web.json({"error": str(exc)}, status=400)
-        rows = await io.call(io.store.named_query, name, since_ms)
+        rows = await io.query(io.store.named_query, name, since_ms)
         return web.bytes(json.dumps(rows_to_jsonable(rows)).encode(), content_type="application/json")
 
     @app.page("/healthz")
@@ -262,7 +266,14 @@ async def _guarded(w: AgentState, fn: Any, events: list[Any]) -> None:
 
 
 def _fail(w: AgentState, exc: BaseException) -> None:
+    """Stop the worker, once. An error we know (ClickHouse failed for good) is one line; an
+    unexpected one is a bug, so its traceback is logged too."""
+    if w.failed:
+        return
     w.failed = True
-    log.critical("internal error, stopping so a restart replays from the last safe offset: %r", exc,
-                 exc_info=exc)
+    if isinstance(exc, OtelInsightsError):
+        log.critical("stopping: %s", exc)
+    else:
+        log.critical("internal error, stopping so a restart replays from the last safe offset: %r",
+                     exc, exc_info=exc)
     os.kill(os.getpid(), signal.SIGTERM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import faust
 
@@ -24,7 +25,8 @@ def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, Sto
         raise OtelInsightsError("service.pipelines.traces needs a kafka receiver and a clickhouse exporter")
     counts = asyncio.run(ensure_topics(cfg, create_input=create_input_topic))
     metrics = Metrics()
-    io = StoreIO(open_store(cfg.clickhouse), metrics, cfg.windows.size.ms)
+    io = StoreIO(open_store(cfg.clickhouse), metrics, cfg.windows.size.ms,
+                 retry=cfg.clickhouse.retry_on_failure)
     app = create_app(cfg, io, metrics, counts)
     _attach_gateway(app, cfg, metrics)
     return app, io
@@ -61,7 +63,13 @@ def make_gateway(cfg: Config, metrics: Metrics | None = None) -> Gateway:
 def run(cfg: Config, loglevel: str = "warning", create_input_topic: bool = False) -> None:
     app, io = build(cfg, create_input_topic=create_input_topic)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
+    code: object = 0
     try:
         worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code
     finally:
         io.close()
+    # A worker that stopped itself (the reason is logged, one line) exits non-zero, so a
+    # supervisor sees the failure.
+    sys.exit(1 if app.agent_state.failed else code)  # type: ignore[attr-defined]

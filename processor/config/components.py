@@ -148,6 +148,22 @@ class Backoff(Frozen):
         return self
 
 
+class RetryOnFailure(Backoff):
+    """`exporters.clickhouse.retry_on_failure` (the collector's exporterhelper names).
+
+    Only transient failures are retried (unreachable, timed out, overloaded, too many
+    parts; see processor.storage.retry), waiting initial_interval, doubling up to
+    max_interval, for at most max_elapsed_time. A rejected statement is never retried.
+    Either way the worker then stops with one line: nothing past the failure is committed,
+    so the restart replays it.
+    """
+
+    enabled: bool = True
+    initial_interval: PositiveDuration = Duration.parse("1s")
+    max_interval: PositiveDuration = Duration.parse("30s")
+    max_elapsed_time: PositiveDuration = Duration.parse("5m")
+
+
 class GatewayProducer(Frozen):
     """`receivers.otlp.producer`: the gateway's Kafka producer (acks=all, always)."""
 
@@ -256,6 +272,7 @@ class ClickHouseExporter(Frozen):
     password: str = Field(default="", repr=False)
     async_insert: bool = False
     timeout: PositiveDuration = Duration.parse("10s")
+    retry_on_failure: RetryOnFailure = RetryOnFailure()
 
     @property
     def backend(self) -> Literal["chdb", "http"]:

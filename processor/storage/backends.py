@@ -3,7 +3,8 @@
 Both backends run the same SQL strings. Query parameters use ClickHouse's own
 `{name:Type}` placeholders, and both backends turn Python values into parameter
 text with clickhouse-connect's formatter, so a string value can never become SQL.
-Every failure reaches the caller as one-line `StorageError` (endpoint + reason).
+Every failure reaches the caller as one-line `StorageError` (endpoint + reason), marked
+transient or not and read or write (see processor.storage.retry).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from clickhouse_connect.driver.binding import format_bind_value
 
 from processor.config.components import ClickHouseExporter
 from processor.errors import ConfigError, StorageError
+from processor.storage.retry import is_transient_code, is_transient_message
 
 Row = Sequence[Any]
 
@@ -171,23 +173,27 @@ class ChdbBackend:
             )
         return f"ClickHouse {self.endpoint}: cannot open embedded engine: {reason}"
 
-    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> Any:
+    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None,
+             operation: Literal["read", "write"]) -> Any:
         text_params = {k: format_bind_value(v) for k, v in (params or {}).items()}
         with self._lock:
             if self._session is None:
-                raise StorageError(f"ClickHouse {self.endpoint}: backend is closed")
+                raise StorageError(f"ClickHouse {self.endpoint}: backend is closed", operation=operation)
             try:
                 return self._session.query(sql, fmt, params=text_params)
             except Exception as exc:
-                raise StorageError(
-                    f"ClickHouse {self.endpoint} rejected statement: {one_line(str(exc))}"
-                ) from exc
+                raise self._error("statement", exc, operation) from exc
+
+    def _error(self, what: str, exc: Exception, operation: Literal["read", "write"]) -> StorageError:
+        reason = one_line(str(exc))
+        return StorageError(f"ClickHouse {self.endpoint} rejected {what}: {reason}",
+                            transient=is_transient_message(str(exc)), operation=operation)
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        self._run(sql, "CSV", params)
+        self._run(sql, "CSV", params, "write")
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        raw = self._run(sql, "JSONCompact", params).bytes()
+        raw = self._run(sql, "JSONCompact", params, "read").bytes()
         if not raw:
             return []
         doc = json.loads(raw)
@@ -206,15 +212,13 @@ class ChdbBackend:
         sql = f"INSERT INTO {_quote_table(table)} ({cols})"
         with self._lock:
             if self._session is None:
-                raise StorageError(f"ClickHouse {self.endpoint}: backend is closed")
+                raise StorageError(f"ClickHouse {self.endpoint}: backend is closed", operation="write")
             try:
                 with self._session.send_insert(sql, "JSONCompactEachRow") as ins:
                     ins.append(data + "\n")
                     ins.finish()
             except Exception as exc:
-                raise StorageError(
-                    f"ClickHouse {self.endpoint} rejected insert into {table}: {one_line(str(exc))}"
-                ) from exc
+                raise self._error(f"insert into {table}", exc, "write") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -290,24 +294,29 @@ class HttpBackend:
                 f"ClickHouse {self.endpoint} is unreachable: {_http_reason(exc)}"
             ) from None
 
-    def _fail(self, what: str, exc: Exception) -> StorageError:
+    def _fail(self, what: str, exc: Exception, operation: Literal["read", "write"]) -> StorageError:
         from clickhouse_connect.driver.exceptions import OperationalError
 
-        if isinstance(exc, OperationalError):
-            return StorageError(f"ClickHouse {self.endpoint} is unreachable: {_http_reason(exc)}")
-        return StorageError(f"ClickHouse {self.endpoint} rejected {what}: {one_line(str(exc))}")
+        code = getattr(exc, "code", None)
+        text = str(exc)
+        if isinstance(exc, OperationalError) and code is None and "HTTP status" not in text:
+            return StorageError(f"ClickHouse {self.endpoint} is unreachable: {_http_reason(exc)}",
+                                transient=True, operation=operation)
+        return StorageError(f"ClickHouse {self.endpoint} rejected {what}: {one_line(text)}",
+                            transient=is_transient_code(code) or is_transient_message(text),
+                            operation=operation)
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         try:
             self._client.command(sql, parameters=params or None)
         except Exception as exc:
-            raise self._fail("statement", exc) from exc
+            raise self._fail("statement", exc, "write") from exc
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         try:
             result = self._client.query(sql, parameters=params or None)
         except Exception as exc:
-            raise self._fail("statement", exc) from exc
+            raise self._fail("statement", exc, "read") from exc
         rows = list(result.named_results())
         # clickhouse-connect returns naive datetimes for UTC columns; make them aware
         # so both backends hand back identical values.
@@ -327,7 +336,7 @@ class HttpBackend:
                 name, data, column_names=column_names, database=database or self.database
             )
         except Exception as exc:
-            raise self._fail(f"insert into {table}", exc) from exc
+            raise self._fail(f"insert into {table}", exc, "write") from exc
 
     def close(self) -> None:
         self._client.close()
