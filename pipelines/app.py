@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -30,9 +29,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipelines.acks import KeyHolds
+from pipelines.api import install_pages
 from pipelines.intake import Intake
 from pipelines.outbox import KafkaOutbox
 from pipelines.store_io import StoreIO
@@ -42,14 +41,10 @@ from processor.aggregate.stage2 import Stage2
 from processor.config import Config
 from processor.config.components import PrometheusExporter
 from processor.errors import OtelInsightsError
-from processor.since import parse_since
-from processor.storage.queries import rows_to_jsonable
 from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.app")
 
-QUERY_NAMES = ("health", "edges", "topology", "anomalies", "insights")
-_EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
 class AgentState:
@@ -87,6 +82,13 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         web_enabled=True,
+        # Only our pages (pipelines/api.py): faust's /router, /table, /graph and stats
+        # pages would show internals to anyone who can reach the metrics port.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         web_bind=prom_host,
         web_port=prom_port,
         web_host=prom_host,
@@ -200,25 +202,8 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
 
         app.insights = insights  # type: ignore[attr-defined]
 
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        # aiohttp refuses a charset inside content_type, so drop it from the exposition type.
-        return web.bytes(generate_latest(metrics.registry), content_type=_EXPOSITION_TYPE)
-
-    @app.page("/api/query/{name}")
-    async def query(web: Any, request: Any, name: str) -> Any:
-        if name not in QUERY_NAMES:
-            return web.json({"error": f"unknown query {name!r}; one of {list(QUERY_NAMES)}"}, status=404)
-        try:
-            since_ms = parse_since(request.query.get("since", "15m"))
-        except ValueError as exc:
-            return web.json({"error": str(exc)}, status=400)
-        rows = await io.query(io.store.named_query, name, since_ms)
-        return web.bytes(json.dumps(rows_to_jsonable(rows)).encode(), content_type="application/json")
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "partitions": len(stage1.aggregators), "time": time.time()})
+    install_pages(app, cfg.prometheus or PrometheusExporter(), io, metrics,
+                  lambda: {"partitions": len(stage1.aggregators)})
 
     if anomaly is not None:
         @app.on_before_shutdown.connect  # type: ignore[arg-type]

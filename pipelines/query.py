@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
+from processor.auth import BearerAuth
 from processor.config import Config
 from processor.errors import OtelInsightsError, StorageError
 from processor.since import parse_since
@@ -34,16 +36,26 @@ COLUMNS = {
 
 
 def api_url(cfg: Config, name: str, since: str) -> str | None:
-    if cfg.prometheus is None:
+    if cfg.prometheus is None or not cfg.prometheus.api.enabled:
         return None
     host, port = cfg.prometheus.host_port
     host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    return f"http://{host}:{port}/api/query/{name}?since={since}"
+    return f"http://{host}:{port}/api/query/{name}?{urllib.parse.urlencode({'since': since})}"
 
 
-def _from_api(url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())
+def _from_api(cfg: Config, url: str) -> list[dict[str, Any]]:
+    assert cfg.prometheus is not None
+    auth = BearerAuth.from_config(cfg.prometheus.api.auth, "exporters.prometheus.api.auth")
+    request = urllib.request.Request(url, headers=auth.headers())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # the process answered: its word is final
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        raise OtelInsightsError(f"{url.split('?')[0]} answered {exc.code}: {reason}") from None
 
 
 def fetch(cfg: Config, name: str, since: str) -> list[dict[str, Any]]:
@@ -55,7 +67,7 @@ def fetch(cfg: Config, name: str, since: str) -> list[dict[str, Any]]:
     if cfg.clickhouse.backend == "chdb" and url:
         # chdb lets one process open a data directory: ask the process that holds it.
         try:
-            return _from_api(url)
+            return _from_api(cfg, url)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             api_error = str(getattr(exc, "reason", exc))
     from processor.storage.open import open_store

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import time
 
-from processor.config.duration import Duration
+from processor.storage.params import SINCE
 
 
 def parse_since(text: str, now_ms: int | None = None) -> int:
-    """'15m' -> epoch ms 15 minutes ago. Raises ValueError with a usable message."""
-    try:
-        d = Duration.parse(text)
-    except Exception as exc:
-        raise ValueError(f"invalid --since {text!r}: use a duration like 15m, 2h, 90s") from exc
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    return now - d.ms
+    """'15m' -> epoch ms 15 minutes ago, never before 1970. Raises QueryParamError (a
+    ValueError) with a usable message."""
+    return int(SINCE.parse(text, int(time.time() * 1000) if now_ms is None else now_ms))

@@ -167,6 +167,24 @@ class Metrics:
         (metric.labels(**labels) if labels else metric).set(value)  # type: ignore[union-attr]
 
 
+class Namespaced:
+    """What /metrics serves: every metric of ``registry``, named `<namespace>_<name>` (the
+    collector's prometheus exporter `namespace`); unchanged when the namespace is empty."""
+
+    def __init__(self, registry: CollectorRegistry, namespace: str = "") -> None:
+        self.registry = registry
+        self.prefix = f"{namespace}_" if namespace else ""
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            if not self.prefix:
+                yield family
+                continue
+            out = Metric(self.prefix + family.name, family.documentation, family.type, family.unit)
+            out.samples = [s._replace(name=self.prefix + s.name) for s in family.samples]
+            yield out
+
+
 def metrics_table() -> str:
     """The README's metrics table, generated from METRICS."""
     lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]

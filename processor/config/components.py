@@ -286,9 +286,29 @@ class ClickHouseExporter(Frozen):
         return self.endpoint[len("chdb://") :]
 
 
+class HttpAuth(Frozen):
+    """Bearer-token auth of an HTTP surface that serves data (the query API; the web UI
+    reuses it). The token itself never sits in the config: it is read from the environment
+    variable named here at start, which must then be set."""
+
+    bearer_token_env: Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")] = ""  # empty: no auth
+
+
+class QueryApi(Frozen):
+    """`exporters.prometheus.api`: the named-query API (`/api/query/<name>`) on the same port.
+    `otel-insights query` goes through it when the store is an embedded chdb."""
+
+    enabled: bool = True
+    auth: HttpAuth = HttpAuth()
+
+
 class PrometheusExporter(Frozen):
+    """`/metrics` and `/healthz` (always open), and the query API, on `endpoint`."""
+
     endpoint: HostPort = "127.0.0.1:9464"
+    # Prefixes every metric name, `<namespace>_`, as the collector's prometheus exporter does.
     namespace: Annotated[str, Field(pattern=r"^([a-zA-Z_][a-zA-Z0-9_]*)?$")] = ""
+    api: QueryApi = QueryApi()
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -15,12 +15,13 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from processor.storage.backends import Backend
+from processor.storage.params import MAX_LIMIT, WINDOW_PARAMS, Param
 from processor.storage.schema import check_database_name, render
 from processor.storage.sketch_sql import quantile_sql
 
 # Far enough ahead to mean "no upper bound" and still inside DateTime64(3)'s range.
 NO_UNTIL_MS = 9_999_999_999_999
-DEFAULT_LIMIT = 10_000
+DEFAULT_LIMIT = MAX_LIMIT
 
 _RANGE = """window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
   AND window_start < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')"""
@@ -77,11 +78,13 @@ LIMIT {{limit:UInt32}}"""
 
 @dataclass(frozen=True)
 class NamedQuery:
-    """A read query users may run by name."""
+    """A read query users may run by name, with the parameters it takes (parsed and bounded
+    by processor.storage.params before it runs)."""
 
     name: str
     description: str
     sql: str
+    params: tuple[Param, ...] = WINDOW_PARAMS
 
 
 _ENTITY_OF_SERVICE = """entity = {service:String} OR startsWith(entity, concat({service:String}, '->'))
