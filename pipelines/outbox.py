@@ -39,8 +39,9 @@ class KafkaOutbox:
         for f in futs:
             await f
 
-    async def dead_letter(self, record: Record, error: str) -> None:
+    async def dead_letter(self, record: Record, error: str, reason: str = "decode") -> None:
         headers = [("otel-insights-error", error.encode()[:1000]),
+                   ("otel-insights-reason", reason.encode()),
                    ("otel-insights-topic", record.topic.encode()),
                    ("otel-insights-partition", str(record.partition).encode()),
                    ("otel-insights-offset", str(record.offset).encode())]

@@ -15,7 +15,7 @@ from processor.config import Config
 from processor.errors import OtelInsightsError
 from processor.ingest.gateway import Gateway
 from processor.storage.open import open_store
-from processor.telemetry import Metrics
+from processor.telemetry import Metrics, service_graph_series
 
 log = logging.getLogger("otel_insights.worker")
 
@@ -24,7 +24,7 @@ def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, Sto
     if cfg.kafka is None or cfg.clickhouse is None:
         raise OtelInsightsError("service.pipelines.traces needs a kafka receiver and a clickhouse exporter")
     counts = asyncio.run(ensure_topics(cfg, create_input=create_input_topic))
-    metrics = Metrics()
+    metrics = Metrics(service_graph=service_graph_series(cfg.servicegraph))
     io = StoreIO(open_store(cfg.clickhouse), metrics, cfg.windows.size.ms,
                  retry=cfg.clickhouse.retry_on_failure)
     app = create_app(cfg, io, metrics, counts)

@@ -95,6 +95,9 @@ class KafkaReceiver(Frozen):
     partitions: Positive = 3  # used only when the pipeline creates topics itself
     max_batch_records: Positive = 500
     max_batch_wait: PositiveDuration = Duration.parse("200ms")
+    # A record larger than this once its payload compression is undone goes to the DLQ
+    # (reason too_large), having been decompressed no further: a compression bomb costs this.
+    max_record_bytes: Positive = 16 * 1024 * 1024
     # auto: re-key through rekey_topic when records are not keyed by a 32-char hex trace id.
     rekey: Literal["auto", "always", "never"] = "auto"
     rekey_topic: NonEmptyStr = "otel-insights-rekeyed"
@@ -201,6 +204,13 @@ class ServiceGraphConfig(Frozen):
     virtual_node_peer_attributes: Attributes = ("peer.service", "db.name", "db.system")
     database_name_attributes: Attributes = ("db.name",)
     dimensions: Attributes = ()
+    # A traces_service_graph_* series not updated for this long is dropped, as the
+    # connector's metrics_expiration does (0 keeps series forever, the connector's default;
+    # ours bounds memory when edges come and go).
+    metrics_expiration: Duration = Duration.parse("5m")
+    # At most this many series at once; an edge past it is counted in the overflow series
+    # (every label `otel.metric.overflow`). 0: no limit.
+    metrics_cardinality_limit: Annotated[int, Field(ge=0)] = 10_000
 
 
 class HealthConfig(Frozen):
@@ -238,6 +248,10 @@ class WindowsConfig(Frozen):
     # open one in 1970. The age bound is also capped at exporters.clickhouse.ttl when set.
     max_future_skew: PositiveDuration = Duration.parse("5m")
     max_span_age: PositiveDuration = Duration.parse("720h")
+    # Per window and input partition, at most this many services and this many edges get
+    # rows of their own; the rest are counted under `otel.metric.overflow` (like the SDK's
+    # cardinality limit), so a flood of made-up names cannot exhaust memory.
+    cardinality_limit: Positive = 2000
     health: HealthConfig = HealthConfig()
 
 
