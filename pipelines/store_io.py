@@ -77,9 +77,10 @@ class StoreIO:
             why = (f"still failing after {attempts} attempts over {elapsed_s:.0f}s "
                    "(exporters.clickhouse.retry_on_failure)")
         else:
-            why = "not retried: ClickHouse rejected it, so retrying cannot succeed"
-        fatal = StorageError(f"ClickHouse {exc.operation} failed, {why}: {exc}. Nothing past it "
-                             "was committed; a restart replays from there", operation=exc.operation)
+            why = "not retried, it cannot succeed"
+        fatal = StorageError(f"{exc} ({exc.operation} {why}). Nothing past it is committed: "
+                             "fix the cause and restart, which replays from there",
+                             operation=exc.operation)
         if self.fatal is None:
             self.fatal = fatal
             if self.on_fatal is not None:

@@ -255,6 +255,15 @@ def _http_reason(exc: Exception) -> str:
     return one_line(text)
 
 
+_DRIVER_PREFIX = re.compile(r"^Received ClickHouse exception, code: \d+, server response: ")
+_DRIVER_URL = re.compile(r" \(for url [^)]*\)$")
+
+
+def _server_reason(text: str) -> str:
+    """The server's own message out of clickhouse-connect's wrapping (its prefix, its URL)."""
+    return _DRIVER_URL.sub("", _DRIVER_PREFIX.sub("", text.strip()))
+
+
 class HttpBackend:
     """ClickHouse server over HTTP(S) via clickhouse-connect.
 
@@ -302,7 +311,7 @@ class HttpBackend:
         if isinstance(exc, OperationalError) and code is None and "HTTP status" not in text:
             return StorageError(f"ClickHouse {self.endpoint} is unreachable: {_http_reason(exc)}",
                                 transient=True, operation=operation)
-        return StorageError(f"ClickHouse {self.endpoint} rejected {what}: {one_line(text)}",
+        return StorageError(f"ClickHouse {self.endpoint} rejected {what}: {one_line(_server_reason(text))}",
                             transient=is_transient_code(code) or is_transient_message(text),
                             operation=operation)
 

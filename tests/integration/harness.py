@@ -8,8 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +28,21 @@ receivers:
     max_batch_wait: 100ms
     rekey: {rekey}
     rekey_topic: {topic}-rekeyed
-    partials_topic: {topic}-partials
+    partials_topic: {topic}-partials{kafka_options}
 processors:
   servicegraph:
     store: {{ttl: 1s, max_items: 100000}}
-  windows: {{size: {window}, allowed_lateness: {lateness}, idle_timeout: 2s}}
+  windows: {{size: {window}, allowed_lateness: {lateness}, idle_timeout: 2s{windows_options}}}
   anomaly: {{grace_windows: 8, history: 1h, topic: {topic}-anomalies,
             judge_empty_windows: {judge_empty}{anomaly_options}}}
   narrator: {{topic: {topic}-insights, cooldown: {cooldown}{narrator_options}}}
 exporters:
-  clickhouse: {{endpoint: "{clickhouse}", database: otel_insights, ttl: 0s, create_schema: true}}
-  prometheus: {{endpoint: "127.0.0.1:{port}"}}
-  kafka/dlq: {{topic: {topic}-dlq}}
+  clickhouse: {{endpoint: "{clickhouse}", database: otel_insights, ttl: 0s, create_schema: true{clickhouse_options}}}
+  prometheus: {{endpoint: "127.0.0.1:{port}"{prometheus_options}}}
+  kafka/dlq: {{topic: {topic}-dlq{dlq_options}}}
 service:
   pipelines:
-    traces: {{receivers: [kafka], processors: [servicegraph, windows{anomaly}{narrator}], exporters: [clickhouse, prometheus]}}
+    traces: {{receivers: [kafka], processors: [servicegraph, windows{anomaly}{narrator}], exporters: [clickhouse, prometheus]}}{telemetry}
 """
 
 
@@ -51,14 +52,18 @@ class Pipeline:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    log_level: str | None = "info"  # None: the config's service.telemetry.logs.level
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
+    token: str = ""  # the query API's bearer token, when the config asks for one
+    prefix: str = ""  # the metrics namespace, "<namespace>_"
 
     def start(self, timeout_s: float = 90) -> Pipeline:
         log = open(self.log_path, "ab")
+        level = ["--log-level", self.log_level] if self.log_level else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "run", "--config", str(self.config_path),
-             "--log-level", "info"],
+            [sys.executable, "-m", "pipelines.cli", "run", "--config", str(self.config_path), *level],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -76,15 +81,31 @@ class Pipeline:
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as r:
             body = r.read()
         return body.decode() if path == "/metrics" else json.loads(body)
+
+    def status(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """(HTTP status, JSON body or text) of a GET, errors included."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                code, body = r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            code, body = exc.code, exc.read()
+        try:
+            return code, json.loads(body)
+        except ValueError:
+            return code, body.decode(errors="replace")
 
     def query(self, name: str) -> list[dict[str, Any]]:
         return self.get(f"/api/query/{name}?since=100000h")
 
     def metric(self, name: str, **labels: str) -> float:
         total = 0.0
+        name = self.prefix + name
         for line in self.get("/metrics").splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
                 if all(f'{k}="{v}"' in line for k, v in labels.items()):
@@ -107,8 +128,14 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
                   window: str = "2s", rekey: str = "auto", lateness: str = "2s",
                   batch: int = 200, anomaly: bool = False, anomaly_options: str = "",
                   clickhouse: str | None = None, judge_empty: bool = False, narrator: bool = False,
-                  cooldown: str = "1s", narrator_options: str = "") -> Pipeline:
-    """A worker config; ``anomaly_options`` is extra flow-style YAML for processors.anomaly.
+                  cooldown: str = "1s", narrator_options: str = "", kafka_options: str = "",
+                  windows_options: str = "", clickhouse_options: str = "",
+                  prometheus_options: str = "", dlq_options: str = "",
+                  logs_level: str | None = None) -> Pipeline:
+    """A worker config; ``anomaly_options`` is extra flow-style YAML for processors.anomaly,
+    and each ``<section>_options`` for that section (``kafka_options`` as block YAML lines
+    under receivers.kafka, e.g. "\n    client_id: x"). ``logs_level`` sets
+    service.telemetry.logs.level (the worker then starts without --log-level).
 
     Tests send traffic from the past that then stops: judging the silence after it (the
     default in production) would rightly flag that stop, so it is off unless asked for.
@@ -127,8 +154,16 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
                                  narrator=", narrator" if narrator else "", cooldown=cooldown,
                                  narrator_options=f", {narrator_options}" if narrator_options else "",
                                  anomaly_options=f", {anomaly_options}" if anomaly_options else "",
-                                 judge_empty=str(judge_empty).lower()))
-    return Pipeline(cfg, port, tmp / f"{group}.log")
+                                 judge_empty=str(judge_empty).lower(), kafka_options=kafka_options,
+                                 windows_options=_opt(windows_options),
+                                 clickhouse_options=_opt(clickhouse_options),
+                                 prometheus_options=_opt(prometheus_options), dlq_options=_opt(dlq_options),
+                                 telemetry=f"\n  telemetry: {{logs: {{level: {logs_level}}}}}" if logs_level else ""))
+    return Pipeline(cfg, port, tmp / f"{group}.log", log_level=None if logs_level else "info")
+
+
+def _opt(flow: str) -> str:
+    return f", {flow}" if flow else ""
 
 
 def wait_until(pred: Any, timeout_s: float, what: str, pipeline: Pipeline | None = None) -> Any:
