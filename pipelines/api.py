@@ -13,12 +13,10 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipelines.store_io import StoreIO
 from processor.auth import BearerAuth
 from processor.config.components import PrometheusExporter
 from processor.errors import StorageError
@@ -26,15 +24,27 @@ from processor.storage.params import QueryParamError, parse_params
 from processor.storage.queries import NAMED_QUERIES, rows_to_jsonable
 from processor.telemetry import Metrics, Namespaced
 
+if TYPE_CHECKING:  # `otel-insights query` imports api_auth without the worker's imports
+    import faust
+
+    from pipelines.store_io import StoreIO
+
 # aiohttp refuses a charset inside content_type, so drop it from the exposition type.
 _EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
-def install_pages(app: faust.App, prometheus: PrometheusExporter, io: StoreIO, metrics: Metrics,
-                  health: Callable[[], dict[str, Any]]) -> None:
-    """Add the pages to ``app``; ConfigError when the API's token variable is unset."""
+def api_auth(prometheus: PrometheusExporter | None) -> BearerAuth:
+    """The query API's token check; ConfigError when its token variable is named but unset
+    (checked first thing at start, so nothing else is opened before the one error line)."""
+    if prometheus is None:
+        return BearerAuth()
+    return BearerAuth.from_config(prometheus.api.auth, "exporters.prometheus.api.auth")
+
+
+def install_pages(app: faust.App, prometheus: PrometheusExporter, auth: BearerAuth, io: StoreIO,
+                  metrics: Metrics, health: Callable[[], dict[str, Any]]) -> None:
+    """Add the pages to ``app``."""
     api = prometheus.api
-    auth = BearerAuth.from_config(api.auth, "exporters.prometheus.api.auth")
     exposed = Namespaced(metrics.registry, prometheus.namespace)
 
     @app.page("/metrics")

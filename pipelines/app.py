@@ -38,6 +38,7 @@ from pipelines.store_io import StoreIO
 from processor.aggregate.messages import Watermark, source_name
 from processor.aggregate.stage1 import Stage1, input_partitions
 from processor.aggregate.stage2 import Stage2
+from processor.auth import BearerAuth
 from processor.config import Config
 from processor.config.components import PrometheusExporter
 from processor.errors import OtelInsightsError
@@ -57,8 +58,10 @@ class AgentState:
         self.held2 = KeyHolds()
 
 
-def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[str, int]) -> faust.App:
-    """``partitions``: each topic's partition count (see pipelines.topics.ensure_topics)."""
+def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[str, int],
+               auth: BearerAuth | None = None) -> faust.App:
+    """``partitions``: each topic's partition count (see pipelines.topics.ensure_topics);
+    ``auth``: the query API's token check (pipelines.api.api_auth)."""
     kafka = cfg.kafka
     assert kafka is not None
     partials_partitions = partitions[kafka.partials_topic]
@@ -202,7 +205,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
 
         app.insights = insights  # type: ignore[attr-defined]
 
-    install_pages(app, cfg.prometheus or PrometheusExporter(), io, metrics,
+    install_pages(app, cfg.prometheus or PrometheusExporter(), auth or BearerAuth(), io, metrics,
                   lambda: {"partitions": len(stage1.aggregators)})
 
     if anomaly is not None:

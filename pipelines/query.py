@@ -11,7 +11,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from processor.auth import BearerAuth
+from pipelines.api import api_auth
 from processor.config import Config
 from processor.errors import OtelInsightsError, StorageError
 from processor.since import parse_since
@@ -45,7 +45,7 @@ def api_url(cfg: Config, name: str, since: str) -> str | None:
 
 def _from_api(cfg: Config, url: str) -> list[dict[str, Any]]:
     assert cfg.prometheus is not None
-    auth = BearerAuth.from_config(cfg.prometheus.api.auth, "exporters.prometheus.api.auth")
+    auth = api_auth(cfg.prometheus)
     request = urllib.request.Request(url, headers=auth.headers())
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:

@@ -8,6 +8,7 @@ import sys
 
 import faust
 
+from pipelines.api import api_auth
 from pipelines.app import create_app
 from pipelines.store_io import StoreIO
 from pipelines.topics import ensure_topics
@@ -23,11 +24,12 @@ log = logging.getLogger("otel_insights.worker")
 def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, StoreIO]:
     if cfg.kafka is None or cfg.clickhouse is None:
         raise OtelInsightsError("service.pipelines.traces needs a kafka receiver and a clickhouse exporter")
+    auth = api_auth(cfg.prometheus)
     counts = asyncio.run(ensure_topics(cfg, create_input=create_input_topic))
     metrics = Metrics(service_graph=service_graph_series(cfg.servicegraph))
     io = StoreIO(open_store(cfg.clickhouse), metrics, cfg.windows.size.ms,
                  retry=cfg.clickhouse.retry_on_failure)
-    app = create_app(cfg, io, metrics, counts)
+    app = create_app(cfg, io, metrics, counts, auth)
     _attach_gateway(app, cfg, metrics)
     return app, io
 
