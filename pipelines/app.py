@@ -33,8 +33,9 @@ import faust
 from pipelines.acks import KeyHolds
 from pipelines.api import install_pages
 from pipelines.intake import Intake
-from pipelines.outbox import KafkaOutbox
+from pipelines.outbox import DeadLetterProducer, KafkaOutbox
 from pipelines.store_io import StoreIO
+from pipelines.topics import separate_dlq
 from processor.aggregate.messages import Watermark, source_name
 from processor.aggregate.stage1 import Stage1, input_partitions
 from processor.aggregate.stage2 import Stage2
@@ -72,6 +73,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
         # faust's own consumer reads only the partials topic, in a group of its own.
         f"{kafka.group_id}.partials",
         broker=[f"kafka://{b}" for b in kafka.brokers],
+        broker_client_id=kafka.client_id,
         store="memory://",
         datadir=_faust_dir(kafka.group_id),
         autodiscover=False,
@@ -104,8 +106,12 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     partials = app.topic(kafka.partials_topic, **raw)
+    dlq: Any = app.topic(cfg.dlq.topic, **raw)
+    if separate_dlq(cfg):
+        dlq = DeadLetterProducer(cfg.dlq.brokers, cfg.dlq.topic, kafka.client_id)
+        app.on_before_shutdown.connect(lambda sender, **kw: dlq.stop())  # type: ignore[arg-type]
     outbox = KafkaOutbox(partials, partials_partitions, rekey=app.topic(kafka.rekey_topic, **raw),
-                         dlq=app.topic(cfg.dlq.topic, **raw))
+                         dlq=dlq)
     w = AgentState()
     io.on_fatal = lambda exc: _fail(w, exc)  # a store call failed for good: stop
     stage1 = Stage1(cfg, io.store, io.call, outbox, metrics, partitions)
