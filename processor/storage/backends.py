@@ -137,10 +137,11 @@ class ChdbBackend:
     second directory while the first is open fails with a StorageError.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, async_insert: bool = False) -> None:
         from chdb.session import Session  # heavy import, only when chdb is used
 
         self.path = path
+        self._insert_settings = _insert_settings_clause(async_insert)
         self.endpoint = f"chdb://{path}"
         self._lock = threading.Lock()
         if path != ":memory:":
@@ -209,7 +210,7 @@ class ChdbBackend:
             json.dumps(list(r), default=_chdb_json_default, ensure_ascii=False) for r in rows
         )
         cols = ", ".join(_quote_ident(c) for c in column_names)
-        sql = f"INSERT INTO {_quote_table(table)} ({cols})"
+        sql = f"INSERT INTO {_quote_table(table)} ({cols}){self._insert_settings}"
         with self._lock:
             if self._session is None:
                 raise StorageError(f"ClickHouse {self.endpoint}: backend is closed", operation="write")
@@ -271,7 +272,8 @@ class HttpBackend:
     user's default database and `CREATE DATABASE` works before ours exists.
     """
 
-    def __init__(self, url: str, username: str, password: str, database: str, timeout: float) -> None:
+    def __init__(self, url: str, username: str, password: str, database: str, timeout: float,
+                 async_insert: bool = False) -> None:
         import clickhouse_connect
 
         parts = urlsplit(url)
@@ -281,6 +283,7 @@ class HttpBackend:
         port = parts.port or (8443 if secure else 8123)
         self.endpoint = f"{parts.scheme}://{parts.hostname}:{port}"
         self.database = database
+        self._insert_settings = insert_settings(async_insert)
         if parts.username:
             username = unquote(parts.username)
             password = unquote(parts.password or "")
@@ -342,7 +345,8 @@ class HttpBackend:
         data = [[_http_value(v) for v in r] for r in rows]
         try:
             self._client.insert(
-                name, data, column_names=column_names, database=database or self.database
+                name, data, column_names=column_names, database=database or self.database,
+                settings=self._insert_settings,
             )
         except Exception as exc:
             raise self._fail(f"insert into {table}", exc, "write") from exc
@@ -366,11 +370,25 @@ def _http_value(value: Any) -> Any:
 # --------------------------------------------------------------------------- open
 
 
+def insert_settings(async_insert: bool) -> dict[str, int]:
+    """Settings of every insert (`exporters.clickhouse.async_insert`). Said either way, since
+    servers differ in their default. An asynchronous insert still waits for its flush
+    (wait_for_async_insert): offsets are committed only once rows are durable."""
+    if async_insert:
+        return {"async_insert": 1, "wait_for_async_insert": 1}
+    return {"async_insert": 0}
+
+
+def _insert_settings_clause(async_insert: bool) -> str:
+    return " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in insert_settings(async_insert).items())
+
+
 def open_backend(ch: ClickHouseExporter) -> Backend:
     """The backend of `exporters.clickhouse`: chdb for `chdb://<path>`, else clickhouse-connect."""
     if ch.backend == "chdb":
-        return ChdbBackend(ch.chdb_path)
-    return HttpBackend(ch.endpoint, ch.username, ch.password, ch.database, ch.timeout.seconds)
+        return ChdbBackend(ch.chdb_path, ch.async_insert)
+    return HttpBackend(ch.endpoint, ch.username, ch.password, ch.database, ch.timeout.seconds,
+                       ch.async_insert)
 
 
 def epoch_ms_to_datetime(ms: int) -> datetime:
