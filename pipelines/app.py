@@ -1,4 +1,4 @@
-"""The faust app: topics, stage 1's consumer task, the stage-2 agent, timers and HTTP endpoints.
+"""The faust app: topics, stage 1's consumer task, the stage-2 agent, timers (pages: api.py).
 
 Stream topology (read this file to see all of it):
 
@@ -46,7 +46,6 @@ from processor.errors import OtelInsightsError
 from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.app")
-
 
 
 class AgentState:
