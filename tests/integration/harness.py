@@ -195,3 +195,45 @@ async def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         return [m for _, _, m in sorted(out, key=lambda t: (t[0], t[1]))]
     finally:
         await c.stop()
+
+
+WINDOW_NS = 2_000_000_000  # the harness's default 2 s windows
+
+
+def shop_traffic(seed: int, seconds: float, rate: float = 150.0) -> tuple[list[Any], Any]:
+    """Shop traces starting a minute ago, window aligned, and their ground truth (2 s windows)."""
+    from processor.generate import GroundTruth, ShopGenerator
+
+    start = (time.time_ns() // WINDOW_NS - 60) * WINDOW_NS
+    traces = list(ShopGenerator(seed=seed, rate=rate, start_ns=start).traces(seconds))
+    truth = GroundTruth(WINDOW_NS)
+    truth.add_all(traces)
+    return traces, truth
+
+
+def wait_exact(p: Pipeline, truth: Any, timeout_s: float = 120) -> None:
+    """Wait for the final rows to equal the ground truth; on timeout, name the first difference."""
+    from tests.truth_compare import assert_exact, counts_match
+
+    try:
+        wait_until(lambda: counts_match(truth, p.query("health"), p.query("edges")),
+                   timeout_s, "final rows equal to ground truth", p)
+    finally:
+        assert_exact(truth, p.query("health"), p.query("edges"))
+
+
+async def read_records(bootstrap: str, topic: str, want: int, timeout_s: float = 60) -> list[Any]:
+    """At least ``want`` records of ``topic`` from its beginning (fewer on timeout)."""
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await c.start()
+    got: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(got) < want and time.monotonic() < deadline:
+            for msgs in (await c.getmany(timeout_ms=1000)).values():
+                got += msgs
+    finally:
+        await c.stop()
+    return got

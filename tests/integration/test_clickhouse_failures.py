@@ -14,31 +14,12 @@ import time
 
 import pytest
 
-from processor.generate import GroundTruth, ShopGenerator
 from processor.generate.sinks import send_kafka
 from processor.storage.backends import HttpBackend
 from tests.chshim import start_shim
-from tests.integration.harness import Pipeline, make_pipeline, wait_until
-from tests.truth_compare import assert_exact, counts_match
+from tests.integration.harness import Pipeline, make_pipeline, shop_traffic, wait_exact, wait_until
 
 pytestmark = pytest.mark.integration
-WINDOW_NS = 2_000_000_000
-
-
-def _traffic(seed: int, seconds: float, rate: float = 150.0):
-    start = (time.time_ns() // WINDOW_NS - 60) * WINDOW_NS
-    traces = list(ShopGenerator(seed=seed, rate=rate, start_ns=start).traces(seconds))
-    truth = GroundTruth(WINDOW_NS)
-    truth.add_all(traces)
-    return traces, truth
-
-
-def _wait_exact(p: Pipeline, truth: GroundTruth, timeout_s: float = 120) -> None:
-    try:
-        wait_until(lambda: counts_match(truth, p.query("health"), p.query("edges")),
-                   timeout_s, "final rows equal to ground truth", p)
-    finally:
-        assert_exact(truth, p.query("health"), p.query("edges"))
 
 
 def _sql(url: str, statement: str) -> None:
@@ -52,7 +33,7 @@ def _sql(url: str, statement: str) -> None:
 def test_a_rejected_insert_stops_the_worker_with_one_line_and_nothing_past_it_is_committed(
         broker, new_topic, unique_name, tmp_path) -> None:
     topic = new_topic("spans")
-    traces, truth = _traffic(seed=41, seconds=16, rate=200)
+    traces, truth = shop_traffic(seed=41, seconds=16, rate=200)
     shim = start_shim(tmp_path / "chdb")
     p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("perm"), clickhouse=shim.url)
     try:
@@ -82,7 +63,7 @@ def test_a_rejected_insert_stops_the_worker_with_one_line_and_nothing_past_it_is
         p2 = Pipeline(p.config_path, p.port, tmp_path / "restart.log")
         try:
             p2.start()
-            _wait_exact(p2, truth)
+            wait_exact(p2, truth)
             assert p2.metric("otel_insights_clickhouse_errors_total") == 0
         finally:
             p2.stop()
@@ -94,7 +75,7 @@ def test_a_rejected_insert_stops_the_worker_with_one_line_and_nothing_past_it_is
 def test_a_20s_clickhouse_outage_is_waited_out_and_the_totals_stay_exact(
         broker, new_topic, unique_name, tmp_path) -> None:
     topic = new_topic("spans")
-    traces, truth = _traffic(seed=43, seconds=20, rate=150)
+    traces, truth = shop_traffic(seed=43, seconds=20, rate=150)
     data = tmp_path / "chdb"
     shim = start_shim(data)
     port = shim.port
@@ -112,7 +93,7 @@ def test_a_20s_clickhouse_outage_is_waited_out_and_the_totals_stay_exact(
         assert p.proc is not None and p.proc.poll() is None, p.log()  # still waiting, not stopped
         assert p.metric("otel_insights_clickhouse_errors_total", outcome="retried") > 0
         shim = start_shim(data, tmp_path / "chshim-again.log", port=port)
-        _wait_exact(p, truth)
+        wait_exact(p, truth)
         assert p.metric("otel_insights_clickhouse_errors_total", outcome="failed") == 0
         assert "stopping:" not in p.log()
     finally:

@@ -6,14 +6,13 @@ test_storage.py, exporters.prometheus.namespace in test_metrics_port.py.)"""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.localstack import LocalBroker
-from tests.integration.harness import Pipeline, make_pipeline, wait_until
+from tests.integration.harness import Pipeline, make_pipeline, read_records, wait_until
 
 pytestmark = pytest.mark.integration
 BAD = b"\xff\x00not a protobuf"
@@ -27,20 +26,6 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
             await prod.send_and_wait(topic, v, key=f"{i:032x}".encode())
     finally:
         await prod.stop()
-
-
-async def _read(bootstrap: str, topic: str, want: int, timeout_s: float = 60) -> list:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await c.start()
-    got: list = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(got) < want and time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=1000)).values():
-                got += msgs
-    finally:
-        await c.stop()
-    return got
 
 
 async def _topics(bootstrap: str) -> set[str]:
@@ -87,7 +72,7 @@ def test_dlq_brokers_send_dead_letters_to_another_cluster(broker, new_topic, uni
         try:
             p.start()
             asyncio.run(_produce(broker.bootstrap, topic, [BAD]))
-            [dead] = asyncio.run(_read(other.bootstrap, f"{topic}-dlq", 1))
+            [dead] = asyncio.run(read_records(other.bootstrap, f"{topic}-dlq", 1))
             assert dead.value == BAD and dict(dead.headers)["otel-insights-reason"] == b"decode"
             # Not on the input cluster: the topic was created on the DLQ's brokers only.
             assert f"{topic}-dlq" not in asyncio.run(_topics(broker.bootstrap))

@@ -11,17 +11,21 @@ from contextlib import contextmanager
 
 import psutil
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
-from processor.generate import GroundTruth, ShopGenerator
 from processor.generate.sinks import send_kafka
 from processor.windows.cardinality import OVERFLOW
 from tests.hostile import compression_bomb, distinct_services
-from tests.integration.harness import Pipeline, make_pipeline, wait_until
-from tests.truth_compare import assert_exact, counts_match
+from tests.integration.harness import (
+    WINDOW_NS,
+    make_pipeline,
+    read_records,
+    shop_traffic,
+    wait_exact,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
-WINDOW_NS = 2_000_000_000
 MB = 1024 * 1024
 
 
@@ -54,22 +58,6 @@ class RssPeak:
         return self.proc.memory_info().rss
 
 
-def _traffic(seed: int, seconds: float, rate: float = 120.0):
-    start = (time.time_ns() // WINDOW_NS - 60) * WINDOW_NS
-    traces = list(ShopGenerator(seed=seed, rate=rate, start_ns=start).traces(seconds))
-    truth = GroundTruth(WINDOW_NS)
-    truth.add_all(traces)
-    return traces, truth
-
-
-def _exact(p: Pipeline, truth: GroundTruth) -> None:
-    try:
-        wait_until(lambda: counts_match(truth, p.query("health"), p.query("edges")), 90,
-                   "final rows equal to ground truth", p)
-    finally:
-        assert_exact(truth, p.query("health"), p.query("edges"))
-
-
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     prod = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_request_size=4 * MB)
     await prod.start()
@@ -81,24 +69,10 @@ async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]
         await prod.stop()
 
 
-async def _dead_letters(bootstrap: str, topic: str, want: int) -> list:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await c.start()
-    got: list = []
-    try:
-        deadline = time.monotonic() + 60
-        while len(got) < want and time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=1000)).values():
-                got += msgs
-    finally:
-        await c.stop()
-    return got
-
-
 def test_a_compression_bomb_goes_to_the_dlq_and_memory_stays_bounded(
         broker, new_topic, unique_name, tmp_path) -> None:
     topic = new_topic("spans")
-    traces, truth = _traffic(seed=53, seconds=8)
+    traces, truth = shop_traffic(seed=53, seconds=8)
     bomb = compression_bomb(2 * 1024 * MB)  # 2 GiB of zeros in ~64 KB of zstd
     p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("bomb"))
     try:
@@ -111,7 +85,7 @@ def test_a_compression_bomb_goes_to_the_dlq_and_memory_stays_bounded(
         before = rss.now()
         with rss.watching():
             asyncio.run(_produce(broker.bootstrap, topic, [(b"0" * 32, bomb)]))
-            [dead] = asyncio.run(_dead_letters(broker.bootstrap, f"{topic}-dlq", 1))
+            [dead] = asyncio.run(read_records(broker.bootstrap, f"{topic}-dlq", 1))
         headers = dict(dead.headers)
         assert dead.value == bomb and headers["otel-insights-reason"] == b"too_large"
         assert b"max_record_bytes" in headers["otel-insights-error"]
@@ -119,7 +93,7 @@ def test_a_compression_bomb_goes_to_the_dlq_and_memory_stays_bounded(
         assert rss.peak - before < 200 * MB, (before // MB, rss.peak // MB)
         assert p.metric("otel_insights_dlq_records_total", reason="too_large") == 1
         asyncio.run(send_kafka(traces[half:], [broker.bootstrap], topic))
-        _exact(p, truth)
+        wait_exact(p, truth)
     finally:
         p.stop()
 
@@ -131,7 +105,7 @@ def test_100k_service_names_in_one_window_keep_memory_flat(broker, new_topic, un
     otel.metric.overflow, and the worker's memory hardly moves."""
     topic = new_topic("spans")
     limit, n = 500, 100_000
-    traces, truth = _traffic(seed=59, seconds=10)
+    traces, truth = shop_traffic(seed=59, seconds=10)
     p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("flood"), batch=1000,
                       windows_options=f"cardinality_limit: {limit}")
     try:
@@ -139,7 +113,7 @@ def test_100k_service_names_in_one_window_keep_memory_flat(broker, new_topic, un
         assert p.proc is not None
         rss = RssPeak(p.proc.pid)
         asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
-        _exact(p, truth)  # warmed up on ordinary traffic
+        wait_exact(p, truth)  # warmed up on ordinary traffic
         before = rss.now()
         window = (time.time_ns() // WINDOW_NS - 20) * WINDOW_NS
         flood = distinct_services(n, window + WINDOW_NS // 10, WINDOW_NS // 2)

@@ -10,22 +10,16 @@ import time
 
 import pytest
 
-from processor.generate import GroundTruth, ShopGenerator
 from processor.generate.sinks import send_kafka
-from tests.integration.harness import make_pipeline, wait_until
-from tests.truth_compare import assert_exact, counts_match
+from tests.integration.harness import make_pipeline, shop_traffic, wait_exact
 
 pytestmark = pytest.mark.integration
-WINDOW_NS = 2_000_000_000
 TOKEN = "t0ken-for-tests"
 
 
 def test_only_our_pages_validated_parameters_and_the_token(broker, new_topic, unique_name, tmp_path) -> None:
     topic = new_topic("spans")
-    start = (time.time_ns() // WINDOW_NS - 60) * WINDOW_NS
-    traces = list(ShopGenerator(seed=47, rate=150, start_ns=start).traces(12))
-    truth = GroundTruth(WINDOW_NS)
-    truth.add_all(traces)
+    traces, truth = shop_traffic(seed=47, seconds=12)
     p = make_pipeline(tmp_path, broker.bootstrap, topic, unique_name("port"),
                       prometheus_options="namespace: acme, api: {auth: {bearer_token_env: OI_TEST_API_TOKEN}}")
     p.env, p.token, p.prefix = {"OI_TEST_API_TOKEN": TOKEN}, TOKEN, "acme_"
@@ -60,11 +54,7 @@ def test_only_our_pages_validated_parameters_and_the_token(broker, new_topic, un
             assert code == 400 and why in body["error"], (query, body)
         assert p.status("/api/query/nope", auth)[0] == 404
         asyncio.run(send_kafka(traces[half:], [broker.bootstrap], topic))
-        try:
-            wait_until(lambda: counts_match(truth, p.query("health"), p.query("edges")), 90,
-                       "final rows equal to ground truth", p)
-        finally:
-            assert_exact(truth, p.query("health"), p.query("edges"))
+        wait_exact(p, truth)
         assert p.metric("otel_insights_clickhouse_errors_total") == 0
         assert p.metric("otel_insights_spans_total") == sum(t.span_count for t in traces)
     finally:
