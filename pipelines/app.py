@@ -1,4 +1,4 @@
-"""The faust app: topics, stage 1's consumer task, the stage-2 agent, timers and HTTP endpoints.
+"""The faust app: topics, stage 1's consumer task, the stage-2 agent, timers (pages: api.py).
 
 Stream topology (read this file to see all of it):
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -30,25 +29,23 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipelines.acks import KeyHolds
+from pipelines.api import install_pages
 from pipelines.intake import Intake
-from pipelines.outbox import KafkaOutbox
+from pipelines.outbox import DeadLetterProducer, KafkaOutbox
 from pipelines.store_io import StoreIO
+from pipelines.topics import separate_dlq
 from processor.aggregate.messages import Watermark, source_name
 from processor.aggregate.stage1 import Stage1, input_partitions
 from processor.aggregate.stage2 import Stage2
+from processor.auth import BearerAuth
 from processor.config import Config
 from processor.config.components import PrometheusExporter
-from processor.storage.catalogue import ParamError
-from processor.storage.catalogue_sql import CATALOGUE
-from processor.storage.queries import request_params, rows_to_jsonable
+from processor.errors import OtelInsightsError
 from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.app")
-
-_EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
 class AgentState:
@@ -61,8 +58,10 @@ class AgentState:
         self.held2 = KeyHolds()
 
 
-def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[str, int]) -> faust.App:
-    """``partitions``: each topic's partition count (see pipelines.topics.ensure_topics)."""
+def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[str, int],
+               auth: BearerAuth | None = None) -> faust.App:
+    """``partitions``: each topic's partition count (see pipelines.topics.ensure_topics);
+    ``auth``: the query API's token check (pipelines.api.api_auth)."""
     kafka = cfg.kafka
     assert kafka is not None
     partials_partitions = partitions[kafka.partials_topic]
@@ -73,6 +72,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
         # faust's own consumer reads only the partials topic, in a group of its own.
         f"{kafka.group_id}.partials",
         broker=[f"kafka://{b}" for b in kafka.brokers],
+        broker_client_id=kafka.client_id,
         store="memory://",
         datadir=_faust_dir(kafka.group_id),
         autodiscover=False,
@@ -86,6 +86,13 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         web_enabled=True,
+        # Only our pages (pipelines/api.py): faust's /router, /table, /graph and stats
+        # pages would show internals to anyone who can reach the metrics port.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         web_bind=prom_host,
         web_port=prom_port,
         web_host=prom_host,
@@ -98,9 +105,14 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     partials = app.topic(kafka.partials_topic, **raw)
+    dlq: Any = app.topic(cfg.dlq.topic, **raw)
+    if separate_dlq(cfg):
+        dlq = DeadLetterProducer(cfg.dlq.brokers, cfg.dlq.topic, kafka.client_id)
+        app.on_before_shutdown.connect(lambda sender, **kw: dlq.stop())  # type: ignore[arg-type]
     outbox = KafkaOutbox(partials, partials_partitions, rekey=app.topic(kafka.rekey_topic, **raw),
-                         dlq=app.topic(cfg.dlq.topic, **raw))
+                         dlq=dlq)
     w = AgentState()
+    io.on_fatal = lambda exc: _fail(w, exc)  # a store call failed for good: stop
     stage1 = Stage1(cfg, io.store, io.call, outbox, metrics, partitions)
     stage2 = Stage2(cfg.windows, expected_sources, io.store, io.call, metrics)
     anomaly = None
@@ -143,10 +155,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
 
     reported: dict[int, int] = {}
 
-    @app.timer(0.5)
-    async def stage2_timer() -> None:
-        if w.failed:
-            return
+    async def finalize_and_report(_: list[Any]) -> None:
         async with w.stage2_lock:
             mine = partials_owned()
             with _busy(metrics, "stage2"):
@@ -161,15 +170,20 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
                     await io.call(io.store.save_watermarks, kafka.group_id, kafka.partials_topic, changed)
                     reported.update(changed)
 
+    @app.timer(0.5)
+    async def stage2_timer() -> None:
+        await _guarded(w, finalize_and_report, [])
+
     if anomaly is not None:
+        async def judge(_: list[Any]) -> None:
+            mine = partials_owned()
+            await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
+
         @app.timer(0.5)
         async def anomaly_timer() -> None:
             # Beside stage 2, not under its lock: catching up on many windows after downtime
             # must not stall finalisation (each tick judges a bounded number of windows).
-            if w.failed:
-                return
-            mine = partials_owned()
-            await anomaly.tick(0 in mine, all_local=len(mine) == partials_partitions)  # counts its own time
+            await _guarded(w, judge, [])
 
     models = None
     if cfg.narrator is not None:
@@ -183,7 +197,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
         from pipelines.dashboards import DashboardPublisher, FaustSink
 
         publisher = DashboardPublisher(cfg, io, metrics, FaustSink(app.topic(cfg.dashboards.topic, **raw)), models)
-        add_routes(app, io, publisher)
+        add_routes(app, io, publisher, auth or BearerAuth())
         log.info("dashboards are laid out by %s", publisher.describe())
 
     if cfg.narrator is not None:
@@ -212,26 +226,8 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
 
         app.insights = insights  # type: ignore[attr-defined]
 
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        # aiohttp refuses a charset inside content_type, so drop it from the exposition type.
-        return web.bytes(generate_latest(metrics.registry), content_type=_EXPOSITION_TYPE)
-
-    @app.page("/api/query/{name}")
-    async def query(web: Any, request: Any, name: str) -> Any:
-        # Bound here, off the ClickHouse thread: a bad parameter is one 400, never a retry.
-        if name not in CATALOGUE:
-            return web.json({"error": f"unknown query {name!r}; one of {sorted(CATALOGUE)}"}, status=404)
-        try:
-            params = request_params(name, request.query)
-        except ParamError as exc:
-            return web.json({"error": str(exc)}, status=400)
-        rows = await io.call(io.store.catalogue, name, params)
-        return web.bytes(json.dumps(rows_to_jsonable(rows)).encode(), content_type="application/json")
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "partitions": len(stage1.aggregators), "time": time.time()})
+    install_pages(app, cfg.prometheus or PrometheusExporter(), auth or BearerAuth(), io, metrics,
+                  lambda: {"partitions": len(stage1.aggregators)})
 
     if anomaly is not None:
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
@@ -279,7 +275,14 @@ async def _guarded(w: AgentState, fn: Any, events: list[Any]) -> None:
 
 
 def _fail(w: AgentState, exc: BaseException) -> None:
+    """Stop the worker, once. An error we know (ClickHouse failed for good) is one line; an
+    unexpected one is a bug, so its traceback is logged too."""
+    if w.failed:
+        return
     w.failed = True
-    log.critical("internal error, stopping so a restart replays from the last safe offset: %r", exc,
-                 exc_info=exc)
+    if isinstance(exc, OtelInsightsError):
+        log.critical("stopping: %s", exc)
+    else:
+        log.critical("internal error, stopping so a restart replays from the last safe offset: %r",
+                     exc, exc_info=exc)
     os.kill(os.getpid(), signal.SIGTERM)

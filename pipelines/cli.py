@@ -81,16 +81,23 @@ def migrate(config: ConfigOpt) -> None:
     out.print(f"applied migrations: {applied or 'none (schema up to date)'}")
 
 
+def _log_level(cfg, override: str | None) -> str:  # type: ignore[no-untyped-def]
+    """--log-level, else the config's service.telemetry.logs.level (logging's level name)."""
+    level = override or cfg.service.telemetry.logs.level
+    return "warning" if level == "warn" else level
+
+
 @app.command()
 def run(config: ConfigOpt,
-        log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+        log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error (default: "
+                                                      "the config's service.telemetry.logs.level)")] = None,
         create_input_topic: Annotated[bool, typer.Option(help="create the input topic if missing")] = False) -> None:
     """Run the configured pipeline until SIGTERM/SIGINT."""
     from pipelines.worker import run as run_worker
 
     try:
         cfg = _load(config)
-        run_worker(cfg, loglevel=log_level, create_input_topic=create_input_topic)
+        run_worker(cfg, loglevel=_log_level(cfg, log_level), create_input_topic=create_input_topic)
     except OtelInsightsError as exc:
         _fail(exc)
 
@@ -104,6 +111,7 @@ def gateway(config: ConfigOpt) -> None:
         cfg = _load(config)
         if cfg.otlp is None:
             raise OtelInsightsError("receivers.otlp is not configured")
+        logging.getLogger().setLevel(_log_level(cfg, None).upper())
         gw = make_gateway(cfg)
     except OtelInsightsError as exc:
         _fail(exc)

@@ -8,6 +8,7 @@ worker for, since only one process may open an embedded store).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -15,32 +16,62 @@ import faust
 
 from pipelines.dashboards import DashboardPublisher
 from pipelines.store_io import StoreIO
+from processor.auth import BearerAuth
 from processor.dashboards import grafana
-from processor.storage.catalogue import ParamError
+from processor.errors import ParamError, StorageError
 from processor.storage.queries import request_params, rows_to_jsonable
 
 AUDIENCES = ("sre", "developer", "manager")
 
 
-def add_routes(app: faust.App, io: StoreIO, publisher: DashboardPublisher) -> None:
-    async def one(dashboard_id: str) -> dict[str, Any] | None:
-        params = request_params("dashboard", {"dashboard_id": dashboard_id, "since_ms": "0"})
-        rows = await io.call(io.store.catalogue, "dashboard", params)
-        return json.loads(rows[0]["spec"]) if rows else None
+def add_routes(app: faust.App, io: StoreIO, publisher: DashboardPublisher, auth: BearerAuth) -> None:
+    """Behind the query API's bearer token; a ClickHouse failure is this client's 503/500."""
+
+    def refused(view: faust.web.View, request: Any) -> Any:
+        if auth.allows(request.headers.get("Authorization")):
+            return None
+        return view.json({"error": "missing or wrong bearer token"}, status=401,
+                         headers={"WWW-Authenticate": 'Bearer realm="otel-insights"'})
+
+    async def read(view: faust.web.View, name: str, params: dict[str, Any]) -> Any:
+        try:
+            return await io.query(functools.partial(io.store.catalogue, name, params))
+        except StorageError as exc:
+            return view.json({"error": str(exc)}, status=503 if exc.transient else 500)
+
+    async def found(view: faust.web.View, request: Any, dashboard_id: str, render: Any) -> Any:
+        if (no := refused(view, request)) is not None:
+            return no
+        try:
+            params = request_params("dashboard", {"dashboard_id": dashboard_id, "since_ms": "0"})
+        except ParamError as exc:
+            return view.json({"error": str(exc)}, status=400)
+        rows = await read(view, "dashboard", params)
+        if not isinstance(rows, list):
+            return rows  # the error response
+        if not rows:
+            return view.json({"error": f"no dashboard {dashboard_id!r}"}, status=404)
+        return view.json(render(json.loads(rows[0]["spec"])))
 
     @app.page("/api/dashboards")
     class Dashboards(faust.web.View):
         async def get(self, request: Any) -> Any:
+            if (no := refused(self, request)) is not None:
+                return no
+            args = list(request.query.items())
             try:
-                params = request_params("dashboards", {"since": "720h", **request.query})
+                params = request_params("dashboards", args if any(k == "since" for k, _ in args)
+                                        else [("since", "720h"), *args])
             except ParamError as exc:
                 return self.json({"error": str(exc)}, status=400)
-            rows = await io.call(io.store.catalogue, "dashboards", params)
-            return self.json(rows_to_jsonable(rows))
+            rows = await read(self, "dashboards", params)
+            return self.json(rows_to_jsonable(rows)) if isinstance(rows, list) else rows
 
     @app.page("/api/dashboards/generate")
     class Generate(faust.web.View):
         async def post(self, request: Any) -> Any:
+            if (no := refused(self, request)) is not None:
+                return no
             q = request.query
             audience = q.get("audience", "sre")
             service = q.get("service", "")
@@ -51,23 +82,16 @@ def add_routes(app: faust.App, io: StoreIO, publisher: DashboardPublisher) -> No
                 spec = await publisher.generate("service" if service else "overview", audience, service)
             except ValueError as exc:
                 return self.json({"error": str(exc)}, status=422)
+            except StorageError as exc:
+                return self.json({"error": str(exc)}, status=503 if exc.transient else 500)
             return self.json(spec)
-
-    async def found(self: faust.web.View, dashboard_id: str, render: Any) -> Any:
-        try:
-            spec = await one(dashboard_id)
-        except ParamError as exc:
-            return self.json({"error": str(exc)}, status=400)
-        if spec is None:
-            return self.json({"error": f"no dashboard {dashboard_id!r}"}, status=404)
-        return self.json(render(spec))
 
     @app.page("/api/dashboards/{dashboard_id}")
     class Show(faust.web.View):
         async def get(self, request: Any, dashboard_id: str) -> Any:
-            return await found(self, dashboard_id, lambda spec: spec)
+            return await found(self, request, dashboard_id, lambda spec: spec)
 
     @app.page("/api/dashboards/{dashboard_id}/grafana")
     class Export(faust.web.View):
         async def get(self, request: Any, dashboard_id: str) -> Any:
-            return await found(self, dashboard_id, lambda spec: grafana.export(spec, io.store.context))
+            return await found(self, request, dashboard_id, lambda spec: grafana.export(spec, io.store.context))

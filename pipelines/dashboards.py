@@ -10,6 +10,7 @@ Service and overview dashboards are generated on demand (API and CLI) the same w
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -62,12 +63,17 @@ class DashboardPublisher:
     def describe(self) -> str:
         return self.model.describe() if self.model is not None else "rules"
 
-    async def check(self, spec: dict[str, Any]) -> list[str]:
+    async def _store(self, interactive: bool, fn: Any, *args: Any) -> Any:
+        """A store call: as the pipeline makes them (retried, a permanent failure stops the
+        worker), or for a client asking (one attempt, the failure is the client's)."""
+        return await (self.io.query(functools.partial(fn, *args)) if interactive else self.io.call(fn, *args))
+
+    async def check(self, spec: dict[str, Any], interactive: bool = False) -> list[str]:
         """The spec's problems, found on the ClickHouse thread (its queries run with LIMIT 0)."""
         since, _ = spec_mod.range_ms(spec)
         store = self.io.store
         exists = StoredEntities(store.catalogue, max(0, since - ENTITY_LOOKBACK_MS))
-        return list(await self.io.call(spec_mod.check, spec, store.catalogue_columns, exists))
+        return list(await self._store(interactive, spec_mod.check, spec, store.catalogue_columns, exists))
 
     async def for_insight(self, insight: Mapping[str, Any]) -> dict[str, Any] | None:
         """The incident's dashboard for this insight version, checked and stored unmarked;
@@ -87,23 +93,23 @@ class DashboardPublisher:
             draft = rules.service(service, audience, self.health)
         else:
             draft = rules.overview(audience, self.health)
-        rows = await self.io.call(self.io.store.catalogue, "dashboard", {"dashboard_id": draft["id"]})
+        rows = await self._store(True, self.io.store.catalogue, "dashboard", {"dashboard_id": draft["id"]})
         draft["version"] = int(rows[0]["version"]) + 1 if rows else 1
-        spec = await self._store_checked(draft)
+        spec = await self._store_checked(draft, interactive=True)
         if spec is None:
             raise ValueError(f"{draft['id']}: the generated spec failed its checks (see the log)")
         await self.send(spec)
-        await self.mark(spec)
+        await self._store(True, self.io.store.insert_dashboards, [record.row(spec, published=1)])
         return spec
 
-    async def _store_checked(self, spec: dict[str, Any]) -> dict[str, Any] | None:
-        problems = await self.check(spec)
+    async def _store_checked(self, spec: dict[str, Any], interactive: bool = False) -> dict[str, Any] | None:
+        problems = await self.check(spec, interactive)
         if problems:
             self.metrics.inc("otel_insights_dashboard_errors_total")
             log.error("dashboard %s v%d not published: %s", spec.get("id"), spec.get("version", 0),
                       "; ".join(safe_name(p, 200) for p in problems[:3]))
             return None
-        await self.io.call(self.io.store.insert_dashboards, [record.row(spec, published=0)])
+        await self._store(interactive, self.io.store.insert_dashboards, [record.row(spec, published=0)])
         return spec
 
     async def send(self, spec: Mapping[str, Any]) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import json
 import sys
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -154,7 +153,7 @@ def _one(cfg: Config, dashboard_id: str) -> dict[str, Any]:
 
 
 def _generate(cfg: Config, service: str, audience: str) -> dict[str, Any]:
-    from pipelines.query import api_base
+    from pipelines.query import api_base, api_request
 
     if cfg.dashboards is None:
         raise OtelInsightsError("no dashboards processor in service.pipelines.traces.processors")
@@ -162,10 +161,7 @@ def _generate(cfg: Config, service: str, audience: str) -> dict[str, Any]:
     if base is not None:
         url = f"{base}/api/dashboards/generate?{urlencode({'service': service, 'audience': audience})}"
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=60) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise OtelInsightsError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None
+            return dict(api_request(cfg, url, "POST", timeout_s=60))
         except (urllib.error.URLError, OSError):
             if cfg.clickhouse is not None and cfg.clickhouse.backend == "chdb":
                 raise OtelInsightsError(f"no running otel-insights answered at {base}: start `otel-insights run` "

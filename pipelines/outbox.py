@@ -39,10 +39,37 @@ class KafkaOutbox:
         for f in futs:
             await f
 
-    async def dead_letter(self, record: Record, error: str) -> None:
+    async def dead_letter(self, record: Record, error: str, reason: str = "decode") -> None:
         headers = [("otel-insights-error", error.encode()[:1000]),
+                   ("otel-insights-reason", reason.encode()),
                    ("otel-insights-topic", record.topic.encode()),
                    ("otel-insights-partition", str(record.partition).encode()),
                    ("otel-insights-offset", str(record.offset).encode())]
         fut = await self.dlq.send(key=record.key, value=record.value, headers=headers)
         await fut
+
+
+class DeadLetterProducer:
+    """The dead-letter topic on brokers of its own (`kafka/dlq.brokers`): an aiokafka producer
+    with the faust topic's `send` shape, started on first use and stopped with the worker."""
+
+    def __init__(self, brokers: Sequence[str], topic: str, client_id: str) -> None:
+        self.brokers = list(brokers)
+        self.topic = topic
+        self.client_id = client_id
+        self._producer: Any = None
+
+    async def send(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        if self._producer is None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=self.brokers, client_id=self.client_id,
+                                        acks="all")
+            await producer.start()
+            self._producer = producer
+        return await self._producer.send(self.topic, value=value, key=key, headers=headers)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 from rich.markup import escape
 from rich.table import Table
 
+from pipelines.api import api_auth
 from processor.config import Config
 from processor.errors import OtelInsightsError, StorageError
 from processor.storage.queries import lookup, request_params, rows_to_jsonable
@@ -35,8 +36,9 @@ COLUMNS = {
 
 
 def api_base(cfg: Config) -> str | None:
-    """Where a running worker of this config answers (its prometheus exporter's endpoint)."""
-    if cfg.prometheus is None:
+    """Where a running worker of this config answers (its prometheus exporter's endpoint),
+    None when it serves no API."""
+    if cfg.prometheus is None or not cfg.prometheus.api.enabled:
         return None
     host, port = cfg.prometheus.host_port
     host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
@@ -51,14 +53,21 @@ def api_url(cfg: Config, name: str, since: str | None, params: Mapping[str, str]
     return f"{base}/api/query/{quote(name)}?{urlencode(args)}"
 
 
-def _from_api(url: str) -> list[dict[str, Any]]:
+def api_request(cfg: Config, url: str, method: str = "GET", timeout_s: float = 10) -> Any:
+    """A request to the running worker's API with its bearer token; the JSON it answers.
+    An HTTP error is the worker's word and final: one OtelInsightsError line."""
+    assert cfg.prometheus is not None
+    auth = api_auth(cfg.prometheus)
+    request = urllib.request.Request(url, headers=auth.headers(), method=method)
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        if exc.code in (400, 404):  # the process answered: say what it said
-            raise OtelInsightsError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None
-        raise
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        raise OtelInsightsError(f"{url.split('?')[0]} answered {exc.code}: {reason}") from None
 
 
 def fetch(cfg: Config, name: str, since: str | None, params: Mapping[str, str] | None = None
@@ -73,7 +82,7 @@ def fetch(cfg: Config, name: str, since: str | None, params: Mapping[str, str] |
     if cfg.clickhouse.backend == "chdb" and url:
         # chdb lets one process open a data directory: ask the process that holds it.
         try:
-            return _from_api(url)
+            return api_request(cfg, url)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             api_error = str(getattr(exc, "reason", exc))
     from processor.storage.open import open_store

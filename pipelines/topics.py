@@ -35,12 +35,32 @@ async def _partitions(bootstrap: list[str], topics: list[str]) -> dict[str, int]
         await c.stop()
 
 
+async def _create(bootstrap: list[str], topics: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+    except Exception as exc:
+        if "exist" not in str(exc).lower():
+            raise OtelInsightsError(f"cannot create topics {topics}: {exc}") from exc
+    finally:
+        await admin.close()
+    await asyncio.sleep(0.5)
+
+
+def separate_dlq(cfg: Config) -> bool:
+    """Whether the dead-letter topic lives on other brokers than the input (kafka/dlq.brokers)."""
+    return cfg.kafka is not None and set(cfg.dlq.brokers) != set(cfg.kafka.brokers)
+
+
 async def ensure_topics(cfg: Config, create_input: bool = False) -> dict[str, int]:
     """Create the internal topics if missing; return partition counts of every topic used."""
     kafka = cfg.kafka
     if kafka is None:
         raise OtelInsightsError("the traces pipeline has no kafka receiver")
-    internal = [kafka.rekey_topic, kafka.partials_topic, cfg.dlq.topic]
+    internal = [kafka.rekey_topic, kafka.partials_topic]
+    if not separate_dlq(cfg):
+        internal.append(cfg.dlq.topic)
     if cfg.anomaly is not None:
         internal.append(cfg.anomaly.topic)
     if cfg.narrator is not None:
@@ -51,19 +71,14 @@ async def ensure_topics(cfg: Config, create_input: bool = False) -> dict[str, in
     if create_input and counts[kafka.traces.topic] == 0:
         missing.append(kafka.traces.topic)
     if missing:
-        admin = AIOKafkaAdminClient(bootstrap_servers=list(kafka.brokers))
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(t, kafka.partitions, 1) for t in missing])
-        except Exception as exc:
-            if "exist" not in str(exc).lower():
-                raise OtelInsightsError(f"cannot create topics {missing}: {exc}") from exc
-        finally:
-            await admin.close()
-        await asyncio.sleep(0.5)
+        await _create(list(kafka.brokers), missing, kafka.partitions)
         counts = await _partitions(list(kafka.brokers), names)
     if counts[kafka.traces.topic] == 0:
         raise OtelInsightsError(
             f"input topic {kafka.traces.topic!r} does not exist on {','.join(kafka.brokers)}: "
             "create it, or point receivers.kafka.traces.topic at your collectors' topic")
+    if separate_dlq(cfg):
+        dlq = await _partitions(list(cfg.dlq.brokers), [cfg.dlq.topic])
+        if not dlq[cfg.dlq.topic]:
+            await _create(list(cfg.dlq.brokers), [cfg.dlq.topic], kafka.partitions)
     return counts

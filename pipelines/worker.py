@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import faust
 
+from pipelines.api import api_auth
 from pipelines.app import create_app
 from pipelines.store_io import StoreIO
 from pipelines.topics import ensure_topics
@@ -14,7 +16,7 @@ from processor.config import Config
 from processor.errors import OtelInsightsError
 from processor.ingest.gateway import Gateway
 from processor.storage.open import open_store
-from processor.telemetry import Metrics
+from processor.telemetry import Metrics, service_graph_series
 
 log = logging.getLogger("otel_insights.worker")
 
@@ -22,10 +24,12 @@ log = logging.getLogger("otel_insights.worker")
 def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, StoreIO]:
     if cfg.kafka is None or cfg.clickhouse is None:
         raise OtelInsightsError("service.pipelines.traces needs a kafka receiver and a clickhouse exporter")
+    auth = api_auth(cfg.prometheus)
     counts = asyncio.run(ensure_topics(cfg, create_input=create_input_topic))
-    metrics = Metrics()
-    io = StoreIO(open_store(cfg.clickhouse, windows=cfg.windows), metrics, cfg.windows.size.ms)
-    app = create_app(cfg, io, metrics, counts)
+    metrics = Metrics(service_graph=service_graph_series(cfg.servicegraph))
+    io = StoreIO(open_store(cfg.clickhouse, windows=cfg.windows), metrics, cfg.windows.size.ms,
+                 retry=cfg.clickhouse.retry_on_failure)
+    app = create_app(cfg, io, metrics, counts, auth)
     _attach_gateway(app, cfg, metrics)
     return app, io
 
@@ -61,7 +65,13 @@ def make_gateway(cfg: Config, metrics: Metrics | None = None) -> Gateway:
 def run(cfg: Config, loglevel: str = "warning", create_input_topic: bool = False) -> None:
     app, io = build(cfg, create_input_topic=create_input_topic)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
+    code: object = 0
     try:
         worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code
     finally:
         io.close()
+    # A worker that stopped itself (the reason is logged, one line) exits non-zero, so a
+    # supervisor sees the failure.
+    sys.exit(1 if app.agent_state.failed else code)  # type: ignore[attr-defined]

@@ -138,8 +138,8 @@ def handler_for(engine: ChdbBackend) -> type[AdaptorHandler]:
 class Shim(ChildProcess):
     """A running ``python -m tests.chshim`` child over one chdb data directory."""
 
-    def __init__(self, data: Path, log_path: Path) -> None:
-        super().__init__([sys.executable, "-m", "tests.chshim", "--data", str(data), "--port", "0"],
+    def __init__(self, data: Path, log_path: Path, port: int = 0) -> None:
+        super().__init__([sys.executable, "-m", "tests.chshim", "--data", str(data), "--port", str(port)],
                          log_path, cwd=REPO)
         self.port = 0
 
@@ -153,9 +153,10 @@ class Shim(ChildProcess):
             raise AssertionError(f"chshim did not stop within {timeout_s}s:\n{self.log()}")
 
 
-def start_shim(data: Path, log_path: Path | None = None, timeout_s: float = 60) -> Shim:
-    """Start the shim on a free port over chdb directory ``data``; returns once /ping answers."""
-    shim = Shim(data, log_path or data.with_name(data.name + "-chshim.log"))
+def start_shim(data: Path, log_path: Path | None = None, timeout_s: float = 60, port: int = 0) -> Shim:
+    """Start the shim over chdb directory ``data`` on ``port`` (0: a free one; a stopped
+    shim's port brings ClickHouse "back" where clients expect it); returns once /ping answers."""
+    shim = Shim(data, log_path or data.with_name(data.name + "-chshim.log"), port)
     shim.start()
     deadline = time.monotonic() + timeout_s  # chdb's import takes a few seconds
 

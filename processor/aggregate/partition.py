@@ -11,12 +11,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from processor.aggregate.messages import EdgeKey, HealthKey, source_name
 from processor.config.components import StoreConfig, WindowsConfig
 from processor.graph import CONN_NAMES, EdgeBatch, PairingStats, PairingStore
 from processor.otlp.batch import SpanBatch, StringTable
 from processor.windows.accumulator import PartitionWindows, WindowPartial, unpack_edge
 from processor.windows.arith import window_start
+from processor.windows.cardinality import OVERFLOW
 from processor.windows.sketch import sketch_of
 
 NS_PER_MS = 1_000_000
@@ -53,6 +56,7 @@ class PartitionStats:
     late: dict[tuple[str, str], int]  # (what, action) -> count, see WindowStats
     pairing: PairingStats
     waiting_spans: int  # in the pairing store now
+    overflow: dict[str, int]  # span / edge -> counted under the overflow entity
 
 
 class PartitionAggregator:
@@ -70,7 +74,8 @@ class PartitionAggregator:
         self.strings = strings
         self.clock = clock
         self.store = PairingStore(strings, store)
-        self.windows = PartitionWindows(windows, closed_until_ns, applied, horizon_ns)
+        self.windows = PartitionWindows(windows, closed_until_ns, applied, horizon_ns,
+                                        overflow_code=strings.code(OVERFLOW))
         self.next_offset = -1  # one past the last record added
         self.last_record_at = clock()
 
@@ -120,7 +125,17 @@ class PartitionAggregator:
         return self.clock() - self.last_record_at
 
     def take_stats(self) -> PartitionStats:
-        return PartitionStats(self.windows.take_stats().late, self.store.take_stats(), len(self.store))
+        ws = self.windows.take_stats()
+        return PartitionStats(ws.late, self.store.take_stats(), len(self.store), ws.overflow)
+
+    def codes(self) -> np.ndarray:
+        """Every string code this partition's state holds (for StringTable.compact)."""
+        return np.concatenate([self.store.codes().astype(np.int64), self.windows.codes()])
+
+    def remap_codes(self, remap: np.ndarray) -> None:
+        """Follow a StringTable.compact."""
+        self.store.remap_codes(remap)
+        self.windows.remap_codes(remap)
 
     def safe_offset(self) -> int:
         """Every record below this offset is fully reflected in emitted, durable rows."""

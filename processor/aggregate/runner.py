@@ -31,7 +31,7 @@ from processor.aggregate.stage1 import Partition, Record, Stage1, input_partitio
 from processor.aggregate.stage2 import Stage2
 from processor.config import Config
 from processor.storage.window_store import MemoryStore, Row, WindowStore
-from processor.telemetry import Metrics
+from processor.telemetry import Metrics, service_graph_series
 
 
 async def direct(fn: Any, *args: Any) -> Any:
@@ -53,7 +53,7 @@ class ListOutbox:
     async def rekey(self, records: Sequence[RekeyRecord]) -> None:
         self.pending_rekeyed.extend(records)
 
-    async def dead_letter(self, record: Record, error: str) -> None:
+    async def dead_letter(self, record: Record, error: str, reason: str = "decode") -> None:
         self.dead_letters.append((record, error))
 
 
@@ -77,9 +77,9 @@ class LocalRun:
         kafka = config.kafka
         self.partitions = partitions or kafka.partitions
         self.store = store if store is not None else MemoryStore()
-        self.metrics = Metrics()
-        self.outbox = ListOutbox()
         self.now = 0.0  # the runner's monotonic clock, in seconds
+        self.metrics = Metrics(service_graph=service_graph_series(config.servicegraph, lambda: self.now))
+        self.outbox = ListOutbox()
         counts = {kafka.traces.topic: self.partitions, kafka.rekey_topic: self.partitions}
         self.stage1 = Stage1(config, self.store, direct, self.outbox, self.metrics, counts,
                              clock=lambda: self.now, wall_clock=wall_clock)

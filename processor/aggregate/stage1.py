@@ -35,7 +35,7 @@ from processor.aggregate.rekey import (
 )
 from processor.config import Config
 from processor.config.components import KafkaReceiver
-from processor.errors import DecodeError
+from processor.errors import DecodeError, RecordTooLarge
 from processor.graph import CONN_NAMES, EdgeBatch
 from processor.otlp.batch import SpanBatch, StringTable
 from processor.otlp.compression import decompress_record
@@ -46,6 +46,11 @@ from processor.windows.accumulator import pack_edge, unpack_edge
 
 log = logging.getLogger("otel_insights.stage1")
 _TRACE_KEY = re.compile(rb"^[0-9a-f]{32}$")
+# Decompressed input held at once before it is decoded (at least max_record_bytes).
+DECODE_BUDGET_BYTES = 32 * 1024 * 1024
+# The string table is compacted once it holds this many strings, or twice what the last
+# compaction kept, whichever is more (what state still refers to bounds the rest).
+COMPACT_STRINGS_AT = 200_000
 Partition = tuple[str, int]  # (topic, partition)
 
 
@@ -70,8 +75,9 @@ class Outbox(Protocol):
     async def rekey(self, records: Sequence[RekeyRecord]) -> None:
         """Records for the re-key topic, in order (see processor.aggregate.rekey)."""
 
-    async def dead_letter(self, record: Record, error: str) -> None:
-        """The record's original bytes with the error, for the dead-letter topic."""
+    async def dead_letter(self, record: Record, error: str, reason: str = "decode") -> None:
+        """The record's original bytes with the error, for the dead-letter topic; ``reason``
+        is decode (not OTLP) or too_large (over receivers.kafka.max_record_bytes)."""
 
 
 def input_partitions(kafka: KafkaReceiver, partitions: Mapping[str, int]) -> list[Partition]:
@@ -115,6 +121,7 @@ class Stage1:
         self.strings = strings or StringTable()
         self.clock = clock
         self.decoder = SpanDecoder(self.strings, self.servicegraph)
+        self._compact_at = COMPACT_STRINGS_AT
         self.aggregators: dict[Partition, PartitionAggregator] = {}
         self.idle: set[Partition] = set()
         self._advertised: dict[Partition, tuple[int, bool]] = {}
@@ -164,7 +171,21 @@ class Stage1:
                 await self.outbox.rekey(progress_markers(Progress(partition, agg.max_end_ns, False),
                                                          self.rekey_count))
             safe[(topic, partition)] = agg.safe_offset()
+        self.compact_strings()
         return safe
+
+    def compact_strings(self, force: bool = False) -> int:
+        """Bound the string table: every distinct name, attribute value and address ever
+        decoded is interned, so forget the ones no state refers to any more. Returns how
+        many strings it keeps."""
+        if not force and len(self.strings) < self._compact_at:
+            return len(self.strings)
+        live = [agg.codes() for agg in self.aggregators.values()]
+        remap = self.decoder.compact_strings(np.concatenate(live) if live else np.empty(0, np.int64))
+        for agg in self.aggregators.values():
+            agg.remap_codes(remap)
+        self._compact_at = max(COMPACT_STRINGS_AT, 2 * len(self.strings))
+        return len(self.strings)
 
     async def _from_origins(self, partition: int, recs: list[Record]) -> tuple[SpanBatch, int]:
         """A re-key partition's records: markers update its origins and the event-time cap;
@@ -198,33 +219,50 @@ class Stage1:
         return SpanBatch.concat(parts), data
 
     async def _decode(self, recs: list[Record], agg: PartitionAggregator) -> tuple[SpanBatch, int]:
-        """Decode a partition's records in one call; bad ones go to the DLQ, unkeyed ones on
-        to the re-key topic. Returns the admitted spans to aggregate here and how many
-        records were re-keyed."""
-        payloads: list[bytes] = []
-        kept: list[Record] = []
-        unkeyed: list[Record] = []
-        unkeyed_payloads: list[bytes] = []
+        """Decode a partition's records; bad ones go to the DLQ, unkeyed ones on to the
+        re-key topic. Returns the admitted spans to aggregate here and how many records
+        were re-keyed.
+
+        Decompressed payloads are decoded (or re-keyed) as soon as they add up to
+        DECODE_BUDGET_BYTES, so a batch of large records never sits in memory decompressed
+        at once: what a batch holds is bounded by the budget plus one record
+        (`max_record_bytes`).
+        """
+        limit = self.kafka.max_record_bytes
+        budget = max(DECODE_BUDGET_BYTES, limit)
+        keyed: list[tuple[Record, bytes]] = []
+        unkeyed: list[tuple[Record, bytes]] = []
+        batches: list[SpanBatch] = []
+        held = n_rekeyed = 0
         for rec in recs:
             try:
-                payload = decompress_record(rec.value)
+                payload = decompress_record(rec.value, max_bytes=limit)
+            except RecordTooLarge as exc:
+                await self._dead_letter(rec, str(exc), "too_large")
+                continue
             except DecodeError as exc:
                 await self._dead_letter(rec, str(exc))
                 continue
-            if needs_rekey(self.kafka, rec.topic, rec.key):
-                unkeyed.append(rec)
-                unkeyed_payloads.append(payload)
-            else:
-                payloads.append(payload)
-                kept.append(rec)
-        n_rekeyed = await self._rekey(unkeyed, unkeyed_payloads, agg) if unkeyed else 0
-        if not payloads:
-            return SpanBatch.empty(), n_rekeyed
-        decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding,
-                                              [r.offset for r in kept])
+            (unkeyed if needs_rekey(self.kafka, rec.topic, rec.key) else keyed).append((rec, payload))
+            held += len(payload)
+            if held >= budget:
+                n_rekeyed += await self._rekey(unkeyed, agg)
+                batches.append(await self._decode_keyed(keyed))
+                held = 0
+        n_rekeyed += await self._rekey(unkeyed, agg)
+        batches.append(await self._decode_keyed(keyed))
+        return self._admit(SpanBatch.concat([b for b in batches if len(b)])), n_rekeyed
+
+    async def _decode_keyed(self, held: list[tuple[Record, bytes]]) -> SpanBatch:
+        """Decode what is held in one call (undecodable records to the DLQ); the list is emptied."""
+        if not held:
+            return SpanBatch.empty()
+        decoded = self.decoder.decode_records([p for _, p in held], self.kafka.traces.encoding,
+                                              [r.offset for r, _ in held])
         for i, error in decoded.errors:
-            await self._dead_letter(kept[i], str(error))
-        return self._admit(decoded.batch), n_rekeyed
+            await self._dead_letter(held[i][0], str(error))
+        held.clear()
+        return decoded.batch
 
     def _admit(self, spans: SpanBatch) -> SpanBatch:
         got = self.bounds.admit(spans, self.wall_clock())
@@ -234,10 +272,16 @@ class Stage1:
             self.metrics.inc("otel_insights_rejected_spans_total", got.too_old, reason="too_old")
         return got.spans
 
-    async def _rekey(self, recs: list[Record], payloads: list[bytes], agg: PartitionAggregator) -> int:
+    async def _rekey(self, held: list[tuple[Record, bytes]], agg: PartitionAggregator) -> int:
         """Send unkeyed records' spans to the re-key partitions their traces hash to, as
         compact span records naming their origin (see processor.aggregate.rekey_codec); the
-        partition's own watermark moves with the spans' end times. Returns records re-keyed."""
+        partition's own watermark moves with the spans' end times. Returns records re-keyed;
+        the list is emptied."""
+        if not held:
+            return 0
+        recs = [r for r, _ in held]
+        payloads = [p for _, p in held]
+        held.clear()
         if not self._warned_rekey:
             log.warning("input records are not keyed by trace id: re-keying through topic %r "
                         "(doubles broker traffic; set partition_traces_by_id on the collector)",
@@ -263,10 +307,11 @@ class Stage1:
         failpoints.reach("stage1.rekeyed")
         return n
 
-    async def _dead_letter(self, rec: Record, error: str) -> None:
-        await self.outbox.dead_letter(rec, error)
-        self.metrics.inc("otel_insights_dlq_records_total", reason="decode")
-        log.warning("record %s[%d]@%d -> DLQ: %s", rec.topic, rec.partition, rec.offset, error)
+    async def _dead_letter(self, rec: Record, error: str, reason: str = "decode") -> None:
+        await self.outbox.dead_letter(rec, error, reason)
+        self.metrics.inc("otel_insights_dlq_records_total", reason=reason)
+        log.warning("record %s[%d]@%d -> DLQ (%s): %s", rec.topic, rec.partition, rec.offset,
+                    reason, error)
 
     def _observe(self, source: str, st: PartitionStats) -> None:
         m = self.metrics
@@ -277,6 +322,8 @@ class Stage1:
         m.inc("otel_insights_expired_edges_total", st.pairing.virtual_peer, kind="client")
         m.inc("otel_insights_expired_edges_total", st.pairing.virtual_user, kind="user")
         m.inc("otel_insights_evicted_spans_total", st.pairing.evicted)
+        for what, n in st.overflow.items():
+            m.inc("otel_insights_cardinality_overflow_total", n, what=what)
         m.set("otel_insights_pairing_store_items", st.waiting_spans, partition=source)
 
     def _observe_edges(self, e: EdgeBatch) -> None:
@@ -289,8 +336,9 @@ class Stage1:
         for eid in uniq.tolist():
             c, s, conn = unpack_edge(eid)
             labels.append((names[c], names[s], CONN_NAMES[conn]))
-        self.metrics.service_graph.observe(labels, inverse, e.failed, e.server_ms / 1000.0,
-                                           e.client_ms / 1000.0)
+        folded = self.metrics.service_graph.observe(labels, inverse, e.failed, e.server_ms / 1000.0,
+                                                    e.client_ms / 1000.0)
+        self.metrics.inc("otel_insights_cardinality_overflow_total", folded, what="series")
 
     async def emit(self, agg: PartitionAggregator, em: Emission, idle: bool = False) -> None:
         """Persist an emission, tell stage 2 which keys changed, save and advertise the watermark.

@@ -95,6 +95,9 @@ class KafkaReceiver(Frozen):
     partitions: Positive = 3  # used only when the pipeline creates topics itself
     max_batch_records: Positive = 500
     max_batch_wait: PositiveDuration = Duration.parse("200ms")
+    # A record larger than this once its payload compression is undone goes to the DLQ
+    # (reason too_large), having been decompressed no further: a compression bomb costs this.
+    max_record_bytes: Positive = 16 * 1024 * 1024
     # auto: re-key through rekey_topic when records are not keyed by a 32-char hex trace id.
     rekey: Literal["auto", "always", "never"] = "auto"
     rekey_topic: NonEmptyStr = "otel-insights-rekeyed"
@@ -148,6 +151,22 @@ class Backoff(Frozen):
         return self
 
 
+class RetryOnFailure(Backoff):
+    """`exporters.clickhouse.retry_on_failure` (the collector's exporterhelper names).
+
+    Only transient failures are retried (unreachable, timed out, overloaded, too many
+    parts; see processor.storage.retry), waiting initial_interval, doubling up to
+    max_interval, for at most max_elapsed_time. A rejected statement is never retried.
+    Either way the worker then stops with one line: nothing past the failure is committed,
+    so the restart replays it.
+    """
+
+    enabled: bool = True
+    initial_interval: PositiveDuration = Duration.parse("1s")
+    max_interval: PositiveDuration = Duration.parse("30s")
+    max_elapsed_time: PositiveDuration = Duration.parse("5m")
+
+
 class GatewayProducer(Frozen):
     """`receivers.otlp.producer`: the gateway's Kafka producer (acks=all, always)."""
 
@@ -185,6 +204,13 @@ class ServiceGraphConfig(Frozen):
     virtual_node_peer_attributes: Attributes = ("peer.service", "db.name", "db.system")
     database_name_attributes: Attributes = ("db.name",)
     dimensions: Attributes = ()
+    # A traces_service_graph_* series not updated for this long is dropped, as the
+    # connector's metrics_expiration does (0 keeps series forever, the connector's default;
+    # ours bounds memory when edges come and go).
+    metrics_expiration: Duration = Duration.parse("5m")
+    # At most this many series at once; an edge past it is counted in the overflow series
+    # (every label `otel.metric.overflow`). 0: no limit.
+    metrics_cardinality_limit: Annotated[int, Field(ge=0)] = 10_000
 
 
 class HealthConfig(Frozen):
@@ -222,6 +248,10 @@ class WindowsConfig(Frozen):
     # open one in 1970. The age bound is also capped at exporters.clickhouse.ttl when set.
     max_future_skew: PositiveDuration = Duration.parse("5m")
     max_span_age: PositiveDuration = Duration.parse("720h")
+    # Per window and input partition, at most this many services and this many edges get
+    # rows of their own; the rest are counted under `otel.metric.overflow` (like the SDK's
+    # cardinality limit), so a flood of made-up names cannot exhaust memory.
+    cardinality_limit: Positive = 2000
     health: HealthConfig = HealthConfig()
 
 
@@ -256,6 +286,7 @@ class ClickHouseExporter(Frozen):
     password: str = Field(default="", repr=False)
     async_insert: bool = False
     timeout: PositiveDuration = Duration.parse("10s")
+    retry_on_failure: RetryOnFailure = RetryOnFailure()
 
     @property
     def backend(self) -> Literal["chdb", "http"]:
@@ -269,9 +300,29 @@ class ClickHouseExporter(Frozen):
         return self.endpoint[len("chdb://") :]
 
 
+class HttpAuth(Frozen):
+    """Bearer-token auth of an HTTP surface that serves data (the query API; the web UI
+    reuses it). The token itself never sits in the config: it is read from the environment
+    variable named here at start, which must then be set."""
+
+    bearer_token_env: Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")] = ""  # empty: no auth
+
+
+class QueryApi(Frozen):
+    """`exporters.prometheus.api`: the named-query API (`/api/query/<name>`) on the same port.
+    `otel-insights query` goes through it when the store is an embedded chdb."""
+
+    enabled: bool = True
+    auth: HttpAuth = HttpAuth()
+
+
 class PrometheusExporter(Frozen):
+    """`/metrics` and `/healthz` (always open), and the query API, on `endpoint`."""
+
     endpoint: HostPort = "127.0.0.1:9464"
+    # Prefixes every metric name, `<namespace>_`, as the collector's prometheus exporter does.
     namespace: Annotated[str, Field(pattern=r"^([a-zA-Z_][a-zA-Z0-9_]*)?$")] = ""
+    api: QueryApi = QueryApi()
 
     @property
     def host_port(self) -> tuple[str, int]:

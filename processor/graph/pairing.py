@@ -101,6 +101,17 @@ class PairingStore:
         offs = [b.offset.min() for b in (self.clients, self.servers) if len(b)]
         return int(min(offs)) if offs else None
 
+    def codes(self) -> np.ndarray:
+        """Every string code the store holds (for StringTable.compact)."""
+        return np.concatenate([self.clients.codes(), self.servers.codes(),
+                               np.array([self.user_code, self.unknown_code], np.int32)])
+
+    def remap_codes(self, remap: np.ndarray) -> None:
+        """Follow a StringTable.compact."""
+        self.clients.remap_codes(remap)
+        self.servers.remap_codes(remap)
+        self.user_code, self.unknown_code = int(remap[self.user_code]), int(remap[self.unknown_code])
+
     def take_stats(self) -> PairingStats:
         s, self.stats = self.stats, PairingStats()
         return s

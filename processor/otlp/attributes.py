@@ -197,6 +197,12 @@ class DecodeContext:
         self.value_codes: dict[bytes, int] = {}  # serialized AnyValue -> code of its string form
         self.status_codes: dict[bytes, int] = dict(_STATUS_SEED)  # serialized Status -> code
 
+    def forget_codes(self) -> None:
+        """The string table was compacted: cached codes are stale."""
+        self.resource_service.clear()
+        self.attribute_hits.clear()
+        self.value_codes.clear()
+
     def service_code(self, raw_resource: bytes) -> int:
         """Code of service.name in a serialized Resource (0 when absent); cached."""
         try:

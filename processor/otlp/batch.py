@@ -14,8 +14,9 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = range(3)
 class StringTable:
     """Interns strings to dense int32 codes; code 0 is always the empty string (absent).
 
-    Codes are stable for the life of the table, so batches decoded with the same table can
-    be concatenated and grouped by code without touching the strings.
+    Codes are stable until `compact`, which whoever holds codes must follow with the remap
+    it returns, so batches decoded with the same table can be concatenated and grouped by
+    code without touching the strings.
     """
 
     def __init__(self) -> None:
@@ -35,6 +36,23 @@ class StringTable:
 
     def __len__(self) -> int:
         return len(self.strings)
+
+    def compact(self, live: np.ndarray) -> np.ndarray:
+        """Forget every string whose code is not in ``live``; returns the remap array
+        (``remap[old] = new``; 0 for forgotten codes) to apply to every array holding codes.
+
+        The table interns every distinct string it is shown, so without this it grows with
+        everything ever decoded. Kept codes keep their order, so sorted code arrays stay sorted.
+        """
+        keep = np.zeros(len(self.strings), bool)
+        keep[np.asarray(live, np.int64)] = True
+        keep[0] = True
+        old = np.nonzero(keep)[0]
+        remap = np.zeros(len(self.strings), np.int32)
+        remap[old] = np.arange(old.size, dtype=np.int32)
+        self.strings = [self.strings[i] for i in old.tolist()]
+        self._codes = {v: i for i, v in enumerate(self.strings)}
+        return remap
 
 
 def saturate_int64(values: np.ndarray) -> np.ndarray:
@@ -81,8 +99,21 @@ class SpanBatch:
         "offset": np.int64,
     }
 
+    # The columns holding StringTable codes.
+    CODE_COLUMNS = ("service", "peer_service", "server_address", "db_system", "db_name",
+                    "messaging_system", "virtual_peer")
+
     def __len__(self) -> int:
         return int(self.span_id.shape[0])
+
+    def codes(self) -> np.ndarray:
+        """Every string code the batch holds (for StringTable.compact)."""
+        return np.concatenate([getattr(self, n) for n in self.CODE_COLUMNS])
+
+    def remap_codes(self, remap: np.ndarray) -> None:
+        """Follow a StringTable.compact."""
+        for n in self.CODE_COLUMNS:
+            setattr(self, n, remap[getattr(self, n)])
 
     @classmethod
     def column_names(cls) -> list[str]:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import cramjam
 
-from processor.errors import ConfigError, DecodeError
+from processor.config.components import KafkaReceiver
+from processor.errors import ConfigError, DecodeError, RecordTooLarge
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -21,12 +22,53 @@ LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"
 SNAPPY_FRAMED_MAGIC = b"\xff\x06\x00\x00sNaPpY"
 XERIAL_SNAPPY_MAGIC = b"\x82SNAPPY\x00"
 _XERIAL_HEADER = 16  # magic, int32 version, int32 compatible version
+# receivers.kafka.max_record_bytes's default (the config model holds it)
+DEFAULT_MAX_RECORD_BYTES: int = KafkaReceiver.model_fields["max_record_bytes"].default
 
 
-def _xerial_decompress(payload: bytes) -> bytes:
+_OVERFLOW = "failed to write whole buffer"  # cramjam's *_into message when the output is full
+
+
+def _too_large(limit: int) -> RecordTooLarge:
+    return RecordTooLarge(f"payload decompresses to more than max_record_bytes ({limit} bytes)")
+
+
+def _bounded(into: Callable[[bytes, bytearray], int]) -> Callable[[bytes, int], bytes]:
+    """A decompressor that never writes more than ``limit`` + 1 bytes: it decompresses into a
+    buffer (first about 16x the input, growing 4x at a time up to the limit) and stops when
+    the buffer is full, so a bomb costs the limit, not what it would inflate to."""
+
+    def run(payload: bytes, limit: int) -> bytes:
+        size = min(limit + 1, max(64 * 1024, 16 * len(payload)))
+        while True:
+            out = bytearray(size)
+            try:
+                n = into(payload, out)
+            except cramjam.DecompressionError as exc:
+                if _OVERFLOW not in str(exc):
+                    raise
+                n = size
+            if n < size:
+                return bytes(memoryview(out)[:n])
+            if size > limit:
+                raise _too_large(limit)
+            size = min(limit + 1, size * 4)
+
+    return run
+
+
+def _raw_snappy(block: bytes, limit: int) -> bytes:
+    # A raw snappy block states its length up front: refuse before allocating.
+    if cramjam.snappy.decompress_raw_len(block) > limit:
+        raise _too_large(limit)
+    return bytes(cramjam.snappy.decompress_raw(block))
+
+
+def _xerial_decompress(payload: bytes, limit: int) -> bytes:
     """Java/xerial snappy stream: header, then (int32 big-endian length, raw snappy block)*."""
     out = []
     pos = _XERIAL_HEADER
+    total = 0
     while pos < len(payload):
         if pos + 4 > len(payload):
             raise ValueError("truncated block length")
@@ -34,7 +76,9 @@ def _xerial_decompress(payload: bytes) -> bytes:
         pos += 4
         if size < 0 or pos + size > len(payload):
             raise ValueError("truncated block")
-        out.append(bytes(cramjam.snappy.decompress_raw(payload[pos : pos + size])))
+        block = _raw_snappy(payload[pos : pos + size], limit - total)
+        total += len(block)
+        out.append(block)
         pos += size
     return b"".join(out)
 
@@ -47,29 +91,36 @@ def _xerial_compress(payload: bytes, block_size: int = 32 * 1024) -> bytes:
     return b"".join(out)
 
 
-def _inflate(payload: bytes) -> bytes:
+_zlib = _bounded(cramjam.zlib.decompress_into)
+_raw_deflate = _bounded(cramjam.deflate.decompress_into)
+_snappy_framed = _bounded(cramjam.snappy.decompress_into)
+
+
+def _inflate(payload: bytes, limit: int) -> bytes:
     # HTTP "deflate" means zlib-wrapped data, but some clients send a raw deflate stream.
     try:
-        return bytes(cramjam.zlib.decompress(payload))
+        return _zlib(payload, limit)
+    except RecordTooLarge:
+        raise
     except Exception:
-        return bytes(cramjam.deflate.decompress(payload))
+        return _raw_deflate(payload, limit)
 
 
-def _snappy_any(payload: bytes) -> bytes:
+def _snappy_any(payload: bytes, limit: int) -> bytes:
     if payload.startswith(XERIAL_SNAPPY_MAGIC):
-        return _xerial_decompress(payload)
-    return bytes(cramjam.snappy.decompress(payload))
+        return _xerial_decompress(payload, limit)
+    return _snappy_framed(payload, limit)
 
 
-_DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip": lambda p: bytes(cramjam.gzip.decompress(p)),
-    "zstd": lambda p: bytes(cramjam.zstd.decompress(p)),
-    "lz4": lambda p: bytes(cramjam.lz4.decompress(p)),
+_DECOMPRESS: dict[str, Callable[[bytes, int], bytes]] = {
+    "gzip": _bounded(cramjam.gzip.decompress_into),
+    "zstd": _bounded(cramjam.zstd.decompress_into),
+    "lz4": _bounded(cramjam.lz4.decompress_into),
     "snappy": _snappy_any,  # framed, or xerial when it carries that header
     "xerial_snappy": _xerial_decompress,
-    "snappy_raw": lambda p: bytes(cramjam.snappy.decompress_raw(p)),
+    "snappy_raw": _raw_snappy,
     "deflate": _inflate,
-    "zlib": lambda p: bytes(cramjam.zlib.decompress(p)),
+    "zlib": _zlib,
 }
 
 _COMPRESS: dict[str, Callable[[bytes], bytes]] = {
@@ -102,19 +153,24 @@ def detect_codec(payload: bytes) -> str:
     return "none"
 
 
-def decompress_record(payload: bytes, codec: str = "auto") -> bytes:
-    """Undo producer-side compression.
+def decompress_record(payload: bytes, codec: str = "auto", max_bytes: int = DEFAULT_MAX_RECORD_BYTES
+                      ) -> bytes:
+    """Undo producer-side compression; the result is at most ``max_bytes`` long.
 
     `codec="auto"` detects gzip, zstd, lz4 frame, framed snappy and xerial snappy by their
     magic bytes and returns anything else unchanged. Raw snappy blocks carry no magic, so they
     are only decoded when asked for with `codec="snappy_raw"`. An explicit codec (also
     `deflate`/`zlib`, e.g. from an HTTP Content-Encoding) is applied as given; "none" or
     "identity" returns the payload unchanged. A payload that fails to decompress raises
-    DecodeError; an unknown codec name raises ConfigError.
+    DecodeError; one that is, or would decompress to, more than ``max_bytes`` raises
+    RecordTooLarge (a DecodeError) having decompressed at most that much; an unknown codec
+    name raises ConfigError.
     """
     if codec == "auto":
         codec = detect_codec(payload)
     if codec in ("none", "identity", ""):
+        if len(payload) > max_bytes:
+            raise RecordTooLarge(f"payload of {len(payload)} bytes exceeds max_record_bytes ({max_bytes})")
         return payload
     decompress = _DECOMPRESS.get(codec)
     if decompress is None:
@@ -122,7 +178,9 @@ def decompress_record(payload: bytes, codec: str = "auto") -> bytes:
             f"compression: unknown codec {codec!r}; expected one of {sorted(_DECOMPRESS)}"
         )
     try:
-        return decompress(payload)
+        return decompress(payload, max_bytes)
+    except RecordTooLarge:
+        raise
     except Exception as exc:  # cramjam raises its own DecompressionError and ValueErrors
         raise DecodeError(f"payload is not valid {codec}: {exc}") from None
 

@@ -59,6 +59,13 @@ class SpanDecoder:
         self.servicegraph = servicegraph or ServiceGraphConfig()
         self._ctx = DecodeContext(strings, AttributePlan.build(self.servicegraph))
 
+    def compact_strings(self, live: np.ndarray) -> np.ndarray:
+        """`StringTable.compact` for a table this decoder interns into: its caches of codes
+        are dropped with it. Returns the remap every other holder of codes must apply."""
+        remap = self.strings.compact(live)
+        self._ctx.forget_codes()
+        return remap
+
     def decode_proto(self, payload: bytes) -> SpanBatch:
         """Serialized TracesData or ExportTraceServiceRequest (wire-identical)."""
         with gc_paused():

@@ -3,7 +3,8 @@
 Both backends run the same SQL strings. Query parameters use ClickHouse's own
 `{name:Type}` placeholders, and both backends turn Python values into parameter
 text with clickhouse-connect's formatter, so a string value can never become SQL.
-Every failure reaches the caller as one-line `StorageError` (endpoint + reason).
+Every failure reaches the caller as one-line `StorageError` (endpoint + reason), marked
+transient or not and read or write (see processor.storage.retry).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from clickhouse_connect.driver.binding import format_bind_value
 
 from processor.config.components import ClickHouseExporter
 from processor.errors import ConfigError, StorageError
+from processor.storage.retry import is_transient_code, is_transient_message
 
 Row = Sequence[Any]
 
@@ -139,10 +141,11 @@ class ChdbBackend:
     second directory while the first is open fails with a StorageError.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, async_insert: bool = False) -> None:
         from chdb.session import Session  # heavy import, only when chdb is used
 
         self.path = path
+        self._insert_settings = _insert_settings_clause(async_insert)
         self.endpoint = f"chdb://{path}"
         self._lock = threading.Lock()
         if path != ":memory:":
@@ -175,23 +178,27 @@ class ChdbBackend:
             )
         return f"ClickHouse {self.endpoint}: cannot open embedded engine: {reason}"
 
-    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> Any:
+    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None,
+             operation: Literal["read", "write"]) -> Any:
         text_params = {k: format_bind_value(v) for k, v in (params or {}).items()}
         with self._lock:
             if self._session is None:
-                raise StorageError(f"ClickHouse {self.endpoint}: backend is closed")
+                raise StorageError(f"ClickHouse {self.endpoint}: backend is closed", operation=operation)
             try:
                 return self._session.query(sql, fmt, params=text_params)
             except Exception as exc:
-                raise StorageError(
-                    f"ClickHouse {self.endpoint} rejected statement: {one_line(str(exc))}"
-                ) from exc
+                raise self._error("statement", exc, operation) from exc
+
+    def _error(self, what: str, exc: Exception, operation: Literal["read", "write"]) -> StorageError:
+        reason = one_line(str(exc))
+        return StorageError(f"ClickHouse {self.endpoint} rejected {what}: {reason}",
+                            transient=is_transient_message(str(exc)), operation=operation)
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        self._run(sql, "CSV", params)
+        self._run(sql, "CSV", params, "write")
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        raw = self._run(sql, "JSONCompact", params).bytes()
+        raw = self._run(sql, "JSONCompact", params, "read").bytes()
         if not raw:
             return []
         doc = json.loads(raw)
@@ -200,7 +207,7 @@ class ChdbBackend:
         return [{n: c(v) for n, c, v in zip(names, convs, row, strict=True)} for row in doc["data"]]
 
     def columns(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[str, str]]:
-        raw = self._run(sql, "JSONCompact", params).bytes()
+        raw = self._run(sql, "JSONCompact", params, "read").bytes()
         return [(m["name"], m["type"]) for m in json.loads(raw)["meta"]] if raw else []
 
     def insert(self, table: str, column_names: list[str], rows: Sequence[Row]) -> None:
@@ -211,18 +218,16 @@ class ChdbBackend:
             json.dumps(list(r), default=_chdb_json_default, ensure_ascii=False) for r in rows
         )
         cols = ", ".join(_quote_ident(c) for c in column_names)
-        sql = f"INSERT INTO {_quote_table(table)} ({cols})"
+        sql = f"INSERT INTO {_quote_table(table)} ({cols}){self._insert_settings}"
         with self._lock:
             if self._session is None:
-                raise StorageError(f"ClickHouse {self.endpoint}: backend is closed")
+                raise StorageError(f"ClickHouse {self.endpoint}: backend is closed", operation="write")
             try:
                 with self._session.send_insert(sql, "JSONCompactEachRow") as ins:
                     ins.append(data + "\n")
                     ins.finish()
             except Exception as exc:
-                raise StorageError(
-                    f"ClickHouse {self.endpoint} rejected insert into {table}: {one_line(str(exc))}"
-                ) from exc
+                raise self._error(f"insert into {table}", exc, "write") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -259,6 +264,15 @@ def _http_reason(exc: Exception) -> str:
     return one_line(text)
 
 
+_DRIVER_PREFIX = re.compile(r"^Received ClickHouse exception, code: \d+, server response: ")
+_DRIVER_URL = re.compile(r" \(for url [^)]*\)$")
+
+
+def _server_reason(text: str) -> str:
+    """The server's own message out of clickhouse-connect's wrapping (its prefix, its URL)."""
+    return _DRIVER_URL.sub("", _DRIVER_PREFIX.sub("", text.strip()))
+
+
 class HttpBackend:
     """ClickHouse server over HTTP(S) via clickhouse-connect.
 
@@ -266,7 +280,8 @@ class HttpBackend:
     user's default database and `CREATE DATABASE` works before ours exists.
     """
 
-    def __init__(self, url: str, username: str, password: str, database: str, timeout: float) -> None:
+    def __init__(self, url: str, username: str, password: str, database: str, timeout: float,
+                 async_insert: bool = False) -> None:
         import clickhouse_connect
 
         parts = urlsplit(url)
@@ -276,6 +291,7 @@ class HttpBackend:
         port = parts.port or (8443 if secure else 8123)
         self.endpoint = f"{parts.scheme}://{parts.hostname}:{port}"
         self.database = database
+        self._insert_settings = insert_settings(async_insert)
         if parts.username:
             username = unquote(parts.username)
             password = unquote(parts.password or "")
@@ -298,24 +314,29 @@ class HttpBackend:
                 f"ClickHouse {self.endpoint} is unreachable: {_http_reason(exc)}"
             ) from None
 
-    def _fail(self, what: str, exc: Exception) -> StorageError:
+    def _fail(self, what: str, exc: Exception, operation: Literal["read", "write"]) -> StorageError:
         from clickhouse_connect.driver.exceptions import OperationalError
 
-        if isinstance(exc, OperationalError):
-            return StorageError(f"ClickHouse {self.endpoint} is unreachable: {_http_reason(exc)}")
-        return StorageError(f"ClickHouse {self.endpoint} rejected {what}: {one_line(str(exc))}")
+        code = getattr(exc, "code", None)
+        text = str(exc)
+        if isinstance(exc, OperationalError) and code is None and "HTTP status" not in text:
+            return StorageError(f"ClickHouse {self.endpoint} is unreachable: {_http_reason(exc)}",
+                                transient=True, operation=operation)
+        return StorageError(f"ClickHouse {self.endpoint} rejected {what}: {one_line(_server_reason(text))}",
+                            transient=is_transient_code(code) or is_transient_message(text),
+                            operation=operation)
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         try:
             self._client.command(sql, parameters=params or None)
         except Exception as exc:
-            raise self._fail("statement", exc) from exc
+            raise self._fail("statement", exc, "write") from exc
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         try:
             result = self._client.query(sql, parameters=params or None)
         except Exception as exc:
-            raise self._fail("statement", exc) from exc
+            raise self._fail("statement", exc, "read") from exc
         rows = list(result.named_results())
         # clickhouse-connect returns naive datetimes for UTC columns; make them aware
         # so both backends hand back identical values.
@@ -329,7 +350,7 @@ class HttpBackend:
         try:
             result = self._client.query(sql, parameters=params or None)
         except Exception as exc:
-            raise self._fail("statement", exc) from exc
+            raise self._fail("statement", exc, "read") from exc
         return [(n, t.name) for n, t in zip(result.column_names, result.column_types, strict=True)]
 
     def insert(self, table: str, column_names: list[str], rows: Sequence[Row]) -> None:
@@ -339,10 +360,11 @@ class HttpBackend:
         data = [[_http_value(v) for v in r] for r in rows]
         try:
             self._client.insert(
-                name, data, column_names=column_names, database=database or self.database
+                name, data, column_names=column_names, database=database or self.database,
+                settings=self._insert_settings,
             )
         except Exception as exc:
-            raise self._fail(f"insert into {table}", exc) from exc
+            raise self._fail(f"insert into {table}", exc, "write") from exc
 
     def close(self) -> None:
         self._client.close()
@@ -363,11 +385,25 @@ def _http_value(value: Any) -> Any:
 # --------------------------------------------------------------------------- open
 
 
+def insert_settings(async_insert: bool) -> dict[str, int]:
+    """Settings of every insert (`exporters.clickhouse.async_insert`). Said either way, since
+    servers differ in their default. An asynchronous insert still waits for its flush
+    (wait_for_async_insert): offsets are committed only once rows are durable."""
+    if async_insert:
+        return {"async_insert": 1, "wait_for_async_insert": 1}
+    return {"async_insert": 0}
+
+
+def _insert_settings_clause(async_insert: bool) -> str:
+    return " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in insert_settings(async_insert).items())
+
+
 def open_backend(ch: ClickHouseExporter) -> Backend:
     """The backend of `exporters.clickhouse`: chdb for `chdb://<path>`, else clickhouse-connect."""
     if ch.backend == "chdb":
-        return ChdbBackend(ch.chdb_path)
-    return HttpBackend(ch.endpoint, ch.username, ch.password, ch.database, ch.timeout.seconds)
+        return ChdbBackend(ch.chdb_path, ch.async_insert)
+    return HttpBackend(ch.endpoint, ch.username, ch.password, ch.database, ch.timeout.seconds,
+                       ch.async_insert)
 
 
 def epoch_ms_to_datetime(ms: int) -> datetime:

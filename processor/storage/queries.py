@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timezone
 from typing import Any
 
-from processor.since import parse_since
+from processor.errors import ParamError
+from processor.since import parse_lookback
 from processor.storage.backends import Backend
-from processor.storage.catalogue import CatalogueQuery, Context, ParamError, render_clickhouse
+from processor.storage.catalogue import CatalogueQuery, Context, render_clickhouse
 from processor.storage.catalogue_sql import CATALOGUE
 
 CATALOGUE_LIMIT_0 = {"limit": 0}
@@ -34,20 +35,25 @@ def result_columns(backend: Backend, ctx: Context, name: str, params: Mapping[st
     return backend.columns(render_clickhouse(query, ctx), query.bind({**params, **CATALOGUE_LIMIT_0}))
 
 
-def request_params(name: str, args: Mapping[str, str], now_ms: int | None = None) -> dict[str, Any]:
-    """An API request's query string as bound parameters of catalogue query ``name``:
-    ``since`` is a look-back (``15m``, the default) unless ``since_ms`` is given; the
-    others are the query's own parameters. ParamError on anything wrong."""
+def request_params(name: str, args: Mapping[str, Any] | Iterable[tuple[str, Any]],
+                   now_ms: int | None = None) -> dict[str, Any]:
+    """A request's parameters (a URL's query string) as bound parameters of catalogue query
+    ``name``: ``since`` (default 15m) and ``until`` are look-backs unless ``since_ms`` /
+    ``until_ms`` are given; the others are the query's own. ParamError, one line, on a
+    parameter given twice, unknown, malformed or out of range."""
     query = lookup(name)
-    raw: dict[str, Any] = dict(args)
-    since = raw.pop("since", None)
-    if "since_ms" not in raw:
-        try:
-            raw["since_ms"] = parse_since(since or "15m", now_ms)
-        except ValueError as exc:
-            raise ParamError(f"since: {exc}") from None
-    elif since is not None:
-        raise ParamError("give since or since_ms, not both")
+    pairs = list(args.items() if isinstance(args, Mapping) else args)
+    raw: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in raw:
+            raise ParamError(f"{key}: given more than once")
+        raw[key] = value
+    for look, key in (("since", "since_ms"), ("until", "until_ms")):
+        text = raw.pop(look, None)
+        if text is not None and key in raw:
+            raise ParamError(f"give {look} or {key}, not both")
+        if text is not None or (look == "since" and key not in raw):
+            raw[key] = parse_lookback(str(text if text is not None else "15m"), now_ms, look)
     return query.bind(raw)
 
 

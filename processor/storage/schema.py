@@ -339,15 +339,47 @@ def render(sql: str, **values: str) -> str:
     return sql
 
 
-def migrate(backend: Backend, database: str, ttl_seconds: int, cluster_name: str = "") -> list[int]:
-    """Create the database and apply pending migrations in order; returns versions applied."""
+# Where a replicated table keeps its replication log in Keeper: one per table and shard,
+# spelled with the server's own macros (the common convention).
+REPLICA_PATH = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
+_ENGINE_RE = re.compile(r"ENGINE = (ReplacingMergeTree|MergeTree)(?:\(([^)]*)\))?")
+
+
+def replicated(statement: str) -> str:
+    """The statement with its table engine made Replicated* (for `cluster_name`)."""
+    def engine(m: re.Match[str]) -> str:
+        args = ", ".join(a for a in (REPLICA_PATH, m.group(2)) if a)
+        return f"ENGINE = Replicated{m.group(1)}({args})"
+
+    return _ENGINE_RE.sub(engine, statement)
+
+
+def statements(ttl_seconds: int, cluster_name: str = "", database: str = "otel_insights"
+               ) -> list[tuple[int, str]]:
+    """Every DDL statement `migrate` may run, as (migration version, SQL); 0 = bootstrap.
+
+    With a cluster name every statement runs ON CLUSTER and every table is Replicated*: the
+    cluster is one shard, every replica holds every row, so reads need no Distributed table
+    and a ReplacingMergeTree's versions of one key always meet on one server (on several
+    shards they would not, and FINAL could not replace them).
+    """
     db = check_database_name(database)
     if cluster_name and not _CLUSTER_RE.match(cluster_name):
         raise ConfigError(f"exporters.clickhouse.cluster_name: {cluster_name!r} is not a name")
     on_cluster = f"ON CLUSTER `{cluster_name}`" if cluster_name else ""
     fill = {"db": db, "on_cluster": on_cluster, "ttl_clause": ttl_clause(ttl_seconds)}
-    backend.command(render("CREATE DATABASE IF NOT EXISTS {db} {on_cluster}", **fill))
-    backend.command(render(_BOOTSTRAP, **fill))
+    out = [(0, render("CREATE DATABASE IF NOT EXISTS {db} {on_cluster}", **fill)),
+           (0, render(_BOOTSTRAP, **fill))]
+    out += [(step.version, render(sql, **fill)) for step in MIGRATIONS for sql in step.statements]
+    return [(v, replicated(sql) if cluster_name else sql) for v, sql in out]
+
+
+def migrate(backend: Backend, database: str, ttl_seconds: int, cluster_name: str = "") -> list[int]:
+    """Create the database and apply pending migrations in order; returns versions applied."""
+    db = check_database_name(database)
+    ddl = statements(ttl_seconds, cluster_name, db)
+    for _, sql in ddl[:2]:  # the database and schema_migrations
+        backend.command(sql)
     done = {
         int(r["version"])
         for r in backend.query(f"SELECT version FROM {db}.schema_migrations FINAL")
@@ -358,8 +390,9 @@ def migrate(backend: Backend, database: str, ttl_seconds: int, cluster_name: str
             continue
         # Every statement is IF NOT EXISTS, so a step interrupted before it was
         # recorded simply runs again.
-        for statement in step.statements:
-            backend.command(render(statement, **fill))
+        for version, sql in ddl:
+            if version == step.version:
+                backend.command(sql)
         backend.insert(
             f"{db}.schema_migrations",
             ["version", "name", "applied_at"],

@@ -12,6 +12,7 @@ from processor.graph.edges import EdgeBatch
 from processor.otlp.batch import KIND_CONSUMER, KIND_SERVER, STATUS_ERROR, SpanBatch
 from processor.windows import sketch
 from processor.windows.arith import is_closed, watermark, window_start
+from processor.windows.cardinality import admit
 
 # Edge identity packed in one int64: client << 33 | server << 2 | connection type.
 _SERVER_SHIFT, _CLIENT_SHIFT = 2, 33
@@ -24,6 +25,18 @@ def pack_edge(client: np.ndarray, server: np.ndarray, conn: np.ndarray) -> np.nd
 
 def unpack_edge(edge: int) -> tuple[int, int, int]:
     return edge >> _CLIENT_SHIFT, (edge >> _SERVER_SHIFT) & ((1 << 31) - 1), edge & 3
+
+
+def _remap_edges(edges: np.ndarray, remap: np.ndarray) -> np.ndarray:
+    """Packed edge ids with their client and server codes put through ``remap``."""
+    edges = edges.astype(np.int64)
+    return pack_edge(remap[edges >> _CLIENT_SHIFT], remap[(edges >> _SERVER_SHIFT) & ((1 << 31) - 1)],
+                     edges & 3)
+
+
+def _edge_codes(edges: np.ndarray) -> list[np.ndarray]:
+    edges = edges.astype(np.int64)
+    return [edges >> _CLIENT_SHIFT, (edges >> _SERVER_SHIFT) & ((1 << 31) - 1)]
 
 
 def _group_sum(ids: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -42,6 +55,9 @@ class WindowPartial:
     srv_sketch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     cli_sketch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     dirty: bool = True
+    # The services and packed edges with rows of their own (see windows.cardinality).
+    services: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    edges: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     def compact(self) -> None:
         """Merge appended parts so memory stays bounded by distinct (entity, bucket) pairs."""
@@ -85,10 +101,15 @@ class WindowStats:
     """
 
     late: dict[tuple[str, str], int] = field(default_factory=dict)
+    overflow: dict[str, int] = field(default_factory=dict)  # what -> counted under the overflow entity
 
     def count(self, what: str, action: str, n: int) -> None:
         if n:
             self.late[(what, action)] = self.late.get((what, action), 0) + n
+
+    def overflowed(self, what: str, n: int) -> None:
+        if n:
+            self.overflow[what] = self.overflow.get(what, 0) + n
 
     def total(self, what: str) -> int:
         return sum(n for (w, _), n in self.late.items() if w == what)
@@ -117,11 +138,16 @@ class PartitionWindows:
 
     def __init__(self, cfg: WindowsConfig, closed_until_ns: int = 0,
                  applied: Mapping[int, tuple[int, int]] | None = None,
-                 horizon_ns: int | None = None) -> None:
+                 horizon_ns: int | None = None, overflow_code: int = 0) -> None:
         """``applied``: the stored applied-through offsets of closed windows, by window start
         (ns). ``horizon_ns``: how far behind the closed windows a correction may reach
-        (default: the config's correction_horizon)."""
+        (default: the config's correction_horizon). ``overflow_code``: the string code of
+        the overflow entity (see windows.cardinality)."""
         self.size_ns = cfg.size.ns
+        self.limit = cfg.cardinality_limit
+        self.overflow_service = overflow_code
+        self.overflow_edge = int(pack_edge(np.array([overflow_code]), np.array([overflow_code]),
+                                           np.array([0]))[0])
         self.lateness_ns = cfg.allowed_lateness.ns
         self.correct = cfg.late_spans == "correct"
         self.horizon_ns = cfg.correction_horizon.ns if horizon_ns is None else horizon_ns
@@ -222,13 +248,19 @@ class PartitionWindows:
             for start in np.unique(starts[mask]).tolist():
                 m = mask & (starts == start)
                 w = target(int(start), int(s.offset[m].min()))
-                ids, (calls, errors) = _group_sum(s.service[m].astype(np.int64),
+                service, w.services, folded = admit(w.services, s.service[m], self.limit,
+                                                    self.overflow_service)
+                self.stats.overflowed("span", folded)
+                ids, (calls, errors) = _group_sum(service.astype(np.int64),
                                                   np.ones(int(m.sum())), err[m])
                 w.svc.append((ids, calls, errors))
-                w.svc_sketch.append(sketch.grouped(s.service[m], ms[m]))
+                w.svc_sketch.append(sketch.grouped(service, ms[m]))
                 w.dirty = True
 
     def add_edges(self, e: EdgeBatch) -> None:
+        """Count edges in their windows. An edge past its window's cardinality limit is
+        counted under the overflow edge, and renamed in ``e`` too (its client and server
+        become the overflow entity) so the service-graph series see the same."""
         if not len(e):
             return
         self.hold(e.client_end_ns, e.hold_offset)
@@ -237,10 +269,22 @@ class PartitionWindows:
         late = self._closed(starts)
         corrected = self._late("edge", starts, e.offset, late)
         ids_all = pack_edge(e.client, e.server, e.conn)
+        # Admission in completion order (the record that completed each edge), not in the
+        # order the pairing store happens to list a batch's edges.
+        order = np.lexsort((ids_all, e.offset))
         for mask, target in ((~late, self._window), (corrected, self._correction)):
             for start in np.unique(starts[mask]).tolist():
-                m = mask & (starts == start)
+                idx = order[(mask & (starts == start))[order]]
+                m = np.zeros(len(e), bool)
+                m[idx] = True
                 w = target(int(start), int(e.hold_offset[m].min()))
+                admitted, w.edges, folded = admit(w.edges, ids_all[idx], self.limit, self.overflow_edge)
+                if folded:
+                    self.stats.overflowed("edge", folded)
+                    over = idx[admitted == self.overflow_edge]
+                    ids_all[over] = self.overflow_edge
+                    e.client[over] = e.server[over] = self.overflow_service
+                    e.conn[over] = 0
                 ids = ids_all[m]
                 uniq, (req, failed) = _group_sum(ids, np.ones(ids.size), e.failed[m].astype(np.int64))
                 w.edge.append((uniq, req, failed))
@@ -249,6 +293,27 @@ class PartitionWindows:
                     if has.any():
                         store.append(sketch.grouped(ids[has], side[has]))
                 w.dirty = True
+
+    def codes(self) -> np.ndarray:
+        """Every string code the open windows and pending corrections hold (StringTable.compact)."""
+        parts = [np.array([self.overflow_service], np.int64)]
+        for w in (*self.open.values(), *self.corrections.values()):
+            parts += [w.services] + [p[0].astype(np.int64) for p in (*w.svc, *w.svc_sketch)]
+            for p in (w.edges, *(q[0] for q in (*w.edge, *w.srv_sketch, *w.cli_sketch))):
+                parts += _edge_codes(p)
+        return np.concatenate(parts)
+
+    def remap_codes(self, remap: np.ndarray) -> None:
+        """Follow a StringTable.compact. Kept codes keep their order, so sorted ids stay sorted."""
+        self.overflow_service = int(remap[self.overflow_service])
+        self.overflow_edge = int(_remap_edges(np.array([self.overflow_edge]), remap)[0])
+        for w in (*self.open.values(), *self.corrections.values()):
+            w.services = remap[w.services].astype(np.int64)
+            w.svc = [(remap[p[0]].astype(p[0].dtype), *p[1:]) for p in w.svc]
+            w.svc_sketch = [(remap[p[0]].astype(p[0].dtype), *p[1:]) for p in w.svc_sketch]
+            w.edges = _remap_edges(w.edges, remap)
+            for name in ("edge", "srv_sketch", "cli_sketch"):
+                setattr(w, name, [(_remap_edges(p[0], remap), *p[1:]) for p in getattr(w, name)])
 
     def ready(self) -> list[int]:
         wm = self.watermark_ns

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from http.server import ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ from processor.storage import CATALOGUE, Store, migrate, open_backend, rows_to_j
 from processor.storage import store as store_module
 from processor.storage.backends import Backend, ChdbBackend
 from processor.storage.catalogue import ParamError
-from processor.storage.schema import MIGRATIONS, applied_versions
+from processor.storage.schema import MIGRATIONS, REPLICA_PATH, applied_versions, statements
 from processor.storage.sketch_sql import SKETCH_GAMMA, SKETCH_MIN_VALUE_MS, quantile_sql
 from processor.windows import sketch
 from tests.chshim import handler_for
@@ -295,6 +296,62 @@ def test_migrate_sends_on_cluster(chdb_backend: ChdbBackend) -> None:
     # chdb has no clusters, so the engine rejecting the name proves ON CLUSTER is sent.
     with pytest.raises(StorageError, match="no_such_cluster"):
         migrate(chdb_backend, _unique_db(), TTL_SECONDS, cluster_name="no_such_cluster")
+
+
+def test_cluster_name_makes_every_table_replicated_on_the_cluster(chdb_backend: ChdbBackend) -> None:
+    """exporters.clickhouse.cluster_name: every statement ON CLUSTER, every table Replicated*
+    (one shard, every replica holds every row). chdb has no Keeper to create them in, so
+    ClickHouse's own parser checks each statement as written (EXPLAIN AST)."""
+    ddl = [sql for _, sql in statements(TTL_SECONDS, "prod_cluster", "otel_insights")]
+    creates = [sql for sql in ddl if sql.startswith("CREATE TABLE")]
+    assert len(creates) == 1 + sum(sql.startswith("CREATE TABLE") for m in MIGRATIONS for sql in m.statements)
+    assert all("ON CLUSTER `prod_cluster`" in sql for sql in ddl)
+    for sql in creates:
+        engine = next(line for line in sql.splitlines() if "ENGINE" in line)
+        assert "ENGINE = Replicated" in engine and REPLICA_PATH in engine, engine
+    assert not any("Distributed" in sql for sql in ddl)
+    for sql in ddl:
+        assert chdb_backend.query(f"EXPLAIN AST {sql}"), sql
+    plain = [sql for _, sql in statements(TTL_SECONDS)]
+    assert not any("Replicated" in sql or "ON CLUSTER" in sql for sql in plain)
+
+
+def test_async_insert_is_said_with_every_insert(chdb_backend: ChdbBackend) -> None:
+    """exporters.clickhouse.async_insert: asynchronous inserts that still wait for their
+    flush (offsets follow durable rows); off, async_insert=0 is said (servers differ in their
+    default). Seen where a server sees it: the settings of each HTTP request."""
+    seen: list[dict[str, str]] = []
+
+    class Recording(handler_for(chdb_backend)):  # type: ignore[misc, valid-type]
+        def _handle(self) -> None:
+            seen.append(dict(parse_qsl(urlsplit(self.path).query)))
+            super()._handle()
+
+        do_GET = do_POST = _handle
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    db = _unique_db()
+    try:
+        for flag, want in ((True, {"async_insert": "1", "wait_for_async_insert": "1"}),
+                           (False, {"async_insert": "0"})):
+            backend = open_backend(ClickHouseExporter(endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+                                                      database=db, async_insert=flag))
+            store = Store(backend, db)
+            store.migrate(TTL_SECONDS)
+            seen.clear()
+            store.insert_health_partials([health_partial(f"svc-{flag}", 0, 0, 5, 1)])
+            # clickhouse-connect reads the table's columns with the insert's settings, then inserts.
+            inserts = [a for a in seen if "async_insert" in a]
+            assert inserts and all({k: a.get(k) for k in want} == want for a in inserts), seen
+            # Durable when the call returns: readable at once.
+            rows = store.read_health_partials([(f"svc-{flag}", BASE_MS)])
+            assert [r["calls"] for r in rows] == [5]
+            backend.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        chdb_backend.command(f"DROP DATABASE IF EXISTS {db}")
 
 
 def test_migrate_rejects_unsafe_names(chdb_backend: ChdbBackend) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import tracemalloc
 import zlib
+from collections.abc import Callable
 
 import cramjam
 import pytest
 
-from processor.errors import ConfigError, DecodeError
+from processor.errors import ConfigError, DecodeError, RecordTooLarge
 from processor.otlp.compression import CODECS, compress, decompress_record, detect_codec
 
 PAYLOAD = b"\x0a\x85\x01" + bytes(range(256)) * 300  # > one 32 KiB xerial block
@@ -79,3 +81,41 @@ def test_unknown_codec_is_a_config_error() -> None:
         decompress_record(PAYLOAD, "brotli2")
     with pytest.raises(ConfigError):
         compress(PAYLOAD, "lzma")
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "lz4", "snappy", "xerial_snappy", "snappy_raw",
+                                   "deflate", "zlib"])
+def test_a_compression_bomb_stops_at_the_limit(codec: str) -> None:
+    """256 MiB of zeros in a few KB: refused having written at most the limit (+1 byte)."""
+    bomb = compress(b"\0" * (256 * 1024 * 1024), codec)
+    peak = _peak_bytes(lambda: decompress_record(bomb, codec, max_bytes=1024 * 1024))
+    assert peak < 8 * 1024 * 1024, peak
+
+
+def _peak_bytes(fn: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        with pytest.raises(RecordTooLarge, match="more than max_record_bytes"):
+            fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "lz4", "snappy", "xerial_snappy", "snappy_raw", "deflate"])
+def test_the_limit_is_inclusive(codec: str) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    packed = compress(payload, codec)
+    assert decompress_record(packed, codec, max_bytes=len(payload)) == payload
+    with pytest.raises(RecordTooLarge):
+        decompress_record(packed, codec, max_bytes=len(payload) - 1)
+
+
+def test_an_uncompressed_record_over_the_limit_is_too_large() -> None:
+    assert decompress_record(PAYLOAD, max_bytes=len(PAYLOAD)) is PAYLOAD
+    with pytest.raises(RecordTooLarge, match="exceeds max_record_bytes"):
+        decompress_record(PAYLOAD, max_bytes=len(PAYLOAD) - 1)
+
+
+def test_too_large_is_a_decode_error_the_pipeline_can_tell_apart() -> None:
+    assert issubclass(RecordTooLarge, DecodeError)

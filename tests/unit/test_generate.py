@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from typing import Any
@@ -359,12 +360,6 @@ def test_to_records_keys_by_trace_id_hex(plain: list[GeneratedTrace]) -> None:
 
 
 def test_to_records_json() -> None:
-    try:
-        import processor.otlp.encode  # noqa: F401
-    except ImportError:
-        pytest.skip("processor.otlp.encode (encode_json) is not written yet")
-    import json
-
     tr = next(iter(ShopGenerator(1, 10.0, T0).traces(5)))
     [(key, value)] = to_records([tr], "otlp_json")
     doc = json.loads(value)
