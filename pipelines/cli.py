@@ -238,6 +238,20 @@ def evaluate_narratives(ctx: typer.Context) -> None:
     raise typer.Exit(narratives_main(list(ctx.args), out))
 
 
+@app.command()
+def ui(config: ConfigOpt) -> None:
+    """Serve the web UI alone (against a ClickHouse server; with an embedded chdb store, list
+    `ui` in service.extensions and `run` serves it)."""
+    from pipelines.ui_main import serve
+
+    try:
+        cfg = _load(config)
+        logging.getLogger().setLevel(_log_level(cfg, None).upper())
+        asyncio.run(serve(cfg, err))
+    except OtelInsightsError as exc:
+        _fail(exc)
+
+
 register_dashboards(app, out, _fail, _load)
 
 

@@ -69,6 +69,8 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
         traffic.start()
         console.print(f"traffic: {rate:g} traces/s into OTLP/HTTP {http}; faults at "
                       f"{', '.join(DEMO_FAULTS)}; metrics {api}/metrics; Ctrl-C to stop")
+        if cfg.ui is not None:
+            console.print("web UI: http://{}:{}/ (service map, insights, dashboards)".format(*cfg.ui.host_port))
         t0 = time.monotonic()
         with Live(console=console, refresh_per_second=1, transient=False) as live:
             while not duration or time.monotonic() - t0 < duration:

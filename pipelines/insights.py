@@ -34,7 +34,7 @@ from processor.insights import facts as facts_mod
 from processor.insights import lifecycle, message
 from processor.insights.facts import Facts
 from processor.insights.lifecycle import Published
-from processor.insights.message import Narration, template_narration
+from processor.insights.message import Narration, iso_ms, template_narration
 from processor.insights.notify import Notifications
 from processor.insights.text import safe_name
 from processor.telemetry import Metrics
@@ -280,18 +280,11 @@ class InsightStage:
 def _row(body: dict[str, Any], published: int) -> dict[str, Any]:
     return {"insight_id": body["insight_id"], "incident_id": body["incident_id"], "version": body["version"],
             "status": body["status"], "severity": body["severity"],
-            "window_start": _ms(body["first_window"]), "last_window": _ms(body["last_window"]),
-            "updated_at": _ms(body["updated_at"]), "narrator": body["narrator"], "grounded": body["grounded"],
+            "window_start": iso_ms(body["first_window"]), "last_window": iso_ms(body["last_window"]),
+            "updated_at": iso_ms(body["updated_at"]), "narrator": body["narrator"], "grounded": body["grounded"],
             "published": published, "facts_key": body["facts_key"], "message": message.encode(body).decode()}
 
 
 def _published(row: dict[str, Any], body: dict[str, Any]) -> Published:
     return Published(str(row["insight_id"]), int(row["version"]), str(body["status"]), str(body["severity"]),
-                     str(body["facts_key"]), int(row["last_window_ms"]), _ms(body["updated_at"]) / 1000)
-
-
-def _ms(iso: str) -> int:
-    """An ISO time of a message (``...Z``) as epoch ms."""
-    from datetime import datetime
-
-    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+                     str(body["facts_key"]), int(row["last_window_ms"]), iso_ms(body["updated_at"]) / 1000)

@@ -65,6 +65,8 @@ async def ensure_topics(cfg: Config, create_input: bool = False) -> dict[str, in
         internal.append(cfg.anomaly.topic)
     if cfg.narrator is not None:
         internal.append(cfg.narrator.topic)
+    if cfg.dashboards is not None:
+        internal.append(cfg.dashboards.topic)
     names = [kafka.traces.topic, *internal]
     counts = await _partitions(list(kafka.brokers), names)
     missing = [t for t in internal if counts[t] == 0]

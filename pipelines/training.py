@@ -77,10 +77,18 @@ class ModelTrainer:
         since_ms = until_ms - self.spec.max_windows * self.window_ms
         try:
             history = TrainingSet(self.min_requests, self.spec.max_windows)
-            # Incidents stay out of what the models learn as normal.
+            # Incidents stay out of what the models learn as normal, and so do the windows of
+            # incidents someone called a false alarm (feedback in the UI), whole.
             flagged = await self.io.call(self.io.store.anomalous_windows, since_ms, until_ms)
+            false = await self.io.call(self.io.store.false_alarm_windows, since_ms, until_ms, self.window_ms)
+            excluded = {"anomaly": 0, "false_alarm": 0}
             async for ws, h, e in self.io.final_windows(since_ms, until_ms):
-                history.add_window(h, e, exclude=flagged.get(ws, ()))
+                out = flagged.get(ws, set()) | false.get(ws, set())
+                excluded["anomaly"] += len(flagged.get(ws, ()))
+                excluded["false_alarm"] += len(false.get(ws, set()) - flagged.get(ws, set()))
+                history.add_window(h, e, exclude=out)
+            for reason, n in excluded.items():
+                self.metrics.inc("otel_insights_training_excluded_windows_total", n, reason=reason)
             blobs = await self._in_child(train_models, history.matrices(), self.spec)
             rows = [{"kind": KIND, "entity_type": k[0], "entity": k[1], "format_version": FORMAT_VERSION,
                      "trained_at": until_ms, "trained_from": since_ms, "trained_until": until_ms,

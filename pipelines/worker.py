@@ -31,7 +31,28 @@ def build(cfg: Config, create_input_topic: bool = False) -> tuple[faust.App, Sto
                  retry=cfg.clickhouse.retry_on_failure)
     app = create_app(cfg, io, metrics, counts, auth)
     _attach_gateway(app, cfg, metrics)
+    _attach_ui(app, cfg, io, metrics)
     return app, io
+
+
+def _attach_ui(app: faust.App, cfg: Config, io: StoreIO, metrics: Metrics) -> None:
+    """Serve the web UI from the worker when service.extensions lists it (it shares the
+    worker's store, which an embedded chdb allows one process to hold)."""
+    if cfg.ui is None:
+        return
+    from pipelines.ui import UiServer
+
+    ui = UiServer(cfg, cfg.ui, io, metrics)  # checks its token variable now: one error line
+
+    @app.task
+    async def start_ui() -> None:
+        await ui.start()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_ui(sender: object, **kw: object) -> None:
+        await ui.stop()
+
+    app.ui = ui  # type: ignore[attr-defined]
 
 
 def _attach_gateway(app: faust.App, cfg: Config, metrics: Metrics) -> None:

@@ -36,6 +36,7 @@ from processor.config.components import (
     ServiceGraphConfig,
     WindowsConfig,
 )
+from processor.config.extensions import EXTENSIONS, UiConfig
 
 # The collector's component id grammar: `type` or `type/name`.
 _ID_RE = re.compile(r"(?P<type>[A-Za-z][A-Za-z0-9_]*)(?:/(?P<name>[^/\s]+))?")
@@ -110,6 +111,9 @@ Processors = Annotated[
     PlainValidator(_section("processor", PROCESSORS)),
     _dump,
 ]
+Extensions = Annotated[
+    dict[str, UiConfig], PlainValidator(_section("extension", EXTENSIONS)), _dump,
+]
 Exporters = Annotated[
     dict[str, ClickHouseExporter | PrometheusExporter | KafkaExporter],
     PlainValidator(_section("exporter", EXPORTERS)),
@@ -118,20 +122,24 @@ Exporters = Annotated[
 
 
 def _reference_errors(data: Any) -> list[InitErrorDetails]:
-    """Every pipeline entry must name a component defined in its section, once."""
+    """Every pipeline entry (and service.extensions entry) must name a component defined in
+    its section, once."""
     try:
         pipeline = data["service"]["pipelines"]["traces"]
     except (TypeError, KeyError):
         return []  # the model reports the missing or malformed service block
     errors: list[InitErrorDetails] = []
-    for kind in ("receivers", "processors", "exporters"):
-        ids = pipeline.get(kind) if isinstance(pipeline, Mapping) else None
+    lists: list[tuple[str, Any, tuple[str | int, ...]]] = [
+        (kind, pipeline.get(kind) if isinstance(pipeline, Mapping) else None, ("service", "pipelines", "traces", kind))
+        for kind in ("receivers", "processors", "exporters")]
+    lists.append(("extensions", data["service"].get("extensions"), ("service", "extensions")))
+    for kind, ids, where in lists:
         if not isinstance(ids, list | tuple):
             continue
         defined = data.get(kind) or {}
         seen: set[Any] = set()
         for i, cid in enumerate(ids):
-            loc = ("service", "pipelines", "traces", kind, i)
+            loc = (*where, i)
             if not isinstance(cid, str):
                 continue  # the Pipeline model reports the type error
             if isinstance(defined, Mapping) and cid not in defined:
@@ -166,6 +174,7 @@ class Telemetry(Frozen):
 
 
 class Service(Frozen):
+    extensions: tuple[NonEmptyStr, ...] = ()  # which `extensions:` run (the collector's key)
     pipelines: Pipelines
     telemetry: Telemetry = Telemetry()
 
@@ -176,6 +185,7 @@ class Config(Frozen):
     receivers: Receivers = {}
     processors: Processors = {}
     exporters: Exporters = {}
+    extensions: Extensions = {}
     service: Service
 
     @model_validator(mode="wrap")
@@ -274,6 +284,11 @@ class Config(Frozen):
         """The pipeline's narrator (stage 3); None when the pipeline does not list one."""
         used = self.service.pipelines.traces.processors
         return self._first(self.processors, NarratorConfig, used)
+
+    @property
+    def ui(self) -> UiConfig | None:
+        """The web UI extension; None unless service.extensions lists it."""
+        return self._first(self.extensions, UiConfig, self.service.extensions)
 
     @property
     def dashboards(self) -> DashboardsConfig | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from processor.dashboards.spec import encode
+from processor.insights.message import iso_ms
 
 
 def row(spec: Mapping[str, Any], published: int) -> dict[str, Any]:
@@ -15,7 +15,7 @@ def row(spec: Mapping[str, Any], published: int) -> dict[str, Any]:
     return {"dashboard_id": spec["id"], "version": spec["version"], "kind": spec["kind"], "title": spec["title"],
             "audience": spec["audience"], "incident_id": spec.get("incident_id") or "",
             "service": spec.get("service") or "",
-            "generator": gen.get("model") or gen["kind"], "updated_at": _ms(spec["generated_at"]),
+            "generator": gen.get("model") or gen["kind"], "updated_at": iso_ms(spec["generated_at"]),
             "published": published, "spec": encode(spec).decode()}
 
 
@@ -28,5 +28,3 @@ def from_row(r: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(r["spec"])
 
 
-def _ms(iso: str) -> int:
-    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)

@@ -22,7 +22,7 @@ from typing import Any
 from processor.config.components import HealthConfig
 from processor.dashboards.layout import flow
 from processor.dashboards.spec import SCHEMA_VERSION, dashboard_id
-from processor.insights.message import iso
+from processor.insights.message import iso, iso_ms
 from processor.insights.text import safe_name
 
 Panel = dict[str, Any]
@@ -148,8 +148,8 @@ def incident(insight: Mapping[str, Any], audience: str, health: HealthConfig, *,
                             "fields": ["p95_change" if latency else "error_rate"],
                             "unit": "none" if latency else "percentunit"}, 24, 8))
     window_ms = int(float(insight["window_seconds"]) * 1000)
-    first = _ms(insight["first_window"])
-    last = _ms(insight["last_window"])
+    first = iso_ms(insight["first_window"])
+    last = iso_ms(insight["last_window"])
     lead = max(30 * 60_000, 10 * window_ms)
     time_range = {"from": iso(first - lead),
                   "to": "now" if insight["status"] == "open" else iso(last + window_ms + 15 * 60_000)}
@@ -217,9 +217,3 @@ def _spec(did: str, kind: str, title: str, description: str, audience: str, time
             "description": description[:4000], "audience": audience, "incident_id": incident_id,
             "service": service, "time_range": time_range, "refresh": refresh, "variables": [],
             "panels": flow(panels), "generator": {"kind": "rules", "model": None}, "generated_at": iso(now)}
-
-
-def _ms(text: str) -> int:
-    from datetime import datetime
-
-    return int(datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp() * 1000)

@@ -98,6 +98,13 @@ def _num(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def iso_ms(text: str) -> int:
+    """An ISO 8601 time as otel-insights messages write them (``...Z``) as epoch ms."""
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp() * 1000)
+
+
 def iso(ms: int) -> str:
     """Epoch ms as ISO 8601 UTC with milliseconds (``...Z``), as every otel-insights message writes times."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"

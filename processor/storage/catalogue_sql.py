@@ -343,7 +343,16 @@ WHERE dashboard_id = {{dashboard_id:String}}
 LIMIT {{limit:Int64}}""", _cols(f"{_DASHBOARD_COLS}, spec:{_S}"),
     (Param("dashboard_id", "string", "a dashboard id"),))
 
+FEEDBACK = CatalogueQuery("feedback", "what people said of insights (helpful or a false alarm), newest first",
+                          """SELECT insight_id, incident_id, verdict, user, comment, at
+FROM {db}.feedback FINAL
+WHERE at >= @since AND at < @until
+  AND ({insight_id:String} = '' OR insight_id = {insight_id:String})
+ORDER BY at DESC
+LIMIT {limit:Int64}""", _cols(f"insight_id:{_S}, incident_id:{_S}, verdict:{_LS}, user:{_S}, comment:{_S}, at:{_T}"),
+    (Param("insight_id", "string", "an insight id ('' for all)", ""),))
+
 CATALOGUE: dict[str, CatalogueQuery] = {q.name: q for q in (
     HEALTH, EDGES, TOPOLOGY, TOPOLOGY_NODES, SERVICE_RED, EDGE_SERIES, SERVICE_EDGES, ANOMALIES,
-    INSIGHTS, INSIGHT, TOP_EDGES, HEALTH_TIMELINE, LATENCY_HEATMAP, SERVICE_NAMES, DASHBOARDS, DASHBOARD,
+    INSIGHTS, INSIGHT, TOP_EDGES, HEALTH_TIMELINE, LATENCY_HEATMAP, SERVICE_NAMES, DASHBOARDS, DASHBOARD, FEEDBACK,
 )}

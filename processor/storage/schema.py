@@ -62,12 +62,15 @@ DASHBOARD_COLUMNS = [
     "dashboard_id", "version", "kind", "title", "audience", "incident_id", "service", "generator",
     "updated_at", "published", "spec",
 ]  # fmt: skip
+FEEDBACK_COLUMNS = [
+    "insight_id", "incident_id", "verdict", "user", "comment", "at", "window_start", "last_window", "entities",
+]  # fmt: skip
 MODEL_COLUMNS = [
     "kind", "entity_type", "entity", "format_version", "trained_at", "trained_from",
     "trained_until", "windows", "model",
 ]  # fmt: skip
 TIME_COLUMNS = frozenset({"window_start", "window_end", "detected_at", "trained_at", "trained_from",
-                          "trained_until", "last_window", "updated_at"})
+                          "trained_until", "last_window", "updated_at", "at"})
 
 _WINDOW = """
     window_start DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
@@ -297,6 +300,28 @@ ORDER BY insight_id
     row_version UInt64 MATERIALIZED version * 2 + published
 ) ENGINE = ReplacingMergeTree(row_version)
 ORDER BY dashboard_id""",
+        ),
+    ),
+    Migration(
+        10,
+        "feedback",
+        (
+            # What on-call people said of an insight in the UI: helpful or a false alarm, who
+            # and when; one row per (insight, user), the newest wins. window_start and
+            # last_window are the incident's windows and entities its "type:name"s: a false
+            # alarm keeps those windows out of autoencoder training.
+            """CREATE TABLE IF NOT EXISTS {db}.feedback {on_cluster} (
+    insight_id String,
+    incident_id String,
+    verdict LowCardinality(String),
+    user String,
+    comment String CODEC(ZSTD(3)),
+    at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    window_start DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    last_window DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    entities Array(String)
+) ENGINE = ReplacingMergeTree(at)
+ORDER BY (insight_id, user)""",
         ),
     ),
 )

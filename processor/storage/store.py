@@ -23,6 +23,7 @@ from processor.storage.schema import (
     DASHBOARD_COLUMNS,
     EDGE_FINAL_COLUMNS,
     EDGE_PARTIAL_COLUMNS,
+    FEEDBACK_COLUMNS,
     HEALTH_FINAL_COLUMNS,
     HEALTH_PARTIAL_COLUMNS,
     INSIGHT_COLUMNS,
@@ -175,6 +176,13 @@ def _ms_keys(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+_FALSE_ALARMS = """SELECT toUnixTimestamp64Milli(window_start) AS first_ms, toUnixTimestamp64Milli(last_window) AS last_ms,
+       entities
+FROM {db}.feedback FINAL
+WHERE verdict = 'false_alarm'
+  AND last_window >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
+  AND window_start < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')"""
+
 _UNPUBLISHED_DASHBOARDS = """SELECT spec FROM {db}.dashboards FINAL
 WHERE updated_at >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC') AND published = 0
 ORDER BY updated_at"""
@@ -237,6 +245,21 @@ class Store:
         """Dashboard spec versions (`DASHBOARD_COLUMNS`); the newest version of a dashboard
         wins, and a version marked published replaces the same version unmarked."""
         self._insert("dashboards", DASHBOARD_COLUMNS, rows)
+
+    def insert_feedback(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Feedback on insights (`FEEDBACK_COLUMNS`); a user's newest verdict on an insight wins."""
+        self._insert("feedback", FEEDBACK_COLUMNS, rows)
+
+    def false_alarm_windows(self, since_ms: int, until_ms: int, window_ms: int) -> dict[int, set[tuple[str, str]]]:
+        """window start (ms) -> the (entity_type, entity) pairs of incidents someone called a
+        false alarm, over each incident's windows (their newest verdict per user counts)."""
+        out: dict[int, set[tuple[str, str]]] = {}
+        for r in self.backend.query(self._sql(_FALSE_ALARMS), {"since_ms": int(since_ms), "until_ms": int(until_ms)}):
+            pairs = {tuple(e.split(":", 1)) for e in r["entities"] if ":" in e}
+            first = max(int(r["first_ms"]), since_ms - since_ms % window_ms)
+            for ws in range(first, min(int(r["last_ms"]), until_ms - 1) + 1, window_ms):
+                out.setdefault(ws, set()).update(pairs)  # type: ignore[arg-type]
+        return out
 
     def unpublished_dashboards(self, since_ms: int) -> list[dict[str, Any]]:
         """Dashboard versions stored but not marked published, updated at or after since_ms

@@ -41,9 +41,9 @@ exporters:
   clickhouse: {{endpoint: "{clickhouse}", database: otel_insights, ttl: 0s, create_schema: true{clickhouse_options}}}
   prometheus: {{endpoint: "127.0.0.1:{port}"{prometheus_options}}}
   kafka/dlq: {{topic: {topic}-dlq{dlq_options}}}
-service:
+{ui_section}service:
   pipelines:
-    traces: {{receivers: [kafka], processors: [servicegraph, windows{anomaly}{narrator}], exporters: [clickhouse, prometheus]}}{telemetry}
+    traces: {{receivers: [kafka], processors: [servicegraph, windows{anomaly}{narrator}], exporters: [clickhouse, prometheus]}}{telemetry}{ui_service}
 """
 
 
@@ -132,7 +132,7 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
                   cooldown: str = "1s", narrator_options: str = "", kafka_options: str = "",
                   windows_options: str = "", clickhouse_options: str = "",
                   prometheus_options: str = "", dlq_options: str = "",
-                  logs_level: str | None = None) -> Pipeline:
+                  logs_level: str | None = None, ui: str | None = None) -> Pipeline:
     """A worker config; ``anomaly_options`` is extra flow-style YAML for processors.anomaly,
     and each ``<section>_options`` for that section (``kafka_options`` as block YAML lines
     under receivers.kafka, e.g. "\n    client_id: x"). ``logs_level`` sets
@@ -144,7 +144,8 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
     ``clickhouse`` is an endpoint to share (e.g. a tests.chshim URL); by default each
     group gets its own chdb directory under ``tmp``. ``narrator`` runs stage 3 too (with
     anomaly), publishing insights on ``<topic>-insights`` and incident dashboards on
-    ``<topic>-dashboards``.
+    ``<topic>-dashboards``. ``ui`` (flow-style YAML of extensions.ui, "" for its defaults)
+    serves the web UI from the worker (it needs ``narrator``).
     """
     port = free_port()
     endpoint = clickhouse or f"chdb://{tmp / f'{group}-chdb'}"
@@ -154,6 +155,8 @@ def make_pipeline(tmp: Path, bootstrap: str, topic: str, group: str, encoding: s
                                  lateness=lateness, batch=batch,
                                  anomaly=", anomaly" if anomaly or narrator else "",
                                  narrator=", narrator, dashboards" if narrator else "", cooldown=cooldown,
+                                 ui_section=f"extensions:\n  ui: {{{ui}}}\n" if ui is not None else "",
+                                 ui_service="\n  extensions: [ui]" if ui is not None else "",
                                  narrator_options=f", {narrator_options}" if narrator_options else "",
                                  anomaly_options=f", {anomaly_options}" if anomaly_options else "",
                                  judge_empty=str(judge_empty).lower(), kafka_options=kafka_options,

@@ -1,0 +1,1 @@
+"""The thin web UI: its HTTP server (pages, catalogue queries, live events, feedback, saved dashboards) and static files."""
