@@ -2,8 +2,9 @@
 
   .venv/bin/python benchmarks/bench_ui.py [--services 200] [--hours 24] [--runs 10] [--cards 20]
 
-1. The map's queries (topology_nodes and topology, as the page asks them) over `--hours` of
-   1-minute final windows of `--services` services on chdb, with their latency sketches.
+1. The map over `--hours` of 1-minute final windows of `--services` services on chdb (with
+   their latency sketches): building the hourly rollups, the map's queries over the final
+   windows and over the rollups, and as the UI serves them (its map cache).
 2. An insight produced on the insights topic (local broker) -> its card visible in headless
    Chromium on the feed page, through the UI's topic consumer and server-sent events.
 """
@@ -78,34 +79,30 @@ def fill(store: Any, services: int, hours: float) -> int:
     return rows
 
 
-def bench_map(services: int, hours: float, runs: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = parse_config(CONFIG.format(bootstrap="127.0.0.1:1", path=Path(tmp) / "ch", port=1), environ={})
-        store = open_store(cfg.clickhouse, windows=cfg.windows)  # type: ignore[arg-type]
-        t0 = time.perf_counter()
-        rows = fill(store, services, hours)
-        print(f"  filled {rows:,} final rows ({services} services, {hours:g} h of 1-minute windows) "
-              f"in {time.perf_counter() - t0:.0f} s")
-        since = int(time.time() * 1000) - int(hours * 3600 * 1000)
-        for name in ("topology_nodes", "topology"):
-            store.catalogue(name, {"since_ms": since})  # warm
-            times = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                got = store.catalogue(name, {"since_ms": since})
-                times.append((time.perf_counter() - t) * 1000)
-            print(f"  map query {name:<15} {len(got):>5} rows: median {statistics.median(times):7.1f} ms, "
-                  f"min {min(times):7.1f}, max {max(times):7.1f} over {runs} runs")
-        store.close()
+def _timed(fn: Any, runs: int) -> tuple[Any, list[float]]:
+    out, times = None, []
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return out, times
 
 
-def bench_cards(cards: int) -> None:
+def _say(label: str, rows: Any, times: list[float]) -> None:
+    n = len(rows) if isinstance(rows, list) else rows
+    print(f"  {label:<52} {n:>5} rows: median {statistics.median(times):8.1f} ms, min {min(times):8.1f}, "
+          f"max {max(times):8.1f} over {len(times)} runs")
+
+
+def bench(services: int, hours: float, runs: int, cards: int) -> None:
+    """Fill a chdb store, build its rollups, time the map's queries, then serve the UI on it."""
     from aiokafka import AIOKafkaProducer
     from playwright.sync_api import sync_playwright
 
     from pipelines.store_io import StoreIO
     from pipelines.ui import UiServer
     from processor.localstack import LocalBroker, free_port
+    from processor.storage import rollups
     from processor.telemetry import Metrics
 
     port = free_port()
@@ -114,41 +111,81 @@ def bench_cards(cards: int) -> None:
             broker.create_topic(t, 3)
         cfg = parse_config(CONFIG.format(bootstrap=broker.bootstrap, path=Path(tmp) / "ch", port=port), environ={})
         store = open_store(cfg.clickhouse, windows=cfg.windows)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        rows = fill(store, services, hours)
+        print(f"  filled {rows:,} final rows ({services} services, {hours:g} h of 1-minute windows) "
+              f"in {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+        built = sum(rollups.rebuild(store.backend, store.database, table, h) for table, h in
+                    rollups.stale_hours(store.backend, store.database, 0, 9_999_999_999_999).items())
+        print(f"  built {built} hourly rollups in {time.perf_counter() - t0:.1f} s "
+              f"({(time.perf_counter() - t0) / max(1, built) * 1000:.0f} ms per hour and table)")
+        t0 = time.perf_counter()
+        stale = rollups.stale_hours(store.backend, store.database, int(time.time() * 1000) - 3 * 3_600_000,
+                                    int(time.time() * 1000) + 3_600_000)
+        print(f"  stale-hour check over the last 3 h: {(time.perf_counter() - t0) * 1000:.0f} ms "
+              f"({sum(len(v) for v in stale.values())} stale)")
+        since = int(time.time() * 1000) - int(hours * 3600 * 1000)
+        for name in ("topology_nodes", "topology"):  # the final windows: what a map read without rollups
+            got, times = _timed(lambda n=name: store.catalogue(n, {"since_ms": since}), 1)
+            _say(f"{name} over the final windows", got, times)
+        for name in ("map_nodes", "map_edges"):
+            store.catalogue(name, {"since_ms": since})
+            got, times = _timed(lambda n=name: store.catalogue(n, {"since_ms": since}), runs)
+            _say(f"{name} over the hourly rollups", got, times)
         io = StoreIO(store, Metrics(), cfg.windows.size.ms)
         loop = asyncio.new_event_loop()
         server = UiServer(cfg, cfg.ui, io, Metrics())  # type: ignore[arg-type]
         threading.Thread(target=loop.run_forever, daemon=True).start()
         asyncio.run_coroutine_threadsafe(server.start(), loop).result(60)
-        async def make_producer() -> AIOKafkaProducer:
-            prod = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
-            await prod.start()
-            return prod
+        try:
+            _serve_map(port, hours, runs)
+            _cards(loop, broker.bootstrap, server, port, cards, AIOKafkaProducer, sync_playwright)
+        finally:
+            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+            io.close()
 
-        producer = asyncio.run_coroutine_threadsafe(make_producer(), loop).result(30)
-        deadline = time.monotonic() + 60
-        while not server.feed.assigned and time.monotonic() < deadline:
-            time.sleep(0.2)
-        lat = []
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/#/insights")
-            page.wait_for_selector("#live[data-state='live']", timeout=30_000)
-            for i in range(cards):
-                body = _insight(f"inc-bench-{i}")
-                t0 = time.perf_counter()
-                asyncio.run_coroutine_threadsafe(producer.send_and_wait(
-                    "bench-insights", json.dumps(body).encode(), key=body["incident_id"].encode()), loop).result(10)
-                page.wait_for_selector(f"article.insight[data-insight-id='{body['insight_id']}']", timeout=10_000)
-                lat.append((time.perf_counter() - t0) * 1000)
-            browser.close()
-        asyncio.run_coroutine_threadsafe(producer.stop(), loop).result(10)
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
-        io.close()
-        lat.sort()
-        print(f"  insight produced -> card visible: median {statistics.median(lat):.0f} ms, "
-              f"p90 {lat[int(0.9 * (len(lat) - 1))]:.0f} ms, max {lat[-1]:.0f} ms over {len(lat)} insights")
+
+def _serve_map(port: int, hours: float, runs: int) -> None:
+    import urllib.request
+
+    for name in ("map_nodes", "map_edges"):
+        url = f"http://127.0.0.1:{port}/api/query/{name}?since={int(hours)}h"
+        with urllib.request.urlopen(url, timeout=120) as r:  # the first, uncached
+            r.read()
+        got, times = _timed(lambda u=url: json.loads(urllib.request.urlopen(u, timeout=60).read()), runs)
+        _say(f"GET {name} ?since={int(hours)}h through the UI (its map cache)", got, times)
+
+
+def _cards(loop: Any, bootstrap: str, server: Any, port: int, cards: int, producer_cls: Any, sync_playwright: Any) -> None:
+    async def make_producer() -> Any:
+        prod = producer_cls(bootstrap_servers=bootstrap, linger_ms=0)
+        await prod.start()
+        return prod
+
+    producer = asyncio.run_coroutine_threadsafe(make_producer(), loop).result(30)
+    deadline = time.monotonic() + 60
+    while not server.feed.assigned and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lat = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/#/insights")
+        page.wait_for_selector("#live[data-state='live']", timeout=30_000)
+        for i in range(cards):
+            body = _insight(f"inc-bench-{i}")
+            t0 = time.perf_counter()
+            asyncio.run_coroutine_threadsafe(producer.send_and_wait(
+                "bench-insights", json.dumps(body).encode(), key=body["incident_id"].encode()), loop).result(10)
+            page.wait_for_selector(f"article.insight[data-insight-id='{body['insight_id']}']", timeout=10_000)
+            lat.append((time.perf_counter() - t0) * 1000)
+        browser.close()
+    asyncio.run_coroutine_threadsafe(producer.stop(), loop).result(10)
+    lat.sort()
+    print(f"  insight produced -> card visible: median {statistics.median(lat):.0f} ms, "
+          f"p90 {lat[int(0.9 * (len(lat) - 1))]:.0f} ms, max {lat[-1]:.0f} ms over {len(lat)} insights")
 
 
 def _insight(incident: str) -> dict[str, Any]:
@@ -171,8 +208,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--cards", type=int, default=20)
     args = ap.parse_args()
-    bench_map(args.services, args.hours, args.runs)
-    bench_cards(args.cards)
+    bench(args.services, args.hours, args.runs, args.cards)
 
 
 if __name__ == "__main__":

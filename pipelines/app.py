@@ -185,6 +185,18 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
             # must not stall finalisation (each tick judges a bounded number of windows).
             await _guarded(w, judge, [])
 
+    from pipelines.rollup_task import TICK_S, RollupTask
+
+    rollup = RollupTask(cfg, io, metrics)
+
+    async def roll_up(_: list[Any]) -> None:
+        await rollup.tick(0 in partials_owned())
+
+    @app.timer(TICK_S)
+    async def rollup_timer() -> None:
+        # Beside the stages, on the owner of partials partition 0 (one builder at a time).
+        await _guarded(w, roll_up, [])
+
     models = None
     if cfg.narrator is not None:
         from processor.insights.models import ModelRouter

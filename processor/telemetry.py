@@ -56,6 +56,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_anomaly_corrected_windows_total", "counter", "Windows re-finalised by late spans after the detectors judged them (their verdicts are not re-run)"),
     MetricSpec("otel_insights_anomaly_models", "gauge", "Per-entity autoencoder models in use"),
     MetricSpec("otel_insights_anomaly_model_trainings_total", "counter", "Scheduled autoencoder trainings", ("outcome",)),
+    MetricSpec("otel_insights_rollup_builds_total", "counter", "Hours of final windows rolled up (built or rebuilt after their final rows changed), by final table", ("table",)),
     MetricSpec("otel_insights_feedback_total", "counter", "Feedback given on insights in the web UI, by verdict (helpful, false_alarm)", ("verdict",)),
     MetricSpec("otel_insights_ui_subscribers", "gauge", "Browsers listening to the web UI's live updates"),
     MetricSpec("otel_insights_training_excluded_windows_total", "counter", "Entity windows kept out of autoencoder training, by reason: anomaly (flagged) or false_alarm (feedback on its incident)", ("reason",)),

@@ -21,6 +21,7 @@ from processor.insights import facts as facts_mod
 from processor.insights import message
 from processor.insights.message import template_narration
 from processor.storage.catalogue import Context
+from processor.storage import rollups
 from processor.storage.open import open_store
 from processor.storage.store import Store
 
@@ -83,6 +84,8 @@ def build(path: Path, *, minutes: float = 12, fault: bool = True, rate: float = 
                     sorted({r["service"] for r in store.final_rows_between(0)[0]}),
                     fault_service="product-catalog" if fault else "")
     _detect(out, cfg.anomaly or AnomalyConfig())
+    for table, hours in rollups.stale_hours(store.backend, store.database, 0, 9_999_999_999_999).items():
+        rollups.rebuild(store.backend, store.database, table, hours)
     return out
 
 
@@ -121,6 +124,10 @@ def _detect(out: ShopStore, settings: AnomalyConfig) -> None:
         dash = rules.incident(body, "sre", out.config.windows.health)
         out.store.insert_dashboards([record.row(dash, published=1)])
         out.dashboards.append(dash["id"])
+        out.store.insert_feedback([{  # what the UI stores when someone calls it a false alarm
+            "insight_id": incident, "incident_id": incident, "verdict": "false_alarm", "user": "tester",
+            "comment": "", "at": int(time.time() * 1000), "window_start": facts.first_window_ms,
+            "last_window": facts.last_window_ms, "entities": [f"{t}:{e}" for t, e in facts.entities]}])
 
 
 def module_fixture(**kwargs: Any) -> Any:

@@ -324,6 +324,50 @@ ORDER BY dashboard_id""",
 ORDER BY (insight_id, user)""",
         ),
     ),
+    Migration(
+        11,
+        "hourly rollups",
+        (
+            # Each hour of final windows merged per entity (counts summed, sketches merged),
+            # rebuilt from the final rows whenever they change (processor/storage/rollups.py),
+            # so long ranges read 60 times fewer rows. Same column names as the final tables
+            # (window_start/window_end are the hour's bounds; health is its newest window's),
+            # so the catalogue's map queries run unchanged on either. `fingerprint` is the
+            # XOR of the hashes of the final rows it was built from: a changed final row
+            # changes it, which is how a stale hour is found.
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.service_health_hourly {{on_cluster}} ({_WINDOW}
+    service LowCardinality(String) CODEC(ZSTD(1)),
+    calls UInt64 CODEC(ZSTD(1)),
+    errors UInt64 CODEC(ZSTD(1)),
+    health LowCardinality(String) CODEC(ZSTD(1)),
+    latency_keys {_SKETCH[0]},
+    latency_counts {_SKETCH[1]},
+    windows UInt32,
+    fingerprint UInt64,
+    built_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(built_at)
+{_PARTITION}
+ORDER BY (service, window_start)
+{{ttl_clause}}""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.service_edges_hourly {{on_cluster}} ({_WINDOW}
+    client LowCardinality(String) CODEC(ZSTD(1)),
+    server LowCardinality(String) CODEC(ZSTD(1)),
+    connection_type LowCardinality(String) CODEC(ZSTD(1)),
+    requests UInt64 CODEC(ZSTD(1)),
+    failed UInt64 CODEC(ZSTD(1)),
+    server_keys {_SKETCH[0]},
+    server_counts {_SKETCH[1]},
+    client_keys {_SKETCH[0]},
+    client_counts {_SKETCH[1]},
+    windows UInt32,
+    fingerprint UInt64,
+    built_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(built_at)
+{_PARTITION}
+ORDER BY (client, server, connection_type, window_start)
+{{ttl_clause}}""",
+        ),
+    ),
 )
 
 _BOOTSTRAP = """CREATE TABLE IF NOT EXISTS {db}.schema_migrations {on_cluster} (

@@ -92,12 +92,16 @@ def make_app(store: UiStore, state: LiveState, auth: BearerAuth, status: Mapping
                                    "params": [p.name for p in q.params] + (["step_s"] if "@step_s" in q.sql else []),
                                    "columns": [c.name for c in q.columns]} for q in CATALOGUE.values()])
 
+    maps = MapCache(store)
+
     async def query(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         try:
             params = request_params(name, request.query.items())
         except ParamError as exc:
             return _error(str(exc), 404 if "unknown query" in str(exc) else 400)
+        if name in MAP_QUERIES and "since" in request.query and "since_ms" not in request.query:
+            return await _rows(maps.get(name, request.query_string, params))
         return await _rows(store.catalogue(name, params))
 
     async def insights(request: web.Request) -> web.Response:
@@ -214,6 +218,41 @@ def make_app(store: UiStore, state: LiveState, auth: BearerAuth, status: Mapping
     app.router.add_get("/api/feedback", feedback_list)
     app.router.add_static("/static/", path=str(static), append_version=False, show_index=False)
     return app
+
+
+MAP_QUERIES = frozenset({"topology_nodes", "topology", "map_nodes", "map_edges"})
+MAP_FRESH_S = 15.0
+
+
+class MapCache:
+    """The map's queries over a look-back ("last 24h"), answered from what was computed at most
+    MAP_FRESH_S ago: the page refreshes every 10 s and every open page asks the same, while
+    a 24-hour map merges thousands of sketches. Past that, the stale answer is served at once
+    and a refresh runs behind it (one at a time per query), so no reader waits on ClickHouse
+    once a map has been drawn."""
+
+    def __init__(self, store: UiStore) -> None:
+        self.store = store
+        self.entries: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
+        self.refreshing: dict[tuple[str, str], asyncio.Task[Any]] = {}
+
+    async def get(self, name: str, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        key = (name, query)
+        held = self.entries.get(key)
+        if held is None:
+            return await self._compute(key, name, params)
+        if time.monotonic() - held[0] > MAP_FRESH_S and key not in self.refreshing:
+            task = asyncio.create_task(self._compute(key, name, params))
+            self.refreshing[key] = task
+            task.add_done_callback(lambda t: (self.refreshing.pop(key, None), t.exception() if not t.cancelled() else None))
+        return held[1]
+
+    async def _compute(self, key: tuple[str, str], name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        rows = await self.store.catalogue(name, params)
+        self.entries[key] = (time.monotonic(), rows)
+        while len(self.entries) > 64:  # a few ranges of four queries; never unbounded
+            self.entries.pop(next(iter(self.entries)))
+        return rows
 
 
 def _feedback_row(body: Any, state: LiveState) -> dict[str, Any]:

@@ -148,8 +148,15 @@ def test_ui(stack) -> None:
     _shot(world, "insights")
 
     # The map: every node with the health the catalogue gives it; the hostile name is text.
+    # Its 24 hours read the hourly rollups, which the worker keeps (within a tick or two).
+    hour = start // 10**6 // 3_600_000 * 3_600_000
+
+    def requests(name: str) -> int:
+        return sum(r["requests"] for r in _api(world, f"/api/query/{name}?since_ms={hour}"))
+
+    wait_until(lambda: requests("map_nodes") == requests("topology_nodes") > 0, 60, "the rollups", world["p"])
     page.goto(world["base"] + "/#/map?range=24h")
-    nodes = _api(world, "/api/query/topology_nodes?since=24h")
+    nodes = _api(world, "/api/query/map_nodes?since=24h")
     expect(page.locator("#node-list li")).to_have_count(len(nodes), timeout=30_000)
     shown = {li.get_attribute("data-node"): li.get_attribute("data-health")
              for li in page.query_selector_all("#node-list li")}

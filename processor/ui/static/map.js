@@ -7,6 +7,8 @@ import { drawGraph } from "./graph.js";
 import { narrative, badges } from "./narrative.js";
 
 const RANGES = ["15m", "1h", "6h", "24h"];
+// Long ranges read the hourly rollups (whole hours, from the start of the first one).
+const ROLLED_UP = new Set(["6h", "24h"]);
 const REFRESH_MS = 10000;
 
 function emptyState(status) {
@@ -77,7 +79,8 @@ export function renderMap(view, ctx) {
   let alive = true;
   async function load() {
     try {
-      const [nodes, edges] = await Promise.all([query("topology_nodes", { since: range }), query("topology", { since: range })]);
+      const [n, e] = ROLLED_UP.has(range) ? ["map_nodes", "map_edges"] : ["topology_nodes", "topology"];
+      const [nodes, edges] = await Promise.all([query(n, { since: range }), query(e, { since: range })]);
       for (const old of view.querySelectorAll("#map-empty, #map-error")) old.remove();
       clear(aside);
       if (!nodes.length) { aside.append(emptyState(ctx.status)); chartBox.hidden = true; return; }
