@@ -55,6 +55,7 @@ class InsightStage:
         self.gap_windows = config.anomaly.incident_gap_windows
         self.window_ms = config.windows.size.ms
         self.brokers = list(config.kafka.brokers)
+        self.security = config.kafka.client_options()  # tls and auth.sasl of receivers.kafka
         self.judge_group = config.kafka.group_id
         self.group_id = f"{config.kafka.group_id}.insights"
         self.io = io
@@ -96,7 +97,8 @@ class InsightStage:
 
     async def _start(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.brokers, group_id=self.group_id,
-                                    enable_auto_commit=False, auto_offset_reset="latest")
+                                    enable_auto_commit=False, auto_offset_reset="latest",
+                                    **self.security)
         await consumer.start()
         parts = consumer.partitions_for_topic(self.anomaly_topic) or set()
         tps = [TopicPartition(self.anomaly_topic, p) for p in sorted(parts)]
@@ -158,7 +160,7 @@ class InsightStage:
     async def _sent_versions(self, wanted: set[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of ``wanted`` the insights topic holds, from the tail of each partition (only
         this stage writes it, and an unmarked version is at most the last few records)."""
-        c = AIOKafkaConsumer(bootstrap_servers=self.brokers, enable_auto_commit=False)
+        c = AIOKafkaConsumer(bootstrap_servers=self.brokers, enable_auto_commit=False, **self.security)
         await c.start()
         found: set[tuple[str, int]] = set()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -12,8 +13,9 @@ from processor.config import Config
 from processor.errors import OtelInsightsError
 
 
-async def _partitions(bootstrap: list[str], topics: list[str]) -> dict[str, int]:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+async def _partitions(bootstrap: list[str], topics: list[str], security: dict[str, Any]
+                      ) -> dict[str, int]:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10000, **security)
     client_log = logging.getLogger("aiokafka")
     level = client_log.level
     client_log.setLevel(logging.CRITICAL)  # our one error line says it; no client noise
@@ -45,13 +47,15 @@ async def ensure_topics(cfg: Config, create_input: bool = False) -> dict[str, in
         internal.append(cfg.anomaly.topic)
     if cfg.narrator is not None:
         internal.append(cfg.narrator.topic)
-    names = [kafka.traces.topic, *internal]
-    counts = await _partitions(list(kafka.brokers), names)
+    inputs = list(kafka.traces.topics)
+    names = [*inputs, *internal]
+    security = kafka.client_options()
+    counts = await _partitions(list(kafka.brokers), names, security)
     missing = [t for t in internal if counts[t] == 0]
-    if create_input and counts[kafka.traces.topic] == 0:
-        missing.append(kafka.traces.topic)
+    if create_input:
+        missing += [t for t in inputs if counts[t] == 0]
     if missing:
-        admin = AIOKafkaAdminClient(bootstrap_servers=list(kafka.brokers))
+        admin = AIOKafkaAdminClient(bootstrap_servers=list(kafka.brokers), **security)
         await admin.start()
         try:
             await admin.create_topics([NewTopic(t, kafka.partitions, 1) for t in missing])
@@ -61,9 +65,10 @@ async def ensure_topics(cfg: Config, create_input: bool = False) -> dict[str, in
         finally:
             await admin.close()
         await asyncio.sleep(0.5)
-        counts = await _partitions(list(kafka.brokers), names)
-    if counts[kafka.traces.topic] == 0:
+        counts = await _partitions(list(kafka.brokers), names, security)
+    absent = [t for t in inputs if counts[t] == 0]
+    if absent:
         raise OtelInsightsError(
-            f"input topic {kafka.traces.topic!r} does not exist on {','.join(kafka.brokers)}: "
-            "create it, or point receivers.kafka.traces.topic at your collectors' topic")
+            f"input topic(s) {absent} do not exist on {','.join(kafka.brokers)}: "
+            "create them, or point receivers.kafka.traces.topics at your collectors' topics")
     return counts

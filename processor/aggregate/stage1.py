@@ -77,13 +77,23 @@ class Outbox(Protocol):
 def input_partitions(kafka: KafkaReceiver, partitions: Mapping[str, int]) -> list[Partition]:
     """Every partition stage 1 reads, given each topic's partition count: the input topic's,
     and the re-key topic's unless re-keying is off. Stage 2 must hear from each of them."""
-    topics = [kafka.traces.topic] + ([kafka.rekey_topic] if kafka.rekey != "never" else [])
+    topics = [*kafka.traces.topics] + ([kafka.rekey_topic] if kafka.rekey != "never" else [])
     return [(t, p) for t in topics for p in range(partitions[t])]
+
+
+def origin_numbers(kafka: KafkaReceiver, partitions: Mapping[str, int]) -> dict[Partition, int]:
+    """Each input partition's number as a re-key origin: its topic's partitions counted
+    after those of the topics listed before it (one topic: the partition number)."""
+    out: dict[Partition, int] = {}
+    for topic in kafka.traces.topics:
+        for p in range(partitions[topic]):
+            out[(topic, p)] = len(out)
+    return out
 
 
 def needs_rekey(kafka: KafkaReceiver, topic: str, key: bytes | None) -> bool:
     """Whether a record must go through the re-key topic before it can be paired."""
-    if topic != kafka.traces.topic or kafka.rekey == "never":
+    if topic not in kafka.traces.topics or kafka.rekey == "never":
         return False
     return kafka.rekey == "always" or key is None or not _TRACE_KEY.match(key)
 
@@ -100,7 +110,8 @@ class Stage1:
         if config.kafka is None:
             raise ValueError("the traces pipeline has no kafka receiver")
         self.kafka = config.kafka
-        self.input_count = partitions[self.kafka.traces.topic]
+        self.origin_of = origin_numbers(self.kafka, partitions)
+        self.input_count = len(self.origin_of)
         self.rekey_count = partitions.get(self.kafka.rekey_topic, 0) if self.kafka.rekey != "never" else 0
         self.bounds = EventTimeBounds(config)
         self.horizon_ns = correction_horizon_ns(config)
@@ -162,8 +173,9 @@ class Stage1:
             self._observe_edges(edges)
             await self.emit(agg, agg.flush_closed(), idle=(topic, partition) in self.idle)
             if rekeyed:  # after the re-keyed records: their origin's progress, to every re-key partition
-                await self.outbox.rekey(progress_markers(Progress(partition, agg.max_end_ns, False),
-                                                         self.rekey_count))
+                await self.outbox.rekey(progress_markers(
+                    Progress(self.origin_of[(topic, partition)], agg.max_end_ns, False),
+                    self.rekey_count))
             safe[(topic, partition)] = agg.safe_offset()
         return safe
 
@@ -240,7 +252,8 @@ class Stage1:
             data = self.codec.parse(payload)
             parts = split_by_trace(data)
             out = [RekeyRecord(trace_id.hex().encode(), self.codec.encode(part),
-                               origin_headers(Origin(rec.partition, rec.offset, i)))
+                               origin_headers(Origin(self.origin_of[(rec.topic, rec.partition)],
+                                                     rec.offset, i)))
                    for i, (trace_id, part) in enumerate(parts.items())]
         except Exception as exc:  # any parse failure (e.g. JSON nested too deep) is bad input
             raise DecodeError(f"cannot re-key record: {exc!r}") from exc
@@ -347,9 +360,9 @@ class Stage1:
             if agg.windows.corrections:
                 await self.emit(agg, agg.flush_corrections(), idle=tp in self.idle)
                 safe[tp] = agg.safe_offset()
-            if topic == self.kafka.traces.topic and self.rekey_count:
-                markers += progress_markers(Progress(partition, agg.max_end_ns, tp in self.idle),
-                                            self.rekey_count)
+            if tp in self.origin_of and self.rekey_count:
+                markers += progress_markers(Progress(self.origin_of[tp], agg.max_end_ns,
+                                                     tp in self.idle), self.rekey_count)
         if markers:  # every origin is heard every tick, also one with nothing to re-key
             await self.outbox.rekey(markers)
         return safe
