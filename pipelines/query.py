@@ -78,10 +78,12 @@ def fetch(cfg: Config, name: str, since: str) -> list[dict[str, Any]]:
 
 
 def render_table(name: str, rows: list[dict[str, Any]]) -> Table:
-    cols = COLUMNS[name]
+    cols = list(COLUMNS[name])
+    if any(r.get("dimensions") for r in rows):  # processors.servicegraph.dimensions
+        cols.insert(cols.index("connection_type") + 1, "dimensions")
     t = Table(title=f"{name} ({len(rows)} rows)")
     for c in cols:
-        t.add_column(c, justify="right" if c not in ("service", "client", "server", "health",
+        t.add_column(c, justify="right" if c not in ("service", "client", "server", "health", "dimensions",
                                                     "connection_type", "window_start", "window_end") else "left")
     for r in rows:
         cells = []
@@ -91,6 +93,8 @@ def render_table(name: str, rows: list[dict[str, Any]]) -> Table:
                 cells.append(f"{v:.3f}" if c == "error_rate" else f"{v:.2f}")
             elif c == "health" and v:
                 cells.append(f"[{HEALTH_COLOURS.get(str(v), 'white')}]{v}[/]")
+            elif isinstance(v, dict):
+                cells.append(escape(", ".join(f"{k}={x}" for k, x in v.items())))
             else:  # names are span attributes: never rich markup
                 cells.append("" if v is None else escape(str(v)))
         t.add_row(*cells)

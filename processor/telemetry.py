@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import Metric
+from prometheus_client.utils import floatToGoString
 
 # servicegraphconnector's default latency histogram buckets (seconds).
 SERVICE_GRAPH_BUCKETS_S = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0,
                            1.4, 2.0, 5.0, 10.0, 15.0)
-EDGE_LABELS = ("client", "server", "connection_type")
+EDGE_LABELS = ("client", "server", "connection_type", "failed")  # plus dimensions, virtual_node
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_unpaired_spans_total", "counter", "Spans that expired from the pairing store without a partner", ("kind",)),
     MetricSpec("otel_insights_expired_edges_total", "counter", "Edges completed by expiry as virtual nodes", ("kind",)),
     MetricSpec("otel_insights_evicted_spans_total", "counter", "Spans evicted early because store.max_items was reached"),
-    MetricSpec("otel_insights_rejected_spans_total", "counter", "Spans rejected because they end too far ahead of the wall clock or too long ago", ("reason",)),
+    MetricSpec("otel_insights_rejected_spans_total", "counter", "Spans rejected because they end too far ahead of the wall clock or too long ago (future, too_old), or their resource has no service.name (no_service_name)", ("reason",)),
     MetricSpec("otel_insights_rekey_replays_skipped_total", "counter", "Re-keyed records skipped because their origin record was already applied (a replay)"),
     MetricSpec("otel_insights_late_spans_total", "counter", "Spans and edges that arrived after their window closed: corrected (window re-finalised), replayed (already applied) or dropped", ("what", "action")),
     MetricSpec("otel_insights_pairing_store_items", "gauge", "Spans waiting in the pairing store", ("partition",)),
@@ -71,59 +73,70 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_gateway_records_total", "counter", "Kafka records acknowledged (one per trace)", (), "gateway"),
     MetricSpec("otel_insights_gateway_received_bytes_total", "counter", "Request bytes received (after HTTP content decoding)", (), "gateway"),
     MetricSpec("otel_insights_gateway_produced_bytes_total", "counter", "Record value bytes acknowledged by Kafka (before Kafka compression)", (), "gateway"),
-    MetricSpec("traces_service_graph_request_total", "counter", "Requests between two nodes (servicegraph connector compatible)", EDGE_LABELS),
+    MetricSpec("traces_service_graph_request_total", "counter", "Requests between two nodes, as the servicegraph connector counts them (also labelled client_/server_<dimension> and virtual_node when configured)", EDGE_LABELS),
     MetricSpec("traces_service_graph_request_failed_total", "counter", "Failed requests between two nodes", EDGE_LABELS),
-    MetricSpec("traces_service_graph_request_server_seconds", "histogram", "Server-side request duration", EDGE_LABELS),
-    MetricSpec("traces_service_graph_request_client_seconds", "histogram", "Client-side request duration", EDGE_LABELS),
+    MetricSpec("traces_service_graph_request_server_seconds", "histogram", "Server-side request duration (a database edge's is its client span's; a virtual server observes 0)", EDGE_LABELS),
+    MetricSpec("traces_service_graph_request_client_seconds", "histogram", "Client-side request duration (a virtual client, user, observes 0)", EDGE_LABELS),
 )
 
 
 class ServiceGraphSeries:
-    """Accumulates the connector-compatible series from edge batches, vectorised."""
+    """Accumulates the connector-compatible series from edge batches, vectorised.
+
+    Every completed edge is one request of its series (see processor.graph.labels) and one
+    observation in both histograms, as the connector records it: a side with no span (a
+    virtual node's) observes 0 s. Series carry only the labels they have, so a dimension an
+    edge lacks is absent rather than empty, and failed_total lists only series that failed.
+    """
 
     def __init__(self) -> None:
-        self._edges: dict[tuple[str, str, str], np.ndarray] = {}
-        # per edge: [requests, failed, srv buckets(17) , srv sum, srv count, cli buckets, cli sum, cli count]
+        self.bounds: tuple[float, ...] = SERVICE_GRAPH_BUCKETS_S
+        # per series: [requests, failed, srv buckets.., srv sum, cli buckets.., cli sum]
+        self._series: dict[tuple[tuple[str, str], ...], np.ndarray] = {}
 
-    _NB = len(SERVICE_GRAPH_BUCKETS_S) + 1
+    def configure(self, bounds_s: tuple[float, ...]) -> None:
+        """The histograms' bucket bounds (seconds): processors.servicegraph.latency_histogram_buckets."""
+        if self._series and tuple(bounds_s) != self.bounds:
+            raise ValueError("latency buckets cannot change once series have observations")
+        self.bounds = tuple(bounds_s)
 
-    def observe(self, labels: list[tuple[str, str, str]], inverse: np.ndarray, failed: np.ndarray,
-                server_s: np.ndarray, client_s: np.ndarray) -> None:
-        """Add one batch: `labels[inverse[i]]` is edge i's label set."""
-        nb = self._NB
-        width = 2 + 2 * (nb + 2)
-        n = len(labels)
-        acc = np.zeros((n, width))
+    def observe(self, series: tuple[list[tuple[tuple[str, str], ...]], np.ndarray], e: Any) -> None:
+        """Add one EdgeBatch ``e``; ``series`` is (labels, inverse): edge i counts in labels[inverse[i]]."""
+        labels, inverse = series
+        nb = len(self.bounds) + 1
+        acc = np.zeros((len(labels), 2 + 2 * (nb + 1)))
         np.add.at(acc[:, 0], inverse, 1)
-        np.add.at(acc[:, 1], inverse, failed.astype(np.float64))
-        for col, vals in ((2, server_s), (2 + nb + 2, client_s)):
-            has = ~np.isnan(vals)
-            b = np.searchsorted(SERVICE_GRAPH_BUCKETS_S, vals[has], side="left")
-            np.add.at(acc, (inverse[has], col + b), 1)
-            np.add.at(acc[:, col + nb], inverse[has], vals[has])
-            np.add.at(acc[:, col + nb + 1], inverse[has], 1)
+        np.add.at(acc[:, 1], inverse, e.failed.astype(np.float64))
+        for col, ms in ((2, e.server_ms), (3 + nb, e.client_ms)):
+            seconds = np.nan_to_num(ms / 1000.0, nan=0.0)  # no span on this side: 0 s
+            b = np.searchsorted(self.bounds, seconds, side="left")  # le: a bound's own value is in it
+            np.add.at(acc, (inverse, col + b), 1)
+            np.add.at(acc[:, col + nb], inverse, seconds)
         for i, lab in enumerate(labels):
-            cur = self._edges.get(lab)
-            self._edges[lab] = acc[i] if cur is None else cur + acc[i]
+            cur = self._series.get(lab)
+            self._series[lab] = acc[i] if cur is None else cur + acc[i]
 
     def collect(self) -> Iterator[Metric]:
-        nb = self._NB
+        nb = len(self.bounds) + 1
         spec = {m.name: m for m in METRICS}
-        req = CounterMetricFamily("traces_service_graph_request",
-                                  spec["traces_service_graph_request_total"].help, labels=EDGE_LABELS)
-        fail = CounterMetricFamily("traces_service_graph_request_failed",
-                                   spec["traces_service_graph_request_failed_total"].help, labels=EDGE_LABELS)
-        hists = [HistogramMetricFamily(n, spec[n].help, labels=EDGE_LABELS)
+        req = Metric("traces_service_graph_request", spec["traces_service_graph_request_total"].help, "counter")
+        fail = Metric("traces_service_graph_request_failed",
+                      spec["traces_service_graph_request_failed_total"].help, "counter")
+        hists = [Metric(n, spec[n].help, "histogram")
                  for n in ("traces_service_graph_request_server_seconds",
                            "traces_service_graph_request_client_seconds")]
-        for lab, a in list(self._edges.items()):
-            req.add_metric(lab, a[0])
-            fail.add_metric(lab, a[1])
-            for h, col in zip(hists, (2, 2 + nb + 2), strict=True):
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        for lab, a in list(self._series.items()):
+            labels = dict(lab)
+            req.add_sample("traces_service_graph_request_total", labels, a[0])
+            if a[1]:
+                fail.add_sample("traces_service_graph_request_failed_total", labels, a[1])
+            for h, col in zip(hists, (2, 3 + nb), strict=True):
                 cum = np.cumsum(a[col:col + nb])
-                buckets = [(str(b), float(c)) for b, c in zip(SERVICE_GRAPH_BUCKETS_S, cum[:-1], strict=True)]
-                buckets.append(("+Inf", float(cum[-1])))
-                h.add_metric(lab, buckets, float(a[col + nb]))
+                for le, c in zip(les, cum.tolist(), strict=True):
+                    h.add_sample(f"{h.name}_bucket", {**labels, "le": le}, c)
+                h.add_sample(f"{h.name}_count", labels, cum[-1])
+                h.add_sample(f"{h.name}_sum", labels, a[col + nb])
         yield req
         yield fail
         yield from hists

@@ -28,7 +28,7 @@ TESTDATA = Path(__file__).parent / "testdata"
 CASES = sorted(p.name for p in TESTDATA.iterdir() if (p / "input.json").exists())
 HEALTH_FIELDS = ("window_start", "window_end", "service", "calls", "errors", "error_rate",
                  "p50_ms", "p95_ms", "p99_ms", "health")
-EDGE_FIELDS = ("window_start", "window_end", "client", "server", "connection_type", "requests",
+EDGE_FIELDS = ("window_start", "window_end", "client", "server", "connection_type", "dimensions", "requests",
                "failed", "error_rate", "server_p50_ms", "server_p95_ms", "server_p99_ms",
                "client_p50_ms", "client_p95_ms", "client_p99_ms")
 # The self metrics a case pins down besides the traces_service_graph_* series; gauges of wall
@@ -91,12 +91,20 @@ def _samples(result: RunResult) -> list[str]:
     return sorted(ln for ln in keep if not ln.endswith(" 0.0") or ln.startswith("traces_service_graph_"))
 
 
+def _flow_list(name: str, rows: list[dict[str, Any]]) -> str:
+    """`name:` and one row per line (a row's nested map stays on its line)."""
+    if not rows:
+        return f"{name}: []\n"
+    return f"{name}:\n" + "".join(
+        "- " + yaml.safe_dump(r, sort_keys=False, width=10000, default_flow_style=True).strip() + "\n"
+        for r in rows)
+
+
 def check(case: str, got: dict[str, Any], update: bool) -> None:
     path = TESTDATA / case / "expected.yaml"
     if update:
-        rows = {k: got[k] for k in ("health", "edges", "dead_letters")}
-        text = (yaml.safe_dump(rows, sort_keys=False, width=1000, default_flow_style=None)
-                + yaml.safe_dump({"metrics": got["metrics"]}, width=1000, default_flow_style=False))
+        text = "".join(_flow_list(k, got[k]) for k in ("health", "edges", "dead_letters"))
+        text += yaml.safe_dump({"metrics": got["metrics"]}, width=1000, default_flow_style=False)
         path.write_text(HEADER + text)
         pytest.fail(f"{path} regenerated; rerun without --update-golden")
     want = yaml.safe_load(path.read_text())

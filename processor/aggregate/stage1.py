@@ -16,11 +16,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from processor.aggregate.admission import EventTimeBounds, correction_horizon_ns
 from processor.aggregate.messages import PartialsMessage, Watermark
-from processor.aggregate.partition import NS_PER_MS, Emission, PartitionAggregator, PartitionStats
+from processor.aggregate.partition import NS_PER_MS, Emission, PartitionAggregator
 from processor.aggregate.rekey import (
     Origin,
     Origins,
@@ -34,7 +32,8 @@ from processor.aggregate.rekey import (
 from processor.config import Config
 from processor.config.components import KafkaReceiver
 from processor.errors import DecodeError
-from processor.graph import CONN_NAMES, EdgeBatch
+from processor.graph import EdgeIds
+from processor.graph.labels import EdgeLabels
 from processor.otlp.batch import SpanBatch, StringTable
 from processor.otlp.compression import decompress_record
 from processor.otlp.decode import SpanDecoder
@@ -42,7 +41,6 @@ from processor.otlp.encode import span_ends, split_by_trace
 from processor.otlp.registry import get_codec
 from processor.storage.window_store import IoCall, WindowStore
 from processor.telemetry import Metrics
-from processor.windows.accumulator import pack_edge, unpack_edge
 
 log = logging.getLogger("otel_insights.stage1")
 _TRACE_KEY = re.compile(rb"^[0-9a-f]{32}$")
@@ -125,7 +123,11 @@ class Stage1:
         self.metrics = metrics
         self.strings = strings or StringTable()
         self.clock = clock
-        self.decoder = SpanDecoder(self.strings, self.servicegraph)
+        self.decoder = SpanDecoder(self.strings, self.servicegraph,
+                                   self.kafka.header_extraction.active)
+        self.edge_ids = EdgeIds(len(self.servicegraph.dimensions))
+        self.labels = EdgeLabels(self.servicegraph, self.strings, self.edge_ids)
+        metrics.service_graph.configure(self.servicegraph.bucket_bounds_s)
         self.codec = get_codec(self.kafka.traces.encoding)
         self.aggregators: dict[Partition, PartitionAggregator] = {}
         self.idle: set[Partition] = set()
@@ -143,10 +145,10 @@ class Stage1:
                 since_ms = closed_ms - self.horizon_ns // NS_PER_MS - self.windows.size.ms
                 got = await self.io(self.store.load_applied, topic, partition, since_ms, closed_ms)
                 applied = {ws * NS_PER_MS: through for ws, through in got.items()}
-            agg = PartitionAggregator(topic, partition, self.strings, self.servicegraph.store,
+            agg = PartitionAggregator(topic, partition, self.strings, self.servicegraph,
                                       self.windows, closed_until_ns=closed_ms * NS_PER_MS,
                                       applied=applied, horizon_ns=self.horizon_ns,
-                                      clock=self.clock)
+                                      clock=self.clock, edge_ids=self.edge_ids)
             self.aggregators[(topic, partition)] = agg
         return agg
 
@@ -168,9 +170,8 @@ class Stage1:
                 self.metrics.inc("otel_insights_spans_total", len(spans))
             else:
                 spans = SpanBatch.empty()
-            edges = agg.add(spans, next_offset=by_tp[(topic, partition)][-1].offset + 1, active=bool(recs))
-            self._observe(agg.source, agg.take_stats())
-            self._observe_edges(edges)
+            agg.add(spans, next_offset=by_tp[(topic, partition)][-1].offset + 1, active=bool(recs))
+            self._observe(agg)
             await self.emit(agg, agg.flush_closed(), idle=(topic, partition) in self.idle)
             if rekeyed:  # after the re-keyed records: their origin's progress, to every re-key partition
                 await self.outbox.rekey(progress_markers(
@@ -227,12 +228,19 @@ class Stage1:
             self.metrics.inc("otel_insights_rekeyed_records_total", n_rekeyed)
         if not payloads:
             return SpanBatch.empty(), n_rekeyed
-        decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding, offsets)
+        decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding, offsets,
+                                              headers=[rec.headers for rec in kept])
         for i, error in decoded.errors:
             await self._dead_letter(kept[i], str(error))
         return self._admit(decoded.batch), n_rekeyed
 
     def _admit(self, spans: SpanBatch) -> SpanBatch:
+        # As the connector: spans of a resource without service.name take no part.
+        named = spans.service != 0
+        if not named.all():
+            self.metrics.inc("otel_insights_rejected_spans_total", int((~named).sum()),
+                             reason="no_service_name")
+            spans = spans.take(named)
         got = self.bounds.admit(spans, self.wall_clock())
         if got.future:
             self.metrics.inc("otel_insights_rejected_spans_total", got.future, reason="future")
@@ -265,7 +273,12 @@ class Stage1:
         self.metrics.inc("otel_insights_dlq_records_total", reason="decode")
         log.warning("record %s[%d]@%d -> DLQ: %s", rec.topic, rec.partition, rec.offset, error)
 
-    def _observe(self, source: str, st: PartitionStats) -> None:
+    def _observe(self, agg: PartitionAggregator) -> None:
+        """The partition's counts and completed edges since the last call, into the metrics."""
+        for done in agg.take_completed():
+            self.metrics.service_graph.observe(self.labels.of(done.edges, done.ids), done.edges)
+        st = agg.take_stats()
+        source = agg.source
         m = self.metrics
         for (what, action), n in st.late.items():
             m.inc("otel_insights_late_spans_total", n, what=what, action=action)
@@ -275,19 +288,6 @@ class Stage1:
         m.inc("otel_insights_expired_edges_total", st.pairing.virtual_user, kind="user")
         m.inc("otel_insights_evicted_spans_total", st.pairing.evicted)
         m.set("otel_insights_pairing_store_items", st.waiting_spans, partition=source)
-
-    def _observe_edges(self, e: EdgeBatch) -> None:
-        if not len(e):
-            return
-        ids = pack_edge(e.client, e.server, e.conn)
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        names = self.strings.strings
-        labels = []
-        for eid in uniq.tolist():
-            c, s, conn = unpack_edge(eid)
-            labels.append((names[c], names[s], CONN_NAMES[conn]))
-        self.metrics.service_graph.observe(labels, inverse, e.failed, e.server_ms / 1000.0,
-                                           e.client_ms / 1000.0)
 
     async def emit(self, agg: PartitionAggregator, em: Emission, idle: bool = False) -> None:
         """Persist an emission, tell stage 2 which keys changed, save and advertise the watermark.
@@ -351,6 +351,7 @@ class Stage1:
                 if tp not in self.idle:
                     self.idle.add(tp)
                     await self.emit(agg, agg.flush_idle(), idle=True)
+                    self._observe(agg)  # edges the flush completed count like any other
                     safe[tp] = agg.safe_offset()
                 else:
                     await self.advertise(agg, idle=True)

@@ -33,14 +33,14 @@ WHERE {_RANGE}
 ORDER BY window_start, service
 LIMIT {{limit:UInt32}}"""
 
-EDGES_SQL = f"""SELECT window_start, window_end, client, server, connection_type,
+EDGES_SQL = f"""SELECT window_start, window_end, client, server, connection_type, dimensions,
        requests, failed, error_rate,
        server_p50_ms, server_p95_ms, server_p99_ms,
        client_p50_ms, client_p95_ms, client_p99_ms
 FROM {{db}}.service_edges FINAL
 WHERE {_RANGE}
   AND ({{service:String}} = '' OR client = {{service:String}} OR server = {{service:String}})
-ORDER BY window_start, client, server, connection_type
+ORDER BY window_start, client, server, connection_type, dimensions
 LIMIT {{limit:UInt32}}"""
 
 
@@ -48,9 +48,9 @@ def _q(prefix: str, merged: str, q: float) -> str:
     return f"{quantile_sql(f'{merged}.1', f'{merged}.2', q)} AS {prefix}_p{round(q * 100)}_ms"
 
 
-# Totals over the range per edge; latency quantiles come from the per-window
-# sketches merged with sumMap, never from averaging per-window percentiles.
-TOPOLOGY_SQL = f"""SELECT client, server, connection_type,
+# Totals over the range per edge (and dimension labels); latency quantiles come from the
+# per-window sketches merged with sumMap, never from averaging per-window percentiles.
+TOPOLOGY_SQL = f"""SELECT client, server, connection_type, dimensions,
        total_requests AS requests, total_failed AS failed,
        if(total_requests = 0, 0, total_failed / total_requests) AS error_rate,
        {_q("server", "server_sketch", 0.5)},
@@ -61,7 +61,7 @@ TOPOLOGY_SQL = f"""SELECT client, server, connection_type,
        {_q("client", "client_sketch", 0.99)},
        windows, first_start AS window_start, last_end AS window_end
 FROM (
-    SELECT client, server, connection_type,
+    SELECT client, server, connection_type, dimensions,
            sum(requests) AS total_requests, sum(failed) AS total_failed, count() AS windows,
            min(window_start) AS first_start, max(window_end) AS last_end,
            sumMap(server_keys, server_counts) AS server_sketch,
@@ -69,9 +69,9 @@ FROM (
     FROM {{db}}.service_edges FINAL
     WHERE {_RANGE}
       AND ({{service:String}} = '' OR client = {{service:String}} OR server = {{service:String}})
-    GROUP BY client, server, connection_type
+    GROUP BY client, server, connection_type, dimensions
 )
-ORDER BY requests DESC, client, server, connection_type
+ORDER BY requests DESC, client, server, connection_type, dimensions
 LIMIT {{limit:UInt32}}"""
 
 

@@ -23,7 +23,7 @@ HEALTH_PARTIAL_COLUMNS = [
     "version",
 ]  # fmt: skip
 EDGE_PARTIAL_COLUMNS = [
-    "window_start", "window_end", "client", "server", "connection_type",
+    "window_start", "window_end", "client", "server", "connection_type", "dimensions",
     "input_topic", "input_partition", "requests", "failed",
     "server_keys", "server_counts", "client_keys", "client_counts", "applied_through",
     "correction", "version",
@@ -34,7 +34,7 @@ HEALTH_FINAL_COLUMNS = [
     "partitions", "version",
 ]  # fmt: skip
 EDGE_FINAL_COLUMNS = [
-    "window_start", "window_end", "client", "server", "connection_type",
+    "window_start", "window_end", "client", "server", "connection_type", "dimensions",
     "requests", "failed", "error_rate",
     "server_p50_ms", "server_p95_ms", "server_p99_ms",
     "client_p50_ms", "client_p95_ms", "client_p99_ms",
@@ -46,7 +46,8 @@ HEALTH_FINAL_READ_COLUMNS = [
     "p50_ms", "p95_ms", "p99_ms", "health",
 ]  # fmt: skip
 EDGE_FINAL_READ_COLUMNS = [
-    "window_start", "window_end", "client", "server", "connection_type", "requests", "failed",
+    "window_start", "window_end", "client", "server", "connection_type", "dimensions",
+    "requests", "failed",
     "error_rate", "server_p50_ms", "server_p95_ms", "server_p99_ms",
     "client_p50_ms", "client_p95_ms", "client_p99_ms",
 ]  # fmt: skip
@@ -268,6 +269,27 @@ TTL toDateTime(trained_at) + INTERVAL 30 DAY""",
 {_PARTITION}
 ORDER BY insight_id
 {{ttl_clause}}""",
+        ),
+    ),
+    Migration(
+        8,
+        "edge dimensions",
+        # processors.servicegraph.dimensions: an edge is also told apart by its labels
+        # (client_<attribute> / server_<attribute> -> value; maps are written with their
+        # keys sorted, so equal label sets are equal maps). Part of the replacing key, so a
+        # replayed partial replaces the same edge's row; existing rows get the empty map,
+        # which keeps their identity. Added and appended to the sorting key in one ALTER, as
+        # ClickHouse requires; run again, both clauses are no-ops.
+        tuple(
+            f"""ALTER TABLE {{db}}.{table} {{on_cluster}}
+    ADD COLUMN IF NOT EXISTS dimensions Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    MODIFY ORDER BY ({key}, dimensions)"""
+            for table, key in (
+                ("service_edges_partial",
+                 "client, server, connection_type, window_start, input_topic, input_partition,"
+                 " correction"),
+                ("service_edges", "client, server, connection_type, window_start"),
+            )
         ),
     ),
 )

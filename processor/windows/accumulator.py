@@ -13,18 +13,6 @@ from processor.otlp.batch import KIND_CONSUMER, KIND_SERVER, STATUS_ERROR, SpanB
 from processor.windows import sketch
 from processor.windows.arith import is_closed, watermark, window_start
 
-# Edge identity packed in one int64: client << 33 | server << 2 | connection type.
-_SERVER_SHIFT, _CLIENT_SHIFT = 2, 33
-
-
-def pack_edge(client: np.ndarray, server: np.ndarray, conn: np.ndarray) -> np.ndarray:
-    return ((client.astype(np.int64) << _CLIENT_SHIFT) | (server.astype(np.int64) << _SERVER_SHIFT)
-            | conn.astype(np.int64))
-
-
-def unpack_edge(edge: int) -> tuple[int, int, int]:
-    return edge >> _CLIENT_SHIFT, (edge >> _SERVER_SHIFT) & ((1 << 31) - 1), edge & 3
-
 
 def _group_sum(ids: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     uniq, inv = np.unique(ids, return_inverse=True)
@@ -228,7 +216,8 @@ class PartitionWindows:
                 w.svc_sketch.append(sketch.grouped(s.service[m], ms[m]))
                 w.dirty = True
 
-    def add_edges(self, e: EdgeBatch) -> None:
+    def add_edges(self, e: EdgeBatch, ids_all: np.ndarray) -> None:
+        """Add completed edges; ``ids_all`` is each edge's id (processor.graph.EdgeIds)."""
         if not len(e):
             return
         self.hold(e.client_end_ns, e.hold_offset)
@@ -236,7 +225,6 @@ class PartitionWindows:
         starts = window_start(e.time_ns, self.size_ns)
         late = self._closed(starts)
         corrected = self._late("edge", starts, e.offset, late)
-        ids_all = pack_edge(e.client, e.server, e.conn)
         for mask, target in ((~late, self._window), (corrected, self._correction)):
             for start in np.unique(starts[mask]).tolist():
                 m = mask & (starts == start)
