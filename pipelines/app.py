@@ -61,16 +61,16 @@ class AgentState:
         self.held2 = KeyHolds()
 
 
-def faust_credentials(kafka: KafkaReceiver) -> faust.auth.Credentials | None:
+def faust_credentials(kafka: KafkaReceiver) -> faust.types.auth.CredentialsT | None:
     """receivers.kafka's tls and auth.sasl for faust's own clients (partials, DLQ, re-key)."""
     opts = kafka.client_options()
     if opts["security_protocol"].startswith("SASL"):
-        return faust.auth.SASLCredentials(username=opts["sasl_plain_username"],
-                                          password=opts["sasl_plain_password"],
-                                          ssl_context=opts["ssl_context"],
-                                          mechanism=opts["sasl_mechanism"])
+        return faust.SASLCredentials(username=opts["sasl_plain_username"],
+                                     password=opts["sasl_plain_password"],
+                                     ssl_context=opts["ssl_context"],
+                                     mechanism=opts["sasl_mechanism"])
     if opts["ssl_context"] is not None:
-        return faust.auth.SSLCredentials(opts["ssl_context"])
+        return faust.SSLCredentials(opts["ssl_context"])
     return None
 
 

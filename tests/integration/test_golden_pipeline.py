@@ -148,9 +148,10 @@ def test_golden_cases_through_the_real_pipeline(config_name: str, broker: Any, n
             edges = _expected_rows(want["edges"], EDGE_FIELDS, shift_ms)
             before = _samples(p.get("/metrics"))
             asyncio.run(_produce(broker.bootstrap, topic, case, shift_ns))
-            wait_until(lambda: (_same(_rows(p, "health", HEALTH_FIELDS, lo, hi), health)
-                                and _same(_rows(p, "edges", EDGE_FIELDS, lo, hi), edges)),
-                       60, f"{case}: final rows as expected.yaml", p)
+            wait_until(lambda lo=lo, hi=hi, health=health, edges=edges: (
+                _same(_rows(p, "health", HEALTH_FIELDS, lo, hi), health)
+                and _same(_rows(p, "edges", EDGE_FIELDS, lo, hi), edges)),
+                60, f"{case}: final rows as expected.yaml", p)
             got = _case_metrics(before, _samples(p.get("/metrics")))
             expected = _samples("\n".join(ln for ln in want["metrics"]
                                           if ln.startswith("traces_service_graph_")))
