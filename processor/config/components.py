@@ -72,6 +72,13 @@ PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 # --- receivers -------------------------------------------------------------------------
 
 
+def _not_empty(items: tuple[object, ...]) -> tuple[object, ...]:
+    # An AfterValidator, not min_length: a bad item then reports once, not also "empty".
+    if not items:
+        raise ValueError("must not be empty")
+    return items
+
+
 def _check_topic(name: str) -> str:
     if name.startswith("^"):
         raise ValueError(f"regex topics ({name!r}) are not supported: list the topics")
@@ -82,8 +89,8 @@ class KafkaTraces(Frozen):
     """`traces`: the topics to read (kafkareceiver's `topics`; `topic` is its deprecated
     spelling, accepted as one topic) and their encoding."""
 
-    topics: tuple[Annotated[NonEmptyStr, AfterValidator(_check_topic)], ...] = Field(
-        default=("otlp_spans",), min_length=1)
+    topics: Annotated[tuple[Annotated[NonEmptyStr, AfterValidator(_check_topic)], ...],
+                      AfterValidator(_not_empty)] = ("otlp_spans",)
     encoding: Encoding = "otlp_proto"
 
     @model_validator(mode="before")
@@ -248,8 +255,8 @@ class ServiceGraphConfig(Frozen):
     # Extra edge labels: client_<attribute> from the client span, server_<attribute> from
     # the server span (resource attributes first, then span attributes).
     dimensions: Attributes = ()
-    latency_histogram_buckets: tuple[PositiveDuration, ...] = Field(default=LATENCY_BUCKETS,
-                                                                     min_length=1)
+    latency_histogram_buckets: Annotated[tuple[PositiveDuration, ...],
+                                         AfterValidator(_not_empty)] = LATENCY_BUCKETS
 
     @model_validator(mode="after")
     def _check(self) -> ServiceGraphConfig:

@@ -920,3 +920,34 @@ def test_uint64_timestamps_past_int64_saturate_instead_of_wrapping_negative(deco
                   decoder.decode_json(encode_json(traces(("x", [sp]))))):
         assert batch.start_ns.tolist() == [2**63 - 1]
         assert batch.end_ns.tolist() == [2**63 - 1]  # far future: rejected later, never 1969
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+def test_extracted_headers_are_resource_attributes_of_their_record(encoding: str) -> None:
+    """header_extraction: a record's header `tenant` is kafka.header.tenant on every resource
+    of that record (overriding a resource attribute of that name), for columns that read it."""
+    sg = ServiceGraphConfig(dimensions=("kafka.header.tenant", "kafka.header.zone"))
+    msg = traces(("a", [span(1, 1), span(1, 2)]), ("b", [span(1, 3)]))
+    msg.resource_spans[1].resource.attributes.append(kv("kafka.header.tenant", "from-resource"))
+    payload = msg.SerializeToString() if encoding == "otlp_proto" else encode_json(msg)
+    headers = [[("tenant", b"acme"), ("tenant", b"second")], [], [("other", b"x")]]
+    for chunk_bytes in (1, 1 << 20):  # one record at a time, and parsed together
+        strings = StringTable()
+        decoder = SpanDecoder(strings, sg, extract_headers=("tenant", "zone"))
+        got = decoder.decode_records([payload] * 3, encoding, [5, 6, 7], chunk_bytes=chunk_bytes,
+                                     headers=headers)
+        tenants = [strings.lookup(int(c)) for c in got.batch.dims[:, 0]]
+        assert tenants == ["acme"] * 3 + ["", "", "from-resource"] * 2
+        assert got.batch.dims[:, 1].tolist() == [0] * 9  # zone: extracted, never sent
+        assert got.batch.offset.tolist() == [5, 5, 5, 6, 6, 6, 7, 7, 7]
+
+
+def test_headers_are_ignored_unless_extracted_and_read() -> None:
+    strings = StringTable()
+    sg = ServiceGraphConfig(dimensions=("kafka.header.tenant",))
+    payload = traces(("a", [span(1, 1)])).SerializeToString()
+    for decoder in (SpanDecoder(strings, sg), SpanDecoder(strings, ServiceGraphConfig(),
+                                                          extract_headers=("tenant",))):
+        got = decoder.decode_records([payload], "otlp_proto", headers=[[("tenant", b"acme")]])
+        assert not got.batch.dims.any()
+    assert "acme" not in strings.strings  # never even read
