@@ -75,11 +75,19 @@ _PARTITION = "PARTITION BY toDate(window_start)"
 
 @dataclass(frozen=True)
 class Migration:
-    """One schema step; statements may use {db}, {on_cluster} and {ttl_clause}."""
+    """One schema step; statements may use {db}, {on_cluster} and {ttl_clause}.
+
+    `sorting_keys`, for a step that extends sorting keys: per statement, the (table,
+    column) it adds to that table's key. The statement is skipped when the key already has
+    the column: another worker migrating at the same time may have got further, and
+    ClickHouse would take an older step's ORDER BY as shrinking the key, then refuse the
+    newer one's (a column can join the key only in the ALTER that adds it).
+    """
 
     version: int
     name: str
     statements: tuple[str, ...]
+    sorting_keys: tuple[tuple[str, str], ...] = ()
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -242,6 +250,7 @@ TTL toDateTime(trained_at) + INTERVAL 30 DAY""",
                  "client, server, connection_type, window_start, input_topic, input_partition"),
             )
         ),
+        (("service_health_partial", "correction"), ("service_edges_partial", "correction")),
     ),
     Migration(
         7,
@@ -291,6 +300,7 @@ ORDER BY insight_id
                 ("service_edges", "client, server, connection_type, window_start"),
             )
         ),
+        (("service_edges_partial", "dimensions"), ("service_edges", "dimensions")),
     ),
 )
 
@@ -349,10 +359,7 @@ def migrate(backend: Backend, database: str, ttl_seconds: int, cluster_name: str
     for step in MIGRATIONS:
         if step.version in done:
             continue
-        # Every statement is IF NOT EXISTS, so a step interrupted before it was
-        # recorded simply runs again.
-        for statement in step.statements:
-            backend.command(render(statement, **fill))
+        apply_step(backend, step, fill)
         backend.insert(
             f"{db}.schema_migrations",
             ["version", "name", "applied_at"],
@@ -360,6 +367,21 @@ def migrate(backend: Backend, database: str, ttl_seconds: int, cluster_name: str
         )
         applied.append(step.version)
     return applied
+
+
+def apply_step(backend: Backend, step: Migration, fill: dict[str, str]) -> None:
+    """Run one step's statements. Each is IF NOT EXISTS or checks the sorting key first, so a
+    step interrupted before it was recorded, or run by two workers at once, runs again."""
+    for i, statement in enumerate(step.statements):
+        if step.sorting_keys and _key_has(backend, fill["db"], *step.sorting_keys[i]):
+            continue
+        backend.command(render(statement, **fill))
+
+
+def _key_has(backend: Backend, db: str, table: str, column: str) -> bool:
+    rows = backend.query("SELECT sorting_key FROM system.tables WHERE database = {db:String} "
+                         "AND name = {table:String}", {"db": db, "table": table})
+    return bool(rows) and column in [c.strip() for c in str(rows[0]["sorting_key"]).split(",")]
 
 
 def applied_versions(backend: Backend, database: str) -> list[int]:

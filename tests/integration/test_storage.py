@@ -35,7 +35,7 @@ from processor.errors import ConfigError, StorageError
 from processor.storage import Store, migrate, open_backend, rows_to_jsonable
 from processor.storage import store as store_module
 from processor.storage.backends import Backend, ChdbBackend
-from processor.storage.schema import MIGRATIONS, applied_versions, render
+from processor.storage.schema import MIGRATIONS, applied_versions, apply_step, render
 from processor.storage.sketch_sql import SKETCH_GAMMA, SKETCH_MIN_VALUE_MS, quantile_sql
 from processor.windows import sketch
 from tests.chshim import handler_for
@@ -387,6 +387,23 @@ def test_migration_8_keeps_existing_edge_rows_and_their_identity(backend: Backen
         s.insert_edge_partials([edge_partial("web", "api", "", 60, partition=1, requests=7, version=2)])
         assert [r["requests"] for r in s.read_edge_partials([("web", "api", "", ws)])] == [7]
         assert s.migrate(0) == []  # recorded; running it again changes nothing
+    finally:
+        backend.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_older_steps_run_again_after_newer_ones_keep_the_sorting_keys(backend: Backend) -> None:
+    """Two workers starting at once both migrate: one may run step 6 after the other ran 8.
+    Re-run, 6's ORDER BY would drop `dimensions` from the key and 8 could not put it back."""
+    db = _unique_db()
+    try:
+        migrate(backend, db, 0)
+        fill = {"db": db, "on_cluster": "", "ttl_clause": ""}
+        for step in MIGRATIONS[5:]:
+            apply_step(backend, step, fill)
+        keys = {r["name"]: r["sorting_key"] for r in backend.query(
+            "SELECT name, sorting_key FROM system.tables WHERE database = {db:String}", {"db": db})}
+        assert keys["service_edges_partial"].endswith("input_partition, correction, dimensions")
+        assert keys["service_edges"].endswith("window_start, dimensions")
     finally:
         backend.command(f"DROP DATABASE IF EXISTS {db}")
 
