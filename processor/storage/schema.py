@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from processor.errors import ConfigError
 from processor.storage.backends import Backend
@@ -63,6 +64,9 @@ MODEL_COLUMNS = [
     "kind", "entity_type", "entity", "format_version", "trained_at", "trained_from",
     "trained_until", "windows", "model",
 ]  # fmt: skip
+# Columns a row may leave out: an edge row without dimension labels (rows built before
+# dimensions existed, by callers that never set any) is the edge with none.
+COLUMN_DEFAULTS: dict[str, Any] = {"dimensions": {}}
 TIME_COLUMNS = frozenset({"window_start", "window_end", "detected_at", "trained_at", "trained_from",
                           "trained_until", "last_window", "updated_at"})
 

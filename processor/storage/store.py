@@ -18,6 +18,7 @@ from processor.storage import queries
 from processor.storage.backends import Backend, epoch_ms_to_datetime
 from processor.storage.schema import (
     ANOMALY_COLUMNS,
+    COLUMN_DEFAULTS,
     EDGE_FINAL_COLUMNS,
     EDGE_PARTIAL_COLUMNS,
     HEALTH_FINAL_COLUMNS,
@@ -154,6 +155,8 @@ _FIRST_FINAL_WINDOW = """SELECT min(ws) AS first_ms, count() AS n FROM (
 
 
 def _row_values(columns: list[str], row: dict[str, Any]) -> list[Any]:
+    if any(c not in row for c in COLUMN_DEFAULTS):
+        row = {**COLUMN_DEFAULTS, **row}
     try:
         values = [row[c] for c in columns]
     except KeyError as exc:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from processor.aggregate.messages import Dimensions, dimensions_key
 from processor.storage.schema import (
+    COLUMN_DEFAULTS,
     EDGE_FINAL_COLUMNS,
     EDGE_FINAL_READ_COLUMNS,
     EDGE_PARTIAL_COLUMNS,
@@ -60,7 +61,7 @@ def _replace(table: dict[tuple[Any, ...], Row], key: tuple[Any, ...], row: Row,
     Only the table's columns are kept, as an insert does."""
     old = table.get(key)
     if old is None or row["version"] >= old["version"]:
-        table[key] = {c: row[c] for c in columns}
+        table[key] = {c: row[c] if c in row else COLUMN_DEFAULTS[c] for c in columns}
 
 
 class MemoryStore:
@@ -82,7 +83,7 @@ class MemoryStore:
     def insert_edge_partials(self, rows: Sequence[Row]) -> None:
         for r in rows:
             key = (r["client"], r["server"], r["connection_type"], r["window_start"],
-                   dimensions_key(r["dimensions"]), r["input_topic"], r["input_partition"],
+                   dimensions_key(r.get("dimensions")), r["input_topic"], r["input_partition"],
                    r["correction"])
             _replace(self.edge_partials, key, r, EDGE_PARTIAL_COLUMNS)
 
@@ -112,8 +113,8 @@ class MemoryStore:
 
     def insert_edges_final(self, rows: Sequence[Row]) -> None:
         for r in rows:
-            key = (r["client"], r["server"], r["connection_type"], dimensions_key(r["dimensions"]),
-                   r["window_start"])
+            key = (r["client"], r["server"], r["connection_type"],
+                   dimensions_key(r.get("dimensions")), r["window_start"])
             _replace(self.edges_final, key, r, EDGE_FINAL_COLUMNS)  # type: ignore[arg-type]
 
     def save_watermarks(self, group_id: str, topic: str, watermarks: dict[int, int]) -> None:
