@@ -29,7 +29,7 @@ NOW_S = START_NS / 1e9 + 3600  # the wall clock of these runs
 PARTITIONS = 3
 CONFIG = """
 receivers:
-  kafka: {traces: {topic: spans}, group_id: g, rekey: auto}
+  kafka: {traces: {topics: [spans]}, group_id: g, rekey: auto}
 processors:
   servicegraph: {store: {ttl: 1s, max_items: 100000}}
   windows: {size: 2s, allowed_lateness: 2s, idle_timeout: 2s, max_future_skew: 5m}

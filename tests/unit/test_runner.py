@@ -19,7 +19,7 @@ START_NS = 1_767_225_600 * 10**9  # window aligned
 PARTITIONS = 3
 CONFIG = """
 receivers:
-  kafka: {{traces: {{topic: spans, encoding: {encoding}}}, group_id: g, rekey: {rekey}}}
+  kafka: {{traces: {{topics: [spans], encoding: {encoding}}}, group_id: g, rekey: {rekey}}}
 processors:
   servicegraph: {{store: {{ttl: 1s, max_items: 100000}}}}
   windows: {{size: 2s, allowed_lateness: 2s, idle_timeout: 2s}}
