@@ -1,6 +1,6 @@
 """Throughput and memory of the hot path, printed (never asserted).
 
-  .venv/bin/python benchmarks/bench_pipeline.py [--spans 400000] [--e2e]
+  .venv/bin/python benchmarks/bench_pipeline.py [--spans 400000] [--e2e] [--dimensions A,B]
 
 On the same generated shop traffic it measures, single-threaded:
   1. upb parse-only ceiling  (TracesData.FromString)
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData  # noqa: E402
 
 from processor.aggregate.partition import PartitionAggregator  # noqa: E402
-from processor.config import StoreConfig, WindowsConfig  # noqa: E402
+from processor.config import ServiceGraphConfig, StoreConfig, WindowsConfig  # noqa: E402
 from processor.generate import ShopGenerator  # noqa: E402
 from processor.otlp.batch import StringTable  # noqa: E402
 from processor.otlp.decode import SpanDecoder  # noqa: E402
@@ -57,7 +57,7 @@ def rate(label: str, spans: int, seconds: float) -> None:
     print(f"  {label:<38} {spans / seconds:>12,.0f} spans/s   ({seconds:.2f} s)")
 
 
-def bench_inprocess(n_spans: int) -> None:
+def bench_inprocess(n_spans: int, dimensions: tuple[str, ...] = ()) -> None:
     records, spans = make_records(n_spans)
     mb = sum(map(len, records)) / 1e6
     print(f"data: {spans:,} spans in {len(records):,} records (one trace per record, {mb:.1f} MB)")
@@ -79,18 +79,22 @@ def bench_inprocess(n_spans: int) -> None:
         dec.decode_records(records[i:i + 200], "otlp_proto")
     rate("decode_records, 200 per call", spans, time.perf_counter() - t)
 
-    strings = StringTable()
-    dec = SpanDecoder(strings)
-    agg = PartitionAggregator("bench", 0, strings, StoreConfig(ttl="2s", max_items=100_000),
-                              WindowsConfig(size="60s", allowed_lateness="30s"))
-    batch_records = 200  # what one take_events batch holds in `run`
-    t = time.perf_counter()
-    for i in range(0, len(records), batch_records):
-        chunk = records[i:i + batch_records]
-        batch = dec.decode_records(chunk, "otlp_proto", list(range(i, i + len(chunk)))).batch
-        agg.add(batch, next_offset=i + len(chunk))
-        agg.flush_closed()
-    rate("decode + pair + window (1 core)", spans, time.perf_counter() - t)
+    for dims in ((), dimensions) if dimensions else ((),):
+        graph = ServiceGraphConfig(store=StoreConfig(ttl="2s", max_items=100_000), dimensions=dims)
+        strings = StringTable()
+        dec = SpanDecoder(strings, graph)
+        agg = PartitionAggregator("bench", 0, strings, graph,
+                                  WindowsConfig(size="60s", allowed_lateness="30s"))
+        batch_records = 200  # what one take_events batch holds in `run`
+        t = time.perf_counter()
+        for i in range(0, len(records), batch_records):
+            chunk = records[i:i + batch_records]
+            batch = dec.decode_records(chunk, "otlp_proto", list(range(i, i + len(chunk)))).batch
+            agg.add(batch, next_offset=i + len(chunk))
+            agg.take_completed()  # what stage 1 hands to the traces_service_graph_* series
+            agg.flush_closed()
+        label = f", {len(dims)} dimensions" if dims else ""
+        rate(f"decode + pair + window (1 core{label})", spans, time.perf_counter() - t)
 
 
 def bench_store_memory(waiting: int) -> None:
@@ -337,6 +341,8 @@ def _rss_kb(pid: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--spans", type=int, default=400_000)
+    ap.add_argument("--dimensions", default="", metavar="A,B",
+                    help="also time decode + pair + window with these servicegraph dimensions")
     ap.add_argument("--e2e", action="store_true", help="also run through the local broker into chdb")
     ap.add_argument("--batch", type=int, default=2000, help="receivers.kafka.max_batch_records for --e2e")
     ap.add_argument("--e2e-cases", default="keyed,unkeyed,two-workers",
@@ -351,7 +357,7 @@ def main() -> None:
                     help="also compare stage 2 with stage 3 off and on, on a backlog with faults")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cpus {os.cpu_count()}")
-    bench_inprocess(args.spans)
+    bench_inprocess(args.spans, tuple(d for d in args.dimensions.split(",") if d))
     bench_store_memory(100_000)
     cases = set(args.e2e_cases.split(","))
     if args.e2e and "keyed" in cases:

@@ -32,7 +32,7 @@ from processor.windows import sketch  # noqa: E402
 
 MINUTE_MS = 60_000
 CONFIG = """
-receivers: {{kafka: {{brokers: ["{bootstrap}"], group_id: bench, traces: {{topic: bench}}}}}}
+receivers: {{kafka: {{brokers: ["{bootstrap}"], group_id: bench, traces: {{topics: [bench]}}}}}}
 processors: {{anomaly: {{}}, narrator: {{topic: bench-insights}}, dashboards: {{topic: bench-dashboards}}}}
 exporters: {{clickhouse: {{endpoint: "chdb://{path}", ttl: 0s}}}}
 extensions: {{ui: {{endpoint: "127.0.0.1:{port}"}}}}

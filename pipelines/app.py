@@ -2,7 +2,7 @@
 
 Stream topology (read this file to see all of it):
 
-  <traces.topic> ──stage1──▶ partials (ClickHouse *_partial) ──▶ <partials_topic> keyed by entity
+  <traces.topics> ──stage1──▶ partials (ClickHouse *_partial) ──▶ <partials_topic> keyed by entity
         │  └─ not keyed by trace id ─▶ <rekey_topic> ─▶ stage1
         └─ undecodable ─▶ <dlq topic>
   <partials_topic> ──stage2──▶ final rows (ClickHouse service_health / service_edges)
@@ -41,7 +41,7 @@ from processor.aggregate.stage1 import Stage1, input_partitions
 from processor.aggregate.stage2 import Stage2
 from processor.auth import BearerAuth
 from processor.config import Config
-from processor.config.components import PrometheusExporter
+from processor.config.components import KafkaReceiver, PrometheusExporter
 from processor.errors import OtelInsightsError
 from processor.telemetry import Metrics
 
@@ -56,6 +56,19 @@ class AgentState:
         # Timers and agents interleave at awaits: each stage's state has its own lock.
         self.stage2_lock = asyncio.Lock()
         self.held2 = KeyHolds()
+
+
+def faust_credentials(kafka: KafkaReceiver) -> faust.types.auth.CredentialsT | None:
+    """receivers.kafka's tls and auth.sasl for faust's own clients (partials, DLQ, re-key)."""
+    opts = kafka.client_options()
+    if opts["security_protocol"].startswith("SASL"):
+        return faust.SASLCredentials(username=opts["sasl_plain_username"],
+                                     password=opts["sasl_plain_password"],
+                                     ssl_context=opts["ssl_context"],
+                                     mechanism=opts["sasl_mechanism"])
+    if opts["ssl_context"] is not None:
+        return faust.SSLCredentials(opts["ssl_context"])
+    return None
 
 
 def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[str, int],
@@ -78,7 +91,10 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
         autodiscover=False,
         topic_allow_declare=False,  # topics are created up front (see pipelines.topics)
         topic_disable_leader=True,
-        consumer_auto_offset_reset=kafka.initial_offset,
+        # An internal topic: a new group reads it from its start (initial_offset is for the
+        # input topics), or keys stage 1 sent before the group first joined would be lost.
+        consumer_auto_offset_reset="earliest",
+        broker_credentials=faust_credentials(kafka),
         # held messages are acked when their results are durable, not when the batch ends
         stream_wait_empty=False,
         broker_rebalance_timeout=10.0,

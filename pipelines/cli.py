@@ -134,7 +134,7 @@ def gateway(config: ConfigOpt) -> None:
 @app.command()
 def generate(
     brokers: Annotated[str, typer.Option(help="comma-separated Kafka brokers")] = "127.0.0.1:19092",
-    topic: Annotated[str, typer.Option()] = KafkaTraces().topic,
+    topic: Annotated[str, typer.Option()] = KafkaTraces().topics[0],
     otlp_http: Annotated[str, typer.Option(help="send to this OTLP/HTTP URL instead of Kafka")] = "",
     rate: Annotated[float, typer.Option(help="traces per second")] = 50.0,
     duration: Annotated[float, typer.Option(help="seconds of traffic")] = 60.0,

@@ -54,6 +54,7 @@ class DashboardPublisher:
         self.cfg = config.dashboards
         self.health = config.windows.health
         self.brokers = list(config.kafka.brokers)
+        self.security = config.kafka.client_options()  # tls and auth.sasl of receivers.kafka
         self.io = io
         self.metrics = metrics
         self.sink = sink
@@ -128,7 +129,7 @@ class DashboardPublisher:
         if not unsent:
             return
         wanted = {(str(s["id"]), int(s["version"])) for s in unsent}
-        seen = await sent_versions(self.brokers, self.cfg.topic, wanted, "id")
+        seen = await sent_versions(self.brokers, self.cfg.topic, wanted, "id", self.security)
         for s in unsent:
             if (str(s["id"]), int(s["version"])) not in seen:
                 await self.send(s)

@@ -180,7 +180,8 @@ async def _generate_here(cfg: Config, service: str, audience: str) -> dict[str, 
 
     assert cfg.clickhouse is not None and cfg.kafka is not None and cfg.dashboards is not None
     io = StoreIO(open_store(cfg.clickhouse, migrate=False, windows=cfg.windows), Metrics(), cfg.windows.size.ms)
-    producer = AIOKafkaProducer(bootstrap_servers=list(cfg.kafka.brokers), acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=list(cfg.kafka.brokers), acks="all",
+                                **cfg.kafka.client_options())
     await producer.start()
 
     class Sink:

@@ -54,7 +54,8 @@ def run_demo(duration: float, data_dir: Path, rate: float, console: Console) -> 
     traffic: threading.Thread | None = None
     stop = threading.Event()
     try:
-        broker.create_topic(cfg.kafka.traces.topic, cfg.kafka.partitions)  # type: ignore[union-attr]
+        for topic in cfg.kafka.traces.topics:  # type: ignore[union-attr]
+            broker.create_topic(topic, cfg.kafka.partitions)  # type: ignore[union-attr]
         log = open(data_dir / "pipeline.log", "ab")
         console.print(f"starting pipeline (logs: {data_dir / 'pipeline.log'}) ...")
         worker = subprocess.Popen(

@@ -56,6 +56,7 @@ class InsightStage:
         self.gap_windows = config.anomaly.incident_gap_windows
         self.window_ms = config.windows.size.ms
         self.brokers = list(config.kafka.brokers)
+        self.security = config.kafka.client_options()  # tls and auth.sasl of receivers.kafka
         self.judge_group = config.kafka.group_id
         self.group_id = f"{config.kafka.group_id}.insights"
         self.io = io
@@ -98,7 +99,8 @@ class InsightStage:
 
     async def _start(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.brokers, group_id=self.group_id,
-                                    enable_auto_commit=False, auto_offset_reset="latest")
+                                    enable_auto_commit=False, auto_offset_reset="latest",
+                                    **self.security)
         await consumer.start()
         parts = consumer.partitions_for_topic(self.anomaly_topic) or set()
         tps = [TopicPartition(self.anomaly_topic, p) for p in sorted(parts)]
@@ -151,7 +153,7 @@ class InsightStage:
         """Versions stored but not marked published: mark the ones the topic already holds,
         send the others."""
         wanted = {(row["insight_id"], int(row["version"])) for row, _ in unsent}
-        seen = await sent_versions(self.brokers, self.cfg.topic, wanted, "insight_id")
+        seen = await sent_versions(self.brokers, self.cfg.topic, wanted, "insight_id", self.security)
         for row, body in unsent:
             key = (row["insight_id"], int(row["version"]))
             if key not in seen:

@@ -49,7 +49,7 @@ class Intake(ConsumerRebalanceListener):
         self.on_error = on_error
         self.lock = asyncio.Lock()  # the loop and the rebalance callbacks change stage 1's state
         self.consumer: AIOKafkaConsumer | None = None
-        self.topics = [kafka.traces.topic] + ([kafka.rekey_topic] if kafka.rekey != "never" else [])
+        self.topics = [*kafka.traces.topics] + ([kafka.rekey_topic] if kafka.rekey != "never" else [])
         self._safe: dict[Partition, int] = {}  # latest safe offset per owned partition
         self._committed: dict[Partition, int] = {}  # what this worker last committed
         self._epoch = 0  # bumped on every assignment: safe offsets from before it are stale
@@ -64,7 +64,8 @@ class Intake(ConsumerRebalanceListener):
             max_poll_records=k.max_batch_records,
             # Records are small (one trace each): fetch many per round trip.
             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
-            session_timeout_ms=10_000, heartbeat_interval_ms=1_000, rebalance_timeout_ms=10_000)
+            session_timeout_ms=k.session_timeout.ms, heartbeat_interval_ms=k.heartbeat_interval.ms,
+            rebalance_timeout_ms=max(10_000, k.session_timeout.ms), **k.client_options())
 
     async def run(self) -> None:
         consumer = self.consumer = self._new_consumer()
@@ -156,8 +157,18 @@ class Intake(ConsumerRebalanceListener):
                     self.stage1.revoke(tp)
                     self._safe.pop(tp, None)
                     self._committed.pop(tp, None)
+            await self._internal_from_start(consumer, new)
             self.assigned = new
             log.info("stage 1 assignment: %s", ", ".join(f"{t}[{p}]" for t, p in sorted(new)) or "none")
+
+    async def _internal_from_start(self, consumer: AIOKafkaConsumer, new: set[Partition]) -> None:
+        """initial_offset is for the input topics, as the collector's receiver: a re-key
+        partition with no committed offset is read from its start, or whatever was re-keyed
+        onto it before this group first read it would be skipped."""
+        for tp in sorted(new):
+            if tp[0] == self.kafka.rekey_topic and tp not in self.stage1.aggregators:
+                if await consumer.committed(TopicPartition(*tp)) is None:
+                    await consumer.seek_to_beginning(TopicPartition(*tp))
 
     async def _lag_and_backlog(self) -> set[Partition]:
         """Set each partition's consumer lag; return those with records still to process.

@@ -106,10 +106,12 @@ def fetch(cfg: Config, name: str, since: str | None, params: Mapping[str, str] |
 
 def render_table(name: str, rows: list[dict[str, Any]]) -> Table:
     # The usual columns of the common queries; the declared ones (without bulky JSON) otherwise.
-    cols = COLUMNS.get(name) or [c.name for c in lookup(name).columns if c.name not in ("message", "factors")]
+    cols = list(COLUMNS.get(name) or [c.name for c in lookup(name).columns if c.name not in ("message", "factors")])
+    if "dimensions" not in cols and "connection_type" in cols and any(r.get("dimensions") for r in rows):
+        cols.insert(cols.index("connection_type") + 1, "dimensions")  # processors.servicegraph.dimensions
     t = Table(title=f"{name} ({len(rows)} rows)")
     for c in cols:
-        t.add_column(c, justify="right" if c not in ("service", "client", "server", "health",
+        t.add_column(c, justify="right" if c not in ("service", "client", "server", "health", "dimensions",
                                                     "connection_type", "window_start", "window_end") else "left")
     for r in rows:
         cells = []
@@ -119,6 +121,8 @@ def render_table(name: str, rows: list[dict[str, Any]]) -> Table:
                 cells.append(f"{v:.3f}" if c == "error_rate" else f"{v:.2f}")
             elif c == "health" and v:
                 cells.append(f"[{HEALTH_COLOURS.get(str(v), 'white')}]{v}[/]")
+            elif isinstance(v, dict):
+                cells.append(escape(", ".join(f"{k}={x}" for k, x in v.items())))
             else:  # names are span attributes: never rich markup
                 cells.append("" if v is None else escape(str(v)))
         t.add_row(*cells)

@@ -8,6 +8,8 @@ version is at most the last few records, so the tail tells.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -15,10 +17,10 @@ TAIL_RECORDS = 500  # records per partition read back
 
 
 async def sent_versions(brokers: list[str], topic: str, wanted: set[tuple[str, int]],
-                        id_field: str) -> set[tuple[str, int]]:
+                        id_field: str, security: Mapping[str, Any] | None = None) -> set[tuple[str, int]]:
     """Which of ``wanted`` ((id, version) pairs; the id is the JSON field ``id_field``) the
-    tail of ``topic`` holds."""
-    c = AIOKafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False)
+    tail of ``topic`` holds. ``security``: receivers.kafka's tls and auth.sasl (client_options)."""
+    c = AIOKafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False, **(security or {}))
     await c.start()
     found: set[tuple[str, int]] = set()
     try:

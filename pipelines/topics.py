@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -12,8 +13,9 @@ from processor.config import Config
 from processor.errors import OtelInsightsError
 
 
-async def _partitions(bootstrap: list[str], topics: list[str]) -> dict[str, int]:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+async def _partitions(bootstrap: list[str], topics: list[str], security: dict[str, Any]
+                      ) -> dict[str, int]:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10000, **security)
     client_log = logging.getLogger("aiokafka")
     level = client_log.level
     client_log.setLevel(logging.CRITICAL)  # our one error line says it; no client noise
@@ -35,8 +37,9 @@ async def _partitions(bootstrap: list[str], topics: list[str]) -> dict[str, int]
         await c.stop()
 
 
-async def _create(bootstrap: list[str], topics: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _create(bootstrap: list[str], topics: list[str], partitions: int,
+                  security: dict[str, Any]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
@@ -49,7 +52,9 @@ async def _create(bootstrap: list[str], topics: list[str], partitions: int) -> N
 
 
 def separate_dlq(cfg: Config) -> bool:
-    """Whether the dead-letter topic lives on other brokers than the input (kafka/dlq.brokers)."""
+    """Whether the dead-letter topic lives on other brokers than the input (kafka/dlq.brokers).
+    Those are reached without receivers.kafka's tls and auth: its credentials are not sent
+    to another cluster (the kafka exporter's own tls/auth keys are not supported yet)."""
     return cfg.kafka is not None and set(cfg.dlq.brokers) != set(cfg.kafka.brokers)
 
 
@@ -67,20 +72,24 @@ async def ensure_topics(cfg: Config, create_input: bool = False) -> dict[str, in
         internal.append(cfg.narrator.topic)
     if cfg.dashboards is not None:
         internal.append(cfg.dashboards.topic)
-    names = [kafka.traces.topic, *internal]
-    counts = await _partitions(list(kafka.brokers), names)
+    inputs = list(kafka.traces.topics)
+    names = [*inputs, *internal]
+    security = kafka.client_options()
+    counts = await _partitions(list(kafka.brokers), names, security)
     missing = [t for t in internal if counts[t] == 0]
-    if create_input and counts[kafka.traces.topic] == 0:
-        missing.append(kafka.traces.topic)
+    if create_input:
+        missing += [t for t in inputs if counts[t] == 0]
     if missing:
-        await _create(list(kafka.brokers), missing, kafka.partitions)
-        counts = await _partitions(list(kafka.brokers), names)
-    if counts[kafka.traces.topic] == 0:
+        await _create(list(kafka.brokers), missing, kafka.partitions, security)
+        counts = await _partitions(list(kafka.brokers), names, security)
+    absent = [t for t in inputs if counts[t] == 0]
+    if absent:
         raise OtelInsightsError(
-            f"input topic {kafka.traces.topic!r} does not exist on {','.join(kafka.brokers)}: "
-            "create it, or point receivers.kafka.traces.topic at your collectors' topic")
+            f"input topic(s) {absent} do not exist on {','.join(kafka.brokers)}: "
+            "create them, or point receivers.kafka.traces.topics at your collectors' topics")
     if separate_dlq(cfg):
-        dlq = await _partitions(list(cfg.dlq.brokers), [cfg.dlq.topic])
+        plain: dict[str, Any] = {}
+        dlq = await _partitions(list(cfg.dlq.brokers), [cfg.dlq.topic], plain)
         if not dlq[cfg.dlq.topic]:
-            await _create(list(cfg.dlq.brokers), [cfg.dlq.topic], kafka.partitions)
+            await _create(list(cfg.dlq.brokers), [cfg.dlq.topic], kafka.partitions, plain)
     return counts

@@ -121,8 +121,7 @@ class TopicFeed:
 class UiServer:
     """The UI inside a process that already has the store (`run`) or its own (`ui`)."""
 
-    def __init__(self, cfg: Config, ui: UiConfig, io: StoreIO, metrics: Metrics,
-                 security: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, cfg: Config, ui: UiConfig, io: StoreIO, metrics: Metrics) -> None:
         if cfg.kafka is None or cfg.narrator is None or cfg.dashboards is None:
             raise OtelInsightsError("the UI shows stage 3's insights and dashboards: the traces pipeline needs "
                                     "a kafka receiver and the narrator and dashboards processors")
@@ -132,8 +131,8 @@ class UiServer:
         self.store = StoreForUi(io)
         self.feed = TopicFeed(list(cfg.kafka.brokers), f"{cfg.kafka.group_id}.ui",
                               {cfg.narrator.topic: "insight", cfg.dashboards.topic: "dashboard"}, self.state,
-                              ui.history.ms, security)
-        self.security = dict(security or {})
+                              ui.history.ms, cfg.kafka.client_options())
+        self.security = cfg.kafka.client_options()  # the receiver's tls and auth
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._producer: AIOKafkaProducer | None = None
@@ -147,7 +146,7 @@ class UiServer:
     async def start(self) -> None:
         assert self.cfg.kafka is not None and self.cfg.dashboards is not None
         kafka = self.cfg.kafka
-        status = {"input_topic": ", ".join(kafka.traces.topics) if hasattr(kafka.traces, "topics") else kafka.traces.topic,
+        status = {"input_topic": ", ".join(kafka.traces.topics),
                   "brokers": ", ".join(kafka.brokers), "clickhouse": self.store.endpoint,
                   "insights_topic": self.cfg.narrator.topic if self.cfg.narrator else "",
                   "dashboards_topic": self.cfg.dashboards.topic, "auth": self.auth.enabled}

@@ -80,7 +80,8 @@ def make_gateway(cfg: Config, metrics: Metrics | None = None) -> Gateway:
         raise OtelInsightsError("receivers.otlp is not configured")
     if cfg.kafka is None:
         raise OtelInsightsError("the gateway writes to the traces pipeline's kafka receiver: list one")
-    return Gateway(cfg.otlp, cfg.kafka.brokers, registry=metrics.registry if metrics is not None else None)
+    return Gateway(cfg.otlp, cfg.kafka.brokers, registry=metrics.registry if metrics is not None else None,
+                   security=cfg.kafka.client_options())
 
 
 def run(cfg: Config, loglevel: str = "warning", create_input_topic: bool = False) -> None:

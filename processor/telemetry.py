@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import Metric
+from prometheus_client.utils import floatToGoString
 
 from processor.config.components import ServiceGraphConfig
 from processor.windows.cardinality import OVERFLOW
@@ -22,7 +24,8 @@ from processor.windows.cardinality import OVERFLOW
 # servicegraphconnector's default latency histogram buckets (seconds).
 SERVICE_GRAPH_BUCKETS_S = (0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0,
                            1.4, 2.0, 5.0, 10.0, 15.0)
-EDGE_LABELS = ("client", "server", "connection_type")
+EDGE_LABELS = ("client", "server", "connection_type", "failed")  # plus dimensions, virtual_node
+Labels = tuple[tuple[str, str], ...]  # (name, value) pairs of one series, sorted by name
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_expired_edges_total", "counter", "Edges completed by expiry as virtual nodes", ("kind",)),
     MetricSpec("otel_insights_evicted_spans_total", "counter", "Spans evicted early because store.max_items was reached"),
     MetricSpec("otel_insights_cardinality_overflow_total", "counter", "Contributions counted under the otel.metric.overflow entity because a cardinality limit was reached: span (a service's calls) and edge (processors.windows.cardinality_limit, per window and input partition), series (processors.servicegraph.metrics_cardinality_limit)", ("what",)),
-    MetricSpec("otel_insights_rejected_spans_total", "counter", "Spans rejected because they end too far ahead of the wall clock or too long ago", ("reason",)),
+    MetricSpec("otel_insights_rejected_spans_total", "counter", "Spans rejected because they end too far ahead of the wall clock or too long ago (future, too_old), or their resource has no service.name (no_service_name)", ("reason",)),
     MetricSpec("otel_insights_rekey_replays_skipped_total", "counter", "Re-keyed records whose spans were skipped, wholly or in part, because their origin records were already applied (a replay)"),
     MetricSpec("otel_insights_late_spans_total", "counter", "Spans and edges that arrived after their window closed: corrected (window re-finalised), replayed (already applied) or dropped", ("what", "action")),
     MetricSpec("otel_insights_pairing_store_items", "gauge", "Spans waiting in the pairing store", ("partition",)),
@@ -82,68 +85,74 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_gateway_records_total", "counter", "Kafka records acknowledged (one per trace)", (), "gateway"),
     MetricSpec("otel_insights_gateway_received_bytes_total", "counter", "Request bytes received (after HTTP content decoding)", (), "gateway"),
     MetricSpec("otel_insights_gateway_produced_bytes_total", "counter", "Record value bytes acknowledged by Kafka (before Kafka compression)", (), "gateway"),
-    MetricSpec("traces_service_graph_request_total", "counter", "Requests between two nodes (servicegraph connector compatible)", EDGE_LABELS),
+    MetricSpec("traces_service_graph_request_total", "counter", "Requests between two nodes, as the servicegraph connector counts them (also labelled client_/server_<dimension> and virtual_node when configured)", EDGE_LABELS),
     MetricSpec("traces_service_graph_request_failed_total", "counter", "Failed requests between two nodes", EDGE_LABELS),
-    MetricSpec("traces_service_graph_request_server_seconds", "histogram", "Server-side request duration", EDGE_LABELS),
-    MetricSpec("traces_service_graph_request_client_seconds", "histogram", "Client-side request duration", EDGE_LABELS),
+    MetricSpec("traces_service_graph_request_server_seconds", "histogram", "Server-side request duration (a database edge's is its client span's; a virtual server observes 0)", EDGE_LABELS),
+    MetricSpec("traces_service_graph_request_client_seconds", "histogram", "Client-side request duration (a virtual client, user, observes 0)", EDGE_LABELS),
 )
 
 
 class ServiceGraphSeries:
     """Accumulates the connector-compatible series from edge batches, vectorised.
 
-    A series is keyed by its label values, in the order of ``label_names`` (any number of
-    them). Bounded two ways: a series not updated for ``expiration_s`` is dropped (the
-    connector's `metrics_expiration`; 0 keeps series forever), and at most ``max_series``
-    live at once (0: no limit); an edge that would add one more is counted in the overflow
-    series instead, whose every label is `otel.metric.overflow` (the SDK's cardinality
-    limit does the same with its `otel.metric.overflow` attribute).
+    Every completed edge is one request of its series (see processor.graph.labels) and one
+    observation in both histograms, as the connector records it: a side with no span (a
+    virtual node's) observes 0 s. Series carry only the labels they have, so a dimension an
+    edge lacks is absent rather than empty, and failed_total lists only series that failed.
+
+    Bounded two ways: a series not updated for ``expiration_s`` is dropped (the connector's
+    `metrics_expiration`; 0 keeps series forever), and at most ``max_series`` live at once
+    (0: no limit); an edge that would add one more is counted in the overflow series
+    instead, whose every label (client, server, connection_type, failed) is
+    `otel.metric.overflow` (the SDK's cardinality limit does the same with its
+    `otel.metric.overflow` attribute).
     """
 
-    def __init__(self, label_names: tuple[str, ...] = EDGE_LABELS, expiration_s: float = 0.0, max_series: int = 0,
+    def __init__(self, expiration_s: float = 0.0, max_series: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.label_names = label_names
+        self.bounds: tuple[float, ...] = SERVICE_GRAPH_BUCKETS_S
         self.expiration_s = expiration_s
         self.max_series = max_series
         self.clock = clock
-        self.overflow = tuple(OVERFLOW for _ in label_names)
-        # per series: [requests, failed, srv buckets(17) , srv sum, srv count, cli buckets, cli sum, cli count]
-        self._edges: dict[tuple[str, ...], np.ndarray] = {}
-        self._seen: dict[tuple[str, ...], float] = {}  # when each series was last updated
+        self.overflow: Labels = tuple(sorted((name, OVERFLOW) for name in EDGE_LABELS))
+        # per series: [requests, failed, srv buckets.., srv sum, cli buckets.., cli sum]
+        self._series: dict[Labels, np.ndarray] = {}
+        self._seen: dict[Labels, float] = {}  # when each series was last updated
         self._next_expiry = 0.0
 
-    _NB = len(SERVICE_GRAPH_BUCKETS_S) + 1
+    def configure(self, bounds_s: tuple[float, ...]) -> None:
+        """The histograms' bucket bounds (seconds): processors.servicegraph.latency_histogram_buckets."""
+        if self._series and tuple(bounds_s) != self.bounds:
+            raise ValueError("latency buckets cannot change once series have observations")
+        self.bounds = tuple(bounds_s)
 
     def __len__(self) -> int:
-        return len(self._edges)
+        return len(self._series)
 
-    def observe(self, labels: Sequence[tuple[str, ...]], inverse: np.ndarray, failed: np.ndarray,
-                server_s: np.ndarray, client_s: np.ndarray) -> int:
-        """Add one batch: `labels[inverse[i]]` is edge i's label set. Returns how many edges
-        went to the overflow series."""
-        nb = self._NB
-        width = 2 + 2 * (nb + 2)
-        n = len(labels)
-        acc = np.zeros((n, width))
+    def observe(self, series: tuple[Sequence[Labels], np.ndarray], e: Any) -> int:
+        """Add one EdgeBatch ``e``; ``series`` is (labels, inverse): edge i counts in
+        labels[inverse[i]]. Returns how many edges went to the overflow series."""
+        labels, inverse = series
+        nb = len(self.bounds) + 1
+        acc = np.zeros((len(labels), 2 + 2 * (nb + 1)))
         np.add.at(acc[:, 0], inverse, 1)
-        np.add.at(acc[:, 1], inverse, failed.astype(np.float64))
-        for col, vals in ((2, server_s), (2 + nb + 2, client_s)):
-            has = ~np.isnan(vals)
-            b = np.searchsorted(SERVICE_GRAPH_BUCKETS_S, vals[has], side="left")
-            np.add.at(acc, (inverse[has], col + b), 1)
-            np.add.at(acc[:, col + nb], inverse[has], vals[has])
-            np.add.at(acc[:, col + nb + 1], inverse[has], 1)
+        np.add.at(acc[:, 1], inverse, e.failed.astype(np.float64))
+        for col, ms in ((2, e.server_ms), (3 + nb, e.client_ms)):
+            seconds = np.nan_to_num(ms / 1000.0, nan=0.0)  # no span on this side: 0 s
+            b = np.searchsorted(self.bounds, seconds, side="left")  # le: a bound's own value is in it
+            np.add.at(acc, (inverse, col + b), 1)
+            np.add.at(acc[:, col + nb], inverse, seconds)
         now = self.clock()
         if now >= self._next_expiry:
             self.expire(now)
         folded = 0
         for i, lab in enumerate(labels):
-            cur = self._edges.get(lab)
-            if cur is None and self.max_series and len(self._edges) >= self.max_series:
+            cur = self._series.get(lab)
+            if cur is None and self.max_series and len(self._series) >= self.max_series:
                 folded += int(acc[i, 0])
                 lab = self.overflow
-                cur = self._edges.get(lab)
-            self._edges[lab] = acc[i] if cur is None else cur + acc[i]
+                cur = self._series.get(lab)
+            self._series[lab] = acc[i] if cur is None else cur + acc[i]
             self._seen[lab] = now
         return folded
 
@@ -154,29 +163,31 @@ class ServiceGraphSeries:
         now = self.clock() if now is None else now
         cutoff = now - self.expiration_s
         for lab in [lab for lab, t in self._seen.items() if t < cutoff]:
-            del self._edges[lab], self._seen[lab]
+            del self._series[lab], self._seen[lab]
         self._next_expiry = now + min(1.0, self.expiration_s / 10)
 
     def collect(self) -> Iterator[Metric]:
         self.expire()
-        nb = self._NB
+        nb = len(self.bounds) + 1
         spec = {m.name: m for m in METRICS}
-        names = self.label_names
-        req = CounterMetricFamily("traces_service_graph_request",
-                                  spec["traces_service_graph_request_total"].help, labels=names)
-        fail = CounterMetricFamily("traces_service_graph_request_failed",
-                                   spec["traces_service_graph_request_failed_total"].help, labels=names)
-        hists = [HistogramMetricFamily(n, spec[n].help, labels=names)
+        req = Metric("traces_service_graph_request", spec["traces_service_graph_request_total"].help, "counter")
+        fail = Metric("traces_service_graph_request_failed",
+                      spec["traces_service_graph_request_failed_total"].help, "counter")
+        hists = [Metric(n, spec[n].help, "histogram")
                  for n in ("traces_service_graph_request_server_seconds",
                            "traces_service_graph_request_client_seconds")]
-        for lab, a in list(self._edges.items()):
-            req.add_metric(lab, a[0])
-            fail.add_metric(lab, a[1])
-            for h, col in zip(hists, (2, 2 + nb + 2), strict=True):
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        for lab, a in list(self._series.items()):
+            labels = dict(lab)
+            req.add_sample("traces_service_graph_request_total", labels, a[0])
+            if a[1]:
+                fail.add_sample("traces_service_graph_request_failed_total", labels, a[1])
+            for h, col in zip(hists, (2, 3 + nb), strict=True):
                 cum = np.cumsum(a[col:col + nb])
-                buckets = [(str(b), float(c)) for b, c in zip(SERVICE_GRAPH_BUCKETS_S, cum[:-1], strict=True)]
-                buckets.append(("+Inf", float(cum[-1])))
-                h.add_metric(lab, buckets, float(a[col + nb]))
+                for le, c in zip(les, cum.tolist(), strict=True):
+                    h.add_sample(f"{h.name}_bucket", {**labels, "le": le}, c)
+                h.add_sample(f"{h.name}_count", labels, cum[-1])
+                h.add_sample(f"{h.name}_sum", labels, a[col + nb])
         yield req
         yield fail
         yield from hists
@@ -184,9 +195,11 @@ class ServiceGraphSeries:
 
 def service_graph_series(cfg: ServiceGraphConfig, clock: Callable[[], float] = time.monotonic
                          ) -> ServiceGraphSeries:
-    """The series as `processors.servicegraph` bounds them."""
-    return ServiceGraphSeries(expiration_s=cfg.metrics_expiration.seconds,
-                              max_series=cfg.metrics_cardinality_limit, clock=clock)
+    """The series as `processors.servicegraph` bounds and buckets them."""
+    series = ServiceGraphSeries(expiration_s=cfg.metrics_expiration.seconds,
+                                max_series=cfg.metrics_cardinality_limit, clock=clock)
+    series.configure(cfg.bucket_bounds_s)
+    return series
 
 
 class Metrics:

@@ -20,15 +20,15 @@ from processor.generate import FaultSpec, ShopGenerator, to_records
 from processor.insights import facts as facts_mod
 from processor.insights import message
 from processor.insights.message import template_narration
-from processor.storage.catalogue import Context
 from processor.storage import rollups
+from processor.storage.catalogue import Context
 from processor.storage.open import open_store
 from processor.storage.store import Store
 
 WINDOW_S = 10
 CONFIG = """
 receivers:
-  kafka: {{traces: {{topic: spans}}, group_id: g}}
+  kafka: {{traces: {{topics: [spans]}}, group_id: g}}
 processors:
   servicegraph: {{store: {{ttl: 1s, max_items: 100000}}}}
   windows: {{size: {window}s, allowed_lateness: 2s, idle_timeout: 2s}}

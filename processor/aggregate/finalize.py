@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from processor.aggregate.health import LatencyBaselines, classify
-from processor.aggregate.messages import EdgeKey, HealthKey, Watermark
+from processor.aggregate.messages import Dimensions, EdgeKey, HealthKey, Watermark, dimensions_key
 from processor.config.components import WindowsConfig
 from processor.windows.arith import END_OF_TIME_MS
 from processor.windows.sketch import merged_quantiles
@@ -119,19 +119,21 @@ class Finalizer:
 
     @staticmethod
     def final_edges(partials: list[dict]) -> list[dict]:
-        groups: dict[tuple[str, str, str, int], list[dict]] = {}
+        groups: dict[tuple[str, str, str, Dimensions, int], list[dict]] = {}
         for r in partials:
-            key = (r["client"], r["server"], r["connection_type"], r["window_start"])
+            key = (r["client"], r["server"], r["connection_type"],
+                   dimensions_key(r.get("dimensions")), r["window_start"])
             groups.setdefault(key, []).append(r)
         out, version = [], time.time_ns()
-        for (client, server, conn, ws), rows in groups.items():
+        for (client, server, conn, dims, ws), rows in groups.items():
             req = sum(r["requests"] for r in rows)
             failed = sum(r["failed"] for r in rows)
             sk, sc, sq = merged_quantiles([r["server_keys"] for r in rows], [r["server_counts"] for r in rows])
             ck, cc, cq = merged_quantiles([r["client_keys"] for r in rows], [r["client_counts"] for r in rows])
             out.append({
                 "window_start": ws, "window_end": rows[0]["window_end"], "client": client,
-                "server": server, "connection_type": conn, "requests": req, "failed": failed,
+                "server": server, "connection_type": conn, "dimensions": dict(dims),
+                "requests": req, "failed": failed,
                 "error_rate": failed / req if req else 0.0,
                 "server_p50_ms": _finite(sq[0]), "server_p95_ms": _finite(sq[1]),
                 "server_p99_ms": _finite(sq[2]), "client_p50_ms": _finite(cq[0]),

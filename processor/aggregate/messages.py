@@ -28,6 +28,14 @@ class HealthKey(NamedTuple):
     window_start: int  # epoch ms
 
 
+Dimensions = tuple[tuple[str, str], ...]  # an edge's dimension labels, sorted by name
+
+
+def dimensions_key(dimensions: dict[str, str] | None) -> Dimensions:
+    """The hashable, canonical form of an edge row's `dimensions` map."""
+    return tuple(sorted((dimensions or {}).items()))
+
+
 class EdgeKey(NamedTuple):
     """An edge's window whose partials changed."""
 
@@ -35,6 +43,8 @@ class EdgeKey(NamedTuple):
     server: str
     connection_type: str
     window_start: int  # epoch ms
+    # client_<attribute> / server_<attribute> -> value (processors.servicegraph.dimensions)
+    dimensions: Dimensions = ()
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -67,6 +77,8 @@ def encode(msg: PartialsMessage) -> bytes:
         body: dict[str, object] = {"t": "h", "k": [msg.service, msg.window_start]}
     elif isinstance(msg, EdgeKey):
         body = {"t": "e", "k": [msg.client, msg.server, msg.connection_type, msg.window_start]}
+        if msg.dimensions:  # absent without dimensions: the format older workers read
+            body["d"] = [list(pair) for pair in msg.dimensions]
     else:
         body = {"t": "w", "s": msg.source, "wm": msg.watermark_ms, "idle": msg.idle}
     return json.dumps(body).encode()
@@ -85,7 +97,8 @@ def decode(value: bytes | None) -> PartialsMessage:
             return HealthKey(str(service), int(ws))
         if kind == "e":
             client, server, conn, ws = key
-            return EdgeKey(str(client), str(server), str(conn), int(ws))
+            dims = tuple(sorted((str(n), str(v)) for n, v in body.get("d") or ()))
+            return EdgeKey(str(client), str(server), str(conn), int(ws), dims)
     except (ValueError, KeyError, TypeError) as exc:
         raise DecodeError(f"not a partials message: {exc!r}") from None
     raise DecodeError(f"not a partials message: unknown type {kind!r}")

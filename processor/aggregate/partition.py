@@ -10,14 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-from processor.aggregate.messages import EdgeKey, HealthKey, source_name
-from processor.config.components import StoreConfig, WindowsConfig
-from processor.graph import CONN_NAMES, EdgeBatch, PairingStats, PairingStore
+from processor.aggregate.messages import EdgeKey, HealthKey, dimensions_key, source_name
+from processor.config.components import ServiceGraphConfig, StoreConfig, WindowsConfig
+from processor.graph import CONN_NAMES, EdgeBatch, EdgeCodes, EdgeIds, PairingStats, PairingStore
 from processor.otlp.batch import SpanBatch, StringTable
-from processor.windows.accumulator import PartitionWindows, WindowPartial, unpack_edge
+from processor.windows.accumulator import PartitionWindows, WindowPartial
 from processor.windows.arith import window_start
 from processor.windows.cardinality import OVERFLOW
 from processor.windows.sketch import sketch_of
@@ -45,8 +46,8 @@ class Emission:
         return [HealthKey(r["service"], r["window_start"]) for r in self.health]
 
     def edge_keys(self) -> list[EdgeKey]:
-        return [EdgeKey(r["client"], r["server"], r["connection_type"], r["window_start"])
-                for r in self.edges]
+        return [EdgeKey(r["client"], r["server"], r["connection_type"], r["window_start"],
+                        dimensions_key(r["dimensions"])) for r in self.edges]
 
 
 @dataclass
@@ -59,23 +60,41 @@ class PartitionStats:
     overflow: dict[str, int]  # span / edge -> counted under the overflow entity
 
 
+class Completed(NamedTuple):
+    """Edges some call completed, with their ids (for the traces_service_graph_* series)."""
+
+    edges: EdgeBatch
+    ids: np.ndarray
+
+
 class PartitionAggregator:
     """Pairs and windows the spans of one input partition (`topic`/`partition`)."""
 
-    def __init__(self, topic: str, partition: int, strings: StringTable, store: StoreConfig,
+    def __init__(self, topic: str, partition: int, strings: StringTable,
+                 store: StoreConfig | ServiceGraphConfig,
                  windows: WindowsConfig, closed_until_ns: int = 0,
                  applied: Mapping[int, tuple[int, int]] | None = None,
                  horizon_ns: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """``closed_until_ns``, ``applied``: what the stored partials say of closed windows
-        (see PartitionWindows); ``horizon_ns``: how far back late data is corrected."""
+                 clock: Callable[[], float] = time.monotonic,
+                 edge_ids: EdgeIds | None = None) -> None:
+        """``store``: `processors.servicegraph` (or only its store settings, no dimensions);
+        ``closed_until_ns``, ``applied``: what the stored partials say of closed windows
+        (see PartitionWindows); ``horizon_ns``: how far back late data is corrected;
+        ``edge_ids``: the worker's edge numbering (one per string table)."""
+        graph = store if isinstance(store, ServiceGraphConfig) else ServiceGraphConfig(store=store)
         self.topic = topic
         self.partition = partition
         self.strings = strings
         self.clock = clock
-        self.store = PairingStore(strings, store)
-        self.windows = PartitionWindows(windows, closed_until_ns, applied, horizon_ns,
-                                        overflow_code=strings.code(OVERFLOW))
+        self.dimensions = graph.dimensions
+        self.edge_ids = edge_ids or EdgeIds(len(graph.dimensions))
+        self.store = PairingStore(strings, graph.store, bool(graph.virtual_node_peer_attributes))
+        overflow = strings.code(OVERFLOW)
+        no_dims = (0,) * len(graph.dimensions)
+        self.windows = PartitionWindows(
+            windows, closed_until_ns, applied, horizon_ns, overflow_code=overflow,
+            overflow_edge=self.edge_ids.id_of(EdgeCodes(overflow, overflow, 0, no_dims, no_dims)))
+        self.completed: list[Completed] = []  # since the last take_completed
         self.next_offset = -1  # one past the last record added
         self.last_record_at = clock()
 
@@ -90,13 +109,13 @@ class PartitionAggregator:
         return self.windows.closed_until_ns // NS_PER_MS
 
     def add(self, spans: SpanBatch, next_offset: int | None = None, active: bool = True) -> EdgeBatch:
-        """Add a batch; returns the edges it completed (for the service-graph metrics).
+        """Add a batch; returns the edges it completed (also kept for `take_completed`).
 
         ``active``: the batch held data (progress markers alone do not keep a partition busy).
         """
         self.windows.add_spans(spans)
         edges = self.store.add(spans)
-        self.windows.add_edges(edges)
+        self._add_edges(edges)
         self.windows.floor_ns = self.store.min_client_end_ns()
         if next_offset is not None:
             self.next_offset = max(self.next_offset, next_offset)
@@ -124,18 +143,39 @@ class PartitionAggregator:
         """Seconds since the last record was added."""
         return self.clock() - self.last_record_at
 
+    def _add_edges(self, edges: EdgeBatch) -> None:
+        if len(edges):
+            ids = self.edge_ids.ids(edges)
+            self.windows.add_edges(edges, ids)
+            self.completed.append(Completed(edges, ids))
+
+    def take_completed(self) -> list[Completed]:
+        """Every edge completed since the last call, by records or by an idle flush: what the
+        traces_service_graph_* series count, as the connector counts each completed edge."""
+        out, self.completed = self.completed, []
+        return out
+
     def take_stats(self) -> PartitionStats:
         ws = self.windows.take_stats()
         return PartitionStats(ws.late, self.store.take_stats(), len(self.store), ws.overflow)
 
     def codes(self) -> np.ndarray:
-        """Every string code this partition's state holds (for StringTable.compact)."""
-        return np.concatenate([self.store.codes().astype(np.int64), self.windows.codes()])
+        """Every string code this partition's state holds, the codes of the edges it holds
+        ids of included (for StringTable.compact)."""
+        return np.concatenate([self.store.codes().astype(np.int64), self.windows.codes(),
+                               self.edge_ids.codes(self.windows.edge_ids())])
 
-    def remap_codes(self, remap: np.ndarray) -> None:
-        """Follow a StringTable.compact."""
+    def edge_ids_held(self) -> np.ndarray:
+        """Every edge id this partition's state holds (for EdgeIds.compact)."""
+        return self.windows.edge_ids()
+
+    def remap_codes(self, remap: np.ndarray, remap_edges: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Follow a StringTable.compact and the EdgeIds.compact that went with it. Completed
+        edges must have been taken (`take_completed`) before: they are not remapped."""
+        if self.completed:
+            raise RuntimeError("take_completed before compacting: completed edges hold codes")
         self.store.remap_codes(remap)
-        self.windows.remap_codes(remap)
+        self.windows.remap_codes(remap, remap_edges)
 
     def safe_offset(self) -> int:
         """Every record below this offset is fully reflected in emitted, durable rows."""
@@ -176,7 +216,7 @@ class PartitionAggregator:
         Windows stay open, so if traffic resumes the same partial rows are re-emitted with
         more data and replace these.
         """
-        self.windows.add_edges(self.store.flush_all())
+        self._add_edges(self.store.flush_all())
         self.windows.floor_ns = None
         em = self._emit(self.windows.close(self.windows.ready(), self.next_offset))
         return em.extend(self.flush_open()).extend(self.flush_corrections())
@@ -194,6 +234,7 @@ class PartitionAggregator:
         version = time.time_ns()
         size_ms = self.windows.size_ns // NS_PER_MS
         names = self.strings.strings
+        dims = [(f"client_{d}", f"server_{d}") for d in self.dimensions]
         for start_ns, w in windows:
             w.dirty = False
             ws = start_ns // NS_PER_MS
@@ -213,11 +254,14 @@ class PartitionAggregator:
                 srv = w.srv_sketch[0] if w.srv_sketch else None
                 cli = w.cli_sketch[0] if w.cli_sketch else None
                 for i, eid in enumerate(ids.tolist()):
-                    c, s, conn = unpack_edge(eid)
+                    k = self.edge_ids.key(eid)
                     sk_keys, sk_counts = sketch_of(srv, eid)
                     ck_keys, ck_counts = sketch_of(cli, eid)
-                    em.edges.append({**base, "client": names[c], "server": names[s],
-                                     "connection_type": CONN_NAMES[conn], "requests": int(req[i]),
+                    labels = {**{n: names[v] for (n, _), v in zip(dims, k.client_dims, strict=True) if v},
+                              **{n: names[v] for (_, n), v in zip(dims, k.server_dims, strict=True) if v}}
+                    em.edges.append({**base, "client": names[k.client], "server": names[k.server],
+                                     "connection_type": CONN_NAMES[k.conn],
+                                     "dimensions": dict(sorted(labels.items())), "requests": int(req[i]),
                                      "failed": int(failed[i]), "server_keys": sk_keys,
                                      "server_counts": sk_counts, "client_keys": ck_keys,
                                      "client_counts": ck_counts})

@@ -10,12 +10,15 @@ the unkeyed path does, and one Kafka record per trace cost as much again on both
 Arrow IPC (pyarrow, already installed with chdb) carries the numeric columns as they are
 and string columns dictionary-encoded, so a record holds each service name once and the
 receiver interns only the dictionary. The `origin_offset` column names each span's input
-record: a re-key partition applies only spans past the last origin offset it applied.
+record: a re-key partition applies only spans past the last origin offset it applied. The
+`dimensions` values (one column of `dims` per configured attribute) travel as one string
+column each, named by the attribute, so a receiver reads the ones it is configured with
+whatever order or set the sender had.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,10 +29,12 @@ from processor.otlp.batch import SpanBatch, StringTable
 FORMAT_HEADER = "otel-insights-rekey-format"
 FORMAT = b"arrow-spans-v1"
 ORIGIN_OFFSET = "origin_offset"
+DIMENSION_PREFIX = "dim:"  # + the attribute: one `dims` column (processors.servicegraph.dimensions)
 MAX_SPANS_PER_RECORD = 4096  # ~0.4 MB of columns: well under Kafka's 1 MB default message size
 
-# Not sent: the receiver sets `offset` to the re-key record's own offset.
-_SENT = [n for n in SpanBatch.column_names() if n != "offset"]
+# Not sent: the receiver sets `offset` to the re-key record's own offset; `dims` goes one
+# column per dimension.
+_SENT = [n for n in SpanBatch.column_names() if n not in ("offset", "dims")]
 _STRING_COLUMNS = frozenset(n for n in _SENT if SpanBatch.DTYPES[n] is np.int32)
 
 
@@ -72,14 +77,18 @@ def chunks(part: SpanBatch, limit: int = MAX_SPANS_PER_RECORD) -> Iterator[SpanB
     yield part.take(slice(cut, n))  # type: ignore[arg-type]
 
 
-def encode(part: SpanBatch, strings: StringTable) -> bytes:
-    """The spans' columns as one Arrow IPC stream; `offset` travels as `origin_offset`."""
+def encode(part: SpanBatch, strings: StringTable, dimensions: Sequence[str] = ()) -> bytes:
+    """The spans' columns as one Arrow IPC stream; `offset` travels as `origin_offset`, and
+    `dims` column i as `dim:<dimensions[i]>` (``dimensions``: the attributes `dims` holds)."""
+    if part.dims.shape[1] != len(dimensions):
+        raise ValueError(f"the spans have {part.dims.shape[1]} dimension columns, not {len(dimensions)}")
     names = strings.strings
     arrays: list[pa.Array] = []
     fields: list[str] = []
-    for name in _SENT:
-        col = getattr(part, name)
-        if name in _STRING_COLUMNS:
+    columns = [(name, getattr(part, name)) for name in _SENT]
+    columns += [(DIMENSION_PREFIX + d, part.dims[:, i]) for i, d in enumerate(dimensions)]
+    for name, col in columns:
+        if name in _STRING_COLUMNS or name.startswith(DIMENSION_PREFIX):
             uniq, inverse = np.unique(col, return_inverse=True)
             dictionary = pa.array([names[c] for c in uniq.tolist()], type=pa.string())
             arrays.append(pa.DictionaryArray.from_arrays(inverse.astype(np.int32), dictionary))
@@ -95,9 +104,11 @@ def encode(part: SpanBatch, strings: StringTable) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def decode(data: bytes, strings: StringTable) -> tuple[SpanBatch, np.ndarray]:
-    """(spans, their origin offsets); strings interned into ``strings``. Columns this version
-    does not know are ignored and missing ones are zero, so mixed versions interoperate."""
+def decode(data: bytes, strings: StringTable, dimensions: Sequence[str] = ()) -> tuple[SpanBatch, np.ndarray]:
+    """(spans, their origin offsets); strings interned into ``strings``; `dims` holds the
+    ``dimensions`` attributes' values, in that order. Columns this version (or this
+    configuration) does not know are ignored and missing ones are zero (absent), so mixed
+    versions and a change of `dimensions` interoperate."""
     try:
         reader = pa.ipc.open_stream(data)
         table = reader.read_all()
@@ -106,8 +117,9 @@ def decode(data: bytes, strings: StringTable) -> tuple[SpanBatch, np.ndarray]:
     if ORIGIN_OFFSET not in table.column_names:
         raise DecodeError("re-key span record without origin offsets")
     cols: dict[str, np.ndarray] = {}
+    wanted = {DIMENSION_PREFIX + d for d in dimensions}
     for name in table.column_names:
-        if name not in SpanBatch.DTYPES and name != ORIGIN_OFFSET:
+        if name not in SpanBatch.DTYPES and name != ORIGIN_OFFSET and name not in wanted:
             continue
         col = table.column(name).combine_chunks()
         if pa.types.is_dictionary(col.type):
@@ -117,5 +129,10 @@ def decode(data: bytes, strings: StringTable) -> tuple[SpanBatch, np.ndarray]:
         else:
             cols[name] = col.to_numpy(zero_copy_only=False)
     origin = np.asarray(cols.pop(ORIGIN_OFFSET), dtype=np.int64)
-    cols["span_id"] = cols.get("span_id", np.zeros(len(origin), dtype=np.uint64))
+    n = len(origin)
+    cols["span_id"] = cols.get("span_id", np.zeros(n, dtype=np.uint64))
+    cols.pop("dims", None)
+    absent = np.zeros(n, dtype=np.int32)
+    cols["dims"] = np.stack([np.asarray(cols.pop(DIMENSION_PREFIX + d, absent), np.int32) for d in dimensions],
+                            axis=1) if dimensions else np.zeros((n, 0), np.int32)
     return SpanBatch.from_columns(cols), origin  # type: ignore[arg-type]

@@ -80,7 +80,7 @@ class LocalRun:
         self.now = 0.0  # the runner's monotonic clock, in seconds
         self.metrics = Metrics(service_graph=service_graph_series(config.servicegraph, lambda: self.now))
         self.outbox = ListOutbox()
-        counts = {kafka.traces.topic: self.partitions, kafka.rekey_topic: self.partitions}
+        counts = {**{t: self.partitions for t in kafka.traces.topics}, kafka.rekey_topic: self.partitions}
         self.stage1 = Stage1(config, self.store, direct, self.outbox, self.metrics, counts,
                              clock=lambda: self.now, wall_clock=wall_clock)
         self.sources = input_partitions(kafka, counts)
@@ -95,7 +95,7 @@ class LocalRun:
                topic: str | None = None) -> Record:
         """The next record of an input partition (offsets count up per partition)."""
         assert self.config.kafka is not None
-        tp = (topic or self.config.kafka.traces.topic, partition)
+        tp = (topic or self.config.kafka.traces.topics[0], partition)
         offset = self._next_offset.get(tp, 0)
         self._next_offset[tp] = offset + 1
         return Record(tp[0], tp[1], offset, key, value)

@@ -22,7 +22,7 @@ from processor import failpoints
 from processor.aggregate import rekey_codec
 from processor.aggregate.admission import EventTimeBounds, correction_horizon_ns
 from processor.aggregate.messages import PartialsMessage, Watermark
-from processor.aggregate.partition import NS_PER_MS, Emission, PartitionAggregator, PartitionStats
+from processor.aggregate.partition import NS_PER_MS, Emission, PartitionAggregator
 from processor.aggregate.rekey import (
     Origin,
     Origins,
@@ -36,13 +36,13 @@ from processor.aggregate.rekey import (
 from processor.config import Config
 from processor.config.components import KafkaReceiver
 from processor.errors import DecodeError, RecordTooLarge
-from processor.graph import CONN_NAMES, EdgeBatch
+from processor.graph import EdgeIds
+from processor.graph.labels import EdgeLabels
 from processor.otlp.batch import SpanBatch, StringTable
 from processor.otlp.compression import decompress_record
 from processor.otlp.decode import SpanDecoder
 from processor.storage.window_store import IoCall, WindowStore
 from processor.telemetry import Metrics
-from processor.windows.accumulator import pack_edge, unpack_edge
 
 log = logging.getLogger("otel_insights.stage1")
 _TRACE_KEY = re.compile(rb"^[0-9a-f]{32}$")
@@ -83,13 +83,23 @@ class Outbox(Protocol):
 def input_partitions(kafka: KafkaReceiver, partitions: Mapping[str, int]) -> list[Partition]:
     """Every partition stage 1 reads, given each topic's partition count: the input topic's,
     and the re-key topic's unless re-keying is off. Stage 2 must hear from each of them."""
-    topics = [kafka.traces.topic] + ([kafka.rekey_topic] if kafka.rekey != "never" else [])
+    topics = [*kafka.traces.topics] + ([kafka.rekey_topic] if kafka.rekey != "never" else [])
     return [(t, p) for t in topics for p in range(partitions[t])]
+
+
+def origin_numbers(kafka: KafkaReceiver, partitions: Mapping[str, int]) -> dict[Partition, int]:
+    """Each input partition's number as a re-key origin: its topic's partitions counted
+    after those of the topics listed before it (one topic: the partition number)."""
+    out: dict[Partition, int] = {}
+    for topic in kafka.traces.topics:
+        for p in range(partitions[topic]):
+            out[(topic, p)] = len(out)
+    return out
 
 
 def needs_rekey(kafka: KafkaReceiver, topic: str, key: bytes | None) -> bool:
     """Whether a record must go through the re-key topic before it can be paired."""
-    if topic != kafka.traces.topic or kafka.rekey == "never":
+    if topic not in kafka.traces.topics or kafka.rekey == "never":
         return False
     return kafka.rekey == "always" or key is None or not _TRACE_KEY.match(key)
 
@@ -106,7 +116,8 @@ class Stage1:
         if config.kafka is None:
             raise ValueError("the traces pipeline has no kafka receiver")
         self.kafka = config.kafka
-        self.input_count = partitions[self.kafka.traces.topic]
+        self.origin_of = origin_numbers(self.kafka, partitions)
+        self.input_count = len(self.origin_of)
         self.rekey_count = partitions.get(self.kafka.rekey_topic, 0) if self.kafka.rekey != "never" else 0
         self.bounds = EventTimeBounds(config)
         self.horizon_ns = correction_horizon_ns(config)
@@ -120,7 +131,11 @@ class Stage1:
         self.metrics = metrics
         self.strings = strings or StringTable()
         self.clock = clock
-        self.decoder = SpanDecoder(self.strings, self.servicegraph)
+        self.decoder = SpanDecoder(self.strings, self.servicegraph,
+                                   self.kafka.header_extraction.active)
+        self.edge_ids = EdgeIds(len(self.servicegraph.dimensions))
+        self.labels = EdgeLabels(self.servicegraph, self.strings, self.edge_ids)
+        metrics.service_graph.configure(self.servicegraph.bucket_bounds_s)
         self._compact_at = COMPACT_STRINGS_AT
         self.aggregators: dict[Partition, PartitionAggregator] = {}
         self.idle: set[Partition] = set()
@@ -138,10 +153,10 @@ class Stage1:
                 since_ms = closed_ms - self.horizon_ns // NS_PER_MS - self.windows.size.ms
                 got = await self.io(self.store.load_applied, topic, partition, since_ms, closed_ms)
                 applied = {ws * NS_PER_MS: through for ws, through in got.items()}
-            agg = PartitionAggregator(topic, partition, self.strings, self.servicegraph.store,
+            agg = PartitionAggregator(topic, partition, self.strings, self.servicegraph,
                                       self.windows, closed_until_ns=closed_ms * NS_PER_MS,
                                       applied=applied, horizon_ns=self.horizon_ns,
-                                      clock=self.clock)
+                                      clock=self.clock, edge_ids=self.edge_ids)
             self.aggregators[(topic, partition)] = agg
         return agg
 
@@ -163,13 +178,13 @@ class Stage1:
                 self.idle.discard((topic, partition))
                 self.metrics.inc("otel_insights_records_total", data, topic=topic)
                 self.metrics.inc("otel_insights_spans_total", len(spans))
-            edges = agg.add(spans, next_offset=recs[-1].offset + 1, active=bool(data))
-            self._observe(agg.source, agg.take_stats())
-            self._observe_edges(edges)
+            agg.add(spans, next_offset=recs[-1].offset + 1, active=bool(data))
+            self._observe(agg)
             await self.emit(agg, agg.flush_closed(), idle=(topic, partition) in self.idle)
             if rekeyed:  # after the re-keyed records: their origin's progress, to every re-key partition
-                await self.outbox.rekey(progress_markers(Progress(partition, agg.max_end_ns, False),
-                                                         self.rekey_count))
+                await self.outbox.rekey(progress_markers(
+                    Progress(self.origin_of[(topic, partition)], agg.max_end_ns, False),
+                    self.rekey_count))
             safe[(topic, partition)] = agg.safe_offset()
         self.compact_strings()
         return safe
@@ -180,10 +195,16 @@ class Stage1:
         many strings it keeps."""
         if not force and len(self.strings) < self._compact_at:
             return len(self.strings)
-        live = [agg.codes() for agg in self.aggregators.values()]
+        aggs = list(self.aggregators.values())
+        for agg in aggs:  # completed edges hold codes: into the series first
+            self._observe_edges(agg)
+        live = [agg.codes() for agg in aggs]
+        held = [agg.edge_ids_held() for agg in aggs]
         remap = self.decoder.compact_strings(np.concatenate(live) if live else np.empty(0, np.int64))
-        for agg in self.aggregators.values():
-            agg.remap_codes(remap)
+        remap_edges = self.edge_ids.compact(np.concatenate(held) if held else np.empty(0, np.int64), remap)
+        self.labels.forget()  # cached by edge id, and ids changed
+        for agg in aggs:
+            agg.remap_codes(remap, remap_edges)
         self._compact_at = max(COMPACT_STRINGS_AT, 2 * len(self.strings))
         return len(self.strings)
 
@@ -206,7 +227,8 @@ class Stage1:
             try:
                 if origin is None:
                     raise DecodeError("re-key record without its origin header")
-                spans, origin_offsets = rekey_codec.decode(rec.value, self.strings)
+                spans, origin_offsets = rekey_codec.decode(rec.value, self.strings,
+                                                           self.servicegraph.dimensions)
             except DecodeError as exc:
                 await self._dead_letter(rec, str(exc))
                 continue
@@ -258,13 +280,20 @@ class Stage1:
         if not held:
             return SpanBatch.empty()
         decoded = self.decoder.decode_records([p for _, p in held], self.kafka.traces.encoding,
-                                              [r.offset for r, _ in held])
+                                              [r.offset for r, _ in held],
+                                              headers=[r.headers for r, _ in held])
         for i, error in decoded.errors:
             await self._dead_letter(held[i][0], str(error))
         held.clear()
         return decoded.batch
 
     def _admit(self, spans: SpanBatch) -> SpanBatch:
+        # As the connector: spans of a resource without service.name take no part.
+        named = spans.service != 0
+        if not named.all():
+            self.metrics.inc("otel_insights_rejected_spans_total", int((~named).sum()),
+                             reason="no_service_name")
+            spans = spans.take(named)
         got = self.bounds.admit(spans, self.wall_clock())
         if got.future:
             self.metrics.inc("otel_insights_rejected_spans_total", got.future, reason="future")
@@ -287,16 +316,20 @@ class Stage1:
                         "(doubles broker traffic; set partition_traces_by_id on the collector)",
                         self.kafka.rekey_topic)
             self._warned_rekey = True
+        # Decoded here, headers extracted and all: the spans' columns (dimensions included)
+        # travel to the re-key partition, which never sees the original record.
         decoded = self.decoder.decode_records(payloads, self.kafka.traces.encoding,
-                                              [r.offset for r in recs])
+                                              [r.offset for r in recs],
+                                              headers=[r.headers for r in recs])
         for i, error in decoded.errors:
             await self._dead_letter(recs[i], str(error))
         spans = self._admit(decoded.batch)
         if len(spans):
             agg.observe(int(spans.end_ns.max()))
-        partition = recs[0].partition
-        out = [RekeyRecord(None, rekey_codec.encode(piece, self.strings),
-                           (*origin_headers(Origin(partition, int(piece.offset[-1]), dest)),
+        origin = self.origin_of[(recs[0].topic, recs[0].partition)]
+        dims = self.servicegraph.dimensions
+        out = [RekeyRecord(None, rekey_codec.encode(piece, self.strings, dims),
+                           (*origin_headers(Origin(origin, int(piece.offset[-1]), dest)),
                             (rekey_codec.FORMAT_HEADER, rekey_codec.FORMAT)), dest)
                for dest, part in rekey_codec.split(spans, self.rekey_count)
                for piece in rekey_codec.chunks(part)]
@@ -313,7 +346,11 @@ class Stage1:
         log.warning("record %s[%d]@%d -> DLQ (%s): %s", rec.topic, rec.partition, rec.offset,
                     reason, error)
 
-    def _observe(self, source: str, st: PartitionStats) -> None:
+    def _observe(self, agg: PartitionAggregator) -> None:
+        """The partition's counts and completed edges since the last call, into the metrics."""
+        self._observe_edges(agg)
+        st = agg.take_stats()
+        source = agg.source
         m = self.metrics
         for (what, action), n in st.late.items():
             m.inc("otel_insights_late_spans_total", n, what=what, action=action)
@@ -326,19 +363,11 @@ class Stage1:
             m.inc("otel_insights_cardinality_overflow_total", n, what=what)
         m.set("otel_insights_pairing_store_items", st.waiting_spans, partition=source)
 
-    def _observe_edges(self, e: EdgeBatch) -> None:
-        if not len(e):
-            return
-        ids = pack_edge(e.client, e.server, e.conn)
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        names = self.strings.strings
-        labels = []
-        for eid in uniq.tolist():
-            c, s, conn = unpack_edge(eid)
-            labels.append((names[c], names[s], CONN_NAMES[conn]))
-        folded = self.metrics.service_graph.observe(labels, inverse, e.failed, e.server_ms / 1000.0,
-                                                    e.client_ms / 1000.0)
-        self.metrics.inc("otel_insights_cardinality_overflow_total", folded, what="series")
+    def _observe_edges(self, agg: PartitionAggregator) -> None:
+        """The edges the partition completed since the last call, into the service-graph series."""
+        for done in agg.take_completed():
+            folded = self.metrics.service_graph.observe(self.labels.of(done.edges, done.ids), done.edges)
+            self.metrics.inc("otel_insights_cardinality_overflow_total", folded, what="series")
 
     async def emit(self, agg: PartitionAggregator, em: Emission, idle: bool = False) -> None:
         """Persist an emission, tell stage 2 which keys changed, save and advertise the watermark.
@@ -405,6 +434,7 @@ class Stage1:
                 if tp not in self.idle:
                     self.idle.add(tp)
                     await self.emit(agg, agg.flush_idle(), idle=True)
+                    self._observe(agg)  # edges the flush completed count like any other
                     safe[tp] = agg.safe_offset()
                 else:
                     await self.advertise(agg, idle=True)
@@ -414,9 +444,9 @@ class Stage1:
             if agg.windows.corrections:
                 await self.emit(agg, agg.flush_corrections(), idle=tp in self.idle)
                 safe[tp] = agg.safe_offset()
-            if topic == self.kafka.traces.topic and self.rekey_count:
-                markers += progress_markers(Progress(partition, agg.max_end_ns, tp in self.idle),
-                                            self.rekey_count)
+            if tp in self.origin_of and self.rekey_count:
+                markers += progress_markers(Progress(self.origin_of[tp], agg.max_end_ns,
+                                                     tp in self.idle), self.rekey_count)
         if markers:  # every origin is heard every tick, also one with nothing to re-key
             await self.outbox.rekey(markers)
         return safe

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     model_validator,
 )
 
+from processor.config.base import Frozen, NonEmptyStr
 from processor.config.duration import Duration
+from processor.config.kafka import (
+    HeaderExtraction,
+    KafkaAuth,
+    KafkaTLS,
+    client_options,
+    sarama_keys,
+)
 from processor.errors import ConfigError
 
+log = logging.getLogger("otel_insights.config")
 Encoding = Literal["otlp_proto", "otlp_json"]
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class Frozen(BaseModel):
-    """Base for every config model: immutable, unknown keys are errors."""
-
-    # coerce_numbers_to_str: `password: 1234` or `group_id: 42` in YAML mean strings.
-    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
 
 
 def split_host_port(endpoint: str) -> tuple[str, int]:
@@ -61,7 +62,6 @@ def _check_identifier(name: str) -> str:
 HostPort = Annotated[str, AfterValidator(_check_host_port)]
 Brokers = Annotated[tuple[str, ...], BeforeValidator(_split_brokers)]
 Identifier = Annotated[str, AfterValidator(_check_identifier)]
-NonEmptyStr = Annotated[str, Field(min_length=1)]
 Positive = Annotated[int, Field(gt=0)]
 Attributes = tuple[NonEmptyStr, ...]
 
@@ -78,9 +78,44 @@ PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 # --- receivers -------------------------------------------------------------------------
 
 
+def _not_empty(items: tuple[object, ...]) -> tuple[object, ...]:
+    # An AfterValidator, not min_length: a bad item then reports once, not also "empty".
+    if not items:
+        raise ValueError("must not be empty")
+    return items
+
+
+def _check_topic(name: str) -> str:
+    if name.startswith("^"):
+        raise ValueError(f"regex topics ({name!r}) are not supported: list the topics")
+    return name
+
+
 class KafkaTraces(Frozen):
-    topic: NonEmptyStr = "otlp_spans"
+    """`traces`: the topics to read (kafkareceiver's `topics`; `topic` is its deprecated
+    spelling, accepted as one topic) and their encoding."""
+
+    topics: Annotated[tuple[Annotated[NonEmptyStr, AfterValidator(_check_topic)], ...],
+                      AfterValidator(_not_empty)] = ("otlp_spans",)
     encoding: Encoding = "otlp_proto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_topic(cls, data: object) -> object:
+        if isinstance(data, dict) and "topic" in data:
+            if "topics" in data:
+                raise ValueError("set topics (topic is its deprecated spelling), not both")
+            log.warning("receivers.kafka.traces.topic is deprecated (as in the collector since "
+                        "v0.142.0): write traces.topics: [%s]", data["topic"])
+            data = {**data, "topics": [data["topic"]]}
+            del data["topic"]
+        return data
+
+    @model_validator(mode="after")
+    def _distinct(self) -> KafkaTraces:
+        if len(set(self.topics)) != len(self.topics):
+            raise ValueError("topics: a topic is listed twice")
+        return self
 
 
 class KafkaReceiver(Frozen):
@@ -89,8 +124,14 @@ class KafkaReceiver(Frozen):
     brokers: Brokers = Field(default=("127.0.0.1:9092",), min_length=1)
     group_id: NonEmptyStr = "otel-insights"
     client_id: NonEmptyStr = "otel-insights"
-    # The collector's default; only matters for a consumer group with no committed offset.
+    # The collector's default; only matters for a consumer group with no committed offset,
+    # and only for the input topics (internal topics are always read from their start).
     initial_offset: Literal["earliest", "latest"] = "latest"
+    session_timeout: PositiveDuration = Duration.parse("10s")
+    heartbeat_interval: PositiveDuration = Duration.parse("3s")
+    tls: KafkaTLS | None = None
+    auth: KafkaAuth = KafkaAuth()
+    header_extraction: HeaderExtraction = HeaderExtraction()
     traces: KafkaTraces = KafkaTraces()
     partitions: Positive = 3  # used only when the pipeline creates topics itself
     max_batch_records: Positive = 500
@@ -102,6 +143,24 @@ class KafkaReceiver(Frozen):
     rekey: Literal["auto", "always", "never"] = "auto"
     rekey_topic: NonEmptyStr = "otel-insights-rekeyed"
     partials_topic: NonEmptyStr = "otel-insights-partials"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sarama_keys(cls, data: object) -> object:
+        return sarama_keys(data)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaReceiver:
+        if self.heartbeat_interval >= self.session_timeout:
+            raise ValueError("heartbeat_interval must be shorter than session_timeout")
+        clash = {self.rekey_topic, self.partials_topic} & set(self.traces.topics)
+        if clash:
+            raise ValueError(f"traces.topics: {sorted(clash)} is an internal topic of the pipeline")
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """Security options (tls, auth.sasl) for every aiokafka client of the pipeline."""
+        return client_options(self.tls, self.auth)
 
 
 def _enabled_if_null(value: object) -> object:
@@ -199,10 +258,32 @@ class StoreConfig(Frozen):
     max_items: Positive = 1000
 
 
+# servicegraphconnector's default latency_histogram_buckets.
+LATENCY_BUCKETS = tuple(Duration.parse(b) for b in (
+    "2ms", "4ms", "6ms", "8ms", "10ms", "50ms", "100ms", "200ms", "400ms", "800ms", "1s",
+    "1400ms", "2s", "5s", "10s", "15s"))
+
+
+def label_name(attribute: str) -> str:
+    """A Prometheus label name for an attribute, as the collector's prometheus exporter
+    writes it: every character outside [a-zA-Z0-9_] becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", attribute)
+
+
 class ServiceGraphConfig(Frozen):
+    """`processors.servicegraph`: the servicegraph connector's keys and meaning."""
+
     store: StoreConfig = StoreConfig()
+    # First present value names a virtual node (an expired client's server); empty: no
+    # virtual-node edges at all, as the connector (expired spans are only counted).
     virtual_node_peer_attributes: Attributes = ("peer.service", "db.name", "db.system")
-    database_name_attributes: Attributes = ("db.name",)
+    # Adds the label virtual_node="client"|"server" to virtual-node edges' series.
+    virtual_node_extra_label: bool = False
+    # A CLIENT (or PRODUCER) span with one of these (resource first, then span attributes,
+    # key by key) is a database call; the first present value names the database node.
+    database_name_attributes: Attributes = Field(default=("db.name",), min_length=1)
+    # Extra edge labels: client_<attribute> from the client span, server_<attribute> from
+    # the server span (resource attributes first, then span attributes).
     dimensions: Attributes = ()
     # A traces_service_graph_* series not updated for this long is dropped, as the
     # connector's metrics_expiration does (0 keeps series forever, the connector's default;
@@ -211,6 +292,23 @@ class ServiceGraphConfig(Frozen):
     # At most this many series at once; an edge past it is counted in the overflow series
     # (every label `otel.metric.overflow`). 0: no limit.
     metrics_cardinality_limit: Annotated[int, Field(ge=0)] = 10_000
+    latency_histogram_buckets: Annotated[tuple[PositiveDuration, ...],
+                                         AfterValidator(_not_empty)] = LATENCY_BUCKETS
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceGraphConfig:
+        b = [d.ns for d in self.latency_histogram_buckets]
+        if any(x >= y for x, y in zip(b, b[1:], strict=False)):
+            raise ValueError("latency_histogram_buckets must be strictly increasing")
+        labels = [label_name(d) for d in self.dimensions]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"dimensions {list(self.dimensions)} repeat a label name once "
+                             "written as Prometheus labels ([^A-Za-z0-9_] become '_')")
+        return self
+
+    @property
+    def bucket_bounds_s(self) -> tuple[float, ...]:
+        return tuple(d.ns / 1e9 for d in self.latency_histogram_buckets)
 
 
 class HealthConfig(Frozen):

@@ -216,7 +216,7 @@ class Config(Frozen):
         receivers = {
             cid: r.model_copy(
                 update={
-                    "topic": r.topic or source.traces.topic,
+                    "topic": r.topic or source.traces.topics[0],
                     "encoding": r.encoding or source.traces.encoding,
                 }
             )

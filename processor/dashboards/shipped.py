@@ -35,8 +35,8 @@ def _spec(did: str, title: str, description: str, panels: list, variables: list 
 def specs(health: HealthConfig | None = None) -> dict[str, dict[str, Any]]:
     """File name (without .json) -> spec."""
     h = health or HealthConfig()
-    edge_fields = ["client", "server", "connection_type", "requests_per_s", "error_rate", "server_p95_ms",
-                   "client_p95_ms", "health"]
+    edge_fields = ["client", "server", "connection_type", "dimensions", "requests_per_s", "error_rate",
+                   "server_p95_ms", "client_p95_ms", "health"]
     red = [_q("service_red", service=SERVICE)]
     vitals = [_q("topology_nodes", service=SERVICE)]
     return {

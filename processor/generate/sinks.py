@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -13,12 +14,14 @@ from processor.generate.shop import GeneratedTrace
 
 
 async def send_kafka(traces: Iterable[GeneratedTrace], brokers: list[str], topic: str,
-                     encoding: str = "otlp_proto", chunk: int = 500) -> int:
-    """Produce one record per trace keyed by hex trace id (acks=all); returns records sent."""
+                     encoding: str = "otlp_proto", chunk: int = 500,
+                     security: Mapping[str, Any] | None = None) -> int:
+    """Produce one record per trace keyed by hex trace id (acks=all); returns records sent.
+    ``security``: aiokafka's tls/sasl options (KafkaReceiver.client_options)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", linger_ms=5,
-                                max_request_size=16 * 1024 * 1024)
+                                max_request_size=16 * 1024 * 1024, **(security or {}))
     await producer.start()
     sent = 0
     try:

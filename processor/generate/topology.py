@@ -51,8 +51,9 @@ SERVICES: dict[str, Profile] = {
     "accounting": Profile(3.0, 0.5, 0.002),
 }
 
-# Database nodes, keyed by the name the service graph gives them (peer.service, then
-# server.address, then db.name, then db.system). Their "own work" is the client span.
+# Database nodes, keyed by the name the service graph gives them: the first
+# database_name_attributes value (db.name by default), whatever peer.service or
+# server.address say. Their "own work" is the client span.
 DATABASES: dict[str, Profile] = {
     "redis-cart": Profile(0.4, 0.5, 0.001),
     "postgres": Profile(1.0, 0.5, 0.002),
@@ -73,8 +74,8 @@ def _rpc(target: str, grpc_service: str, method: str, peer: bool = False,
     return Downstream(RPC, target, full, full, attrs, critical, repeat)
 
 
-_REDIS = (("db.system", "redis"), ("server.address", "redis-cart"))
-_POSTGRES = (("db.system", "postgresql"), ("db.name", "catalog"), ("peer.service", "postgres"))
+_REDIS = (("db.system", "redis"), ("db.name", "redis-cart"), ("server.address", "redis-cart"))
+_POSTGRES = (("db.system", "postgresql"), ("db.name", "postgres"), ("peer.service", "pg-primary"))
 
 
 def _redis(op: str) -> Downstream:

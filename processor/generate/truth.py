@@ -19,7 +19,8 @@ class Call(NamedTuple):
 
     - rpc ("") and messaging ("messaging_system"): a CLIENT/PRODUCER span on `client` and a
       SERVER/CONSUMER span on `server`.
-    - database: only the client span; `server` is the database node name.
+    - database: only the client span; `server` is the database node name, and the client
+      span's duration is the server latency too (the connector copies it).
     - virtual_node: a root SERVER span with no parent; `client` is "user", no client span.
     Times of an absent side are 0 and its error flag is False. (A NamedTuple, not a
     dataclass: the generator makes one per span pair and tuple construction is cheap.)
@@ -58,8 +59,9 @@ class GroundTruth:
 
     Service windows: every SERVER/CONSUMER span (roots included) counted for its service at
     its end time. Edge windows: every Call at its client (or producer) end time; root
-    calls (user -> frontend) at the server end time, with server latency only; database
-    edges with client latency only.
+    calls (user -> frontend) at the server end time, with server latency only (stored rows
+    leave a side with no span unmeasured); database edges with the client span's latency
+    on both sides, as the servicegraph connector records them.
     """
 
     def __init__(self, window_ns: int) -> None:
@@ -103,8 +105,10 @@ class GroundTruth:
             e["requests"] += 1
             e["failed"] += int(c.failed)
             if c.has_client_span:
-                e["client_latencies_ms"].append((c.client_end_ns - c.client_start_ns) / 1e6)
-            # The connector records no server latency for database edges (no server span).
+                client_ms = (c.client_end_ns - c.client_start_ns) / 1e6
+                e["client_latencies_ms"].append(client_ms)
+                if not c.has_server_span:  # a database call: its server side is the client span
+                    server_ms = client_ms
             if server_ms is not None:
                 e["server_latencies_ms"].append(server_ms)
 

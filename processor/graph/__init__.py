@@ -1,5 +1,6 @@
 """Service graph: pairs client/server, producer/consumer and database spans into edges."""
 
+from processor.graph.edge_ids import EdgeCodes, EdgeIds, pack_edge, unpack_edge
 from processor.graph.edges import (
     CONN_DATABASE,
     CONN_MESSAGING,
@@ -12,5 +13,5 @@ from processor.graph.pairing import PairingStats, PairingStore
 
 __all__ = [
     "CONN_DATABASE", "CONN_MESSAGING", "CONN_NAMES", "CONN_NONE", "CONN_VIRTUAL",
-    "EdgeBatch", "PairingStats", "PairingStore",
+    "EdgeBatch", "EdgeCodes", "EdgeIds", "PairingStats", "PairingStore", "pack_edge", "unpack_edge",
 ]

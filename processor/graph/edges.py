@@ -13,7 +13,8 @@ CONN_NAMES = ("", "messaging_system", "database", "virtual_node")
 
 @dataclass
 class EdgeBatch:
-    """Completed edges. Latencies are NaN for a side that has no span.
+    """Completed edges. Latencies are NaN for a side that has no span (a virtual node's);
+    a database edge's server latency is its client span's, as the connector records it.
 
     `time_ns` decides the window: the client span's end, or the server span's end when
     there is no client. `hold_offset` is the lowest Kafka offset among the edge's spans and
@@ -21,7 +22,8 @@ class EdgeBatch:
     replay after a crash starts early enough to rebuild the edge whole. `offset` is the
     record that completed the edge (the later span of a pair; a one-sided edge's own span):
     a replay from any earlier offset completes it again at the same record, which is how a
-    late correction tells an edge it already applied from a new one.
+    late correction tells an edge it already applied from a new one. `client_dims` and
+    `server_dims` hold each side's `dimensions` values (codes, 0 = absent or no such side).
     """
 
     client: np.ndarray  # int32 string code
@@ -35,6 +37,8 @@ class EdgeBatch:
     server_end_ns: np.ndarray  # int64
     hold_offset: np.ndarray  # int64
     offset: np.ndarray  # int64
+    client_dims: np.ndarray  # int32 (n, dimensions)
+    server_dims: np.ndarray  # int32 (n, dimensions)
 
     def __len__(self) -> int:
         return int(self.client.shape[0])
@@ -55,5 +59,6 @@ EMPTY_EDGES = EdgeBatch(
     failed=np.empty(0, bool), client_ms=np.empty(0), server_ms=np.empty(0),
     time_ns=np.empty(0, np.int64), client_end_ns=np.empty(0, np.int64),
     server_end_ns=np.empty(0, np.int64), hold_offset=np.empty(0, np.int64),
-    offset=np.empty(0, np.int64),
+    offset=np.empty(0, np.int64), client_dims=np.empty((0, 0), np.int32),
+    server_dims=np.empty((0, 0), np.int32),
 )

@@ -72,9 +72,13 @@ class PairingStore:
     ttl for a server that comes with it.
     """
 
-    def __init__(self, strings: StringTable, store: StoreConfig) -> None:
+    def __init__(self, strings: StringTable, store: StoreConfig, virtual_nodes: bool = True) -> None:
+        """``virtual_nodes``: expired clients and root servers become virtual-node edges (the
+        connector's rule: only when virtual_node_peer_attributes is not empty); else they
+        are only counted as expired."""
         self.ttl_ns = store.ttl.ns
         self.max_items = store.max_items
+        self.virtual_nodes = virtual_nodes
         self.user_code = strings.code("user")
         self.unknown_code = strings.code("unknown")
         self.clients = SpanBatch.empty()
@@ -122,7 +126,9 @@ class PairingStore:
             self.clock_ns = max(self.clock_ns, int(spans.end_ns.max()))
         kind = spans.kind
         is_client = (kind == KIND_CLIENT) | (kind == KIND_PRODUCER)
-        is_db = (kind == KIND_CLIENT) & ((spans.db_system != 0) | (spans.db_name != 0))
+        # As the connector: a client (or producer) span with a database_name_attributes
+        # value is a database call, complete at once; db.system alone is not.
+        is_db = is_client & (spans.db_name != 0)
         is_server = (kind == KIND_SERVER) | (kind == KIND_CONSUMER)
         has_link = spans.link_span_id != 0
         is_root = (spans.parent_span_id == 0) & ~has_link
@@ -146,33 +152,46 @@ class PairingStore:
     def _database_edges(self, c: SpanBatch) -> EdgeBatch:
         if not len(c):
             return EMPTY_EDGES
-        # Server node named by peer.service, then server.address, then the db attribute.
-        server = np.where(c.peer_service != 0, c.peer_service,
-                          np.where(c.server_address != 0, c.server_address,
-                                   np.where(c.db_name != 0, c.db_name, c.db_system)))
+        # The node is the database's name; its "server" latency is the client span's, as
+        # the connector copies it (there is no server span).
         self.stats.database += len(c)
-        return self._one_sided(c, server.astype(np.int32), CONN_DATABASE, client_side=True)
+        return self._one_sided(c, c.db_name, CONN_DATABASE, client_side=True, server_too=True)
 
     def _user_edges(self, s: SpanBatch) -> EdgeBatch:
         if not len(s):
+            return EMPTY_EDGES
+        if not self.virtual_nodes:
+            self._count_expired(s)
             return EMPTY_EDGES
         self.stats.virtual_user += len(s)
         return self._one_sided(s, np.full(len(s), self.user_code, np.int32), CONN_VIRTUAL,
                                client_side=False)
 
-    def _one_sided(self, b: SpanBatch, other: np.ndarray, conn: int, client_side: bool) -> EdgeBatch:
+    def _one_sided(self, b: SpanBatch, other: np.ndarray, conn: int, client_side: bool,
+                   server_too: bool = False) -> EdgeBatch:
+        """Edges with one span: the client side (a virtual or database server) or the server
+        side (a root server called by `user`). NaN latency and no dimensions on the side
+        with no span, except `server_too`: the client span stands for both latencies."""
         n = len(b)
         nan = np.full(n, np.nan)
         zero = np.zeros(n, np.int64)
+        ms = _ms(b)
+        none = np.zeros_like(b.dims)
         return EdgeBatch(
-            client=b.service if client_side else other,
-            server=other if client_side else b.service,
+            client=b.service if client_side else other.astype(np.int32),
+            server=other.astype(np.int32) if client_side else b.service,
             conn=np.full(n, conn, np.int8), failed=b.status == STATUS_ERROR,
-            client_ms=_ms(b) if client_side else nan, server_ms=nan if client_side else _ms(b),
+            client_ms=ms if client_side else nan,
+            server_ms=ms if server_too or not client_side else nan,
             time_ns=b.end_ns, client_end_ns=b.end_ns if client_side else zero,
             server_end_ns=zero if client_side else b.end_ns, hold_offset=b.offset,
-            offset=b.offset,
+            offset=b.offset, client_dims=b.dims if client_side else none,
+            server_dims=none if client_side else b.dims,
         )
+
+    def _count_expired(self, gone: SpanBatch) -> None:
+        for k, n in zip(*np.unique(gone.kind, return_counts=True), strict=True):
+            self.stats.expired[KIND_NAMES.get(int(k), "other")] += int(n)
 
     # -- pairing ------------------------------------------------------------------------
 
@@ -230,13 +249,17 @@ class PairingStore:
 
     def _paired_edges(self, c: SpanBatch, s: SpanBatch) -> EdgeBatch:
         self.stats.paired += len(c)
-        conn = np.where(c.kind == KIND_PRODUCER, CONN_MESSAGING, CONN_NONE).astype(np.int8)
+        # Messaging when either side is: the connector takes it from whichever span it
+        # reads last, so a CLIENT -> CONSUMER pair is messaging_system whatever the order.
+        messaging = (c.kind == KIND_PRODUCER) | (s.kind == KIND_CONSUMER)
+        conn = np.where(messaging, CONN_MESSAGING, CONN_NONE).astype(np.int8)
         return EdgeBatch(
             client=c.service, server=s.service, conn=conn,
             failed=(c.status == STATUS_ERROR) | (s.status == STATUS_ERROR),
             client_ms=_ms(c), server_ms=_ms(s), time_ns=c.end_ns,
             client_end_ns=c.end_ns, server_end_ns=s.end_ns,
             hold_offset=np.minimum(c.offset, s.offset), offset=np.maximum(c.offset, s.offset),
+            client_dims=c.dims, server_dims=s.dims,
         )
 
     # -- expiry -----------------------------------------------------------------------
@@ -248,8 +271,9 @@ class PairingStore:
         s_exp = self._s_since < limit
         over = len(self) - int(c_exp.sum()) - int(s_exp.sum()) - self.max_items
         if over > 0:
-            # Store full: the oldest waiting spans leave first, as the connector's
-            # eviction would, but they still become edges instead of vanishing.
+            # Store full: the oldest waiting spans leave early, as if expired (clients still
+            # become virtual-node edges). The connector instead refuses new spans while it is
+            # full (dropped_spans); evicting the oldest keeps the newest traffic pairing.
             since = np.concatenate([self._c_since[~c_exp], self._s_since[~s_exp]])
             cutoff = np.partition(since, over - 1)[over - 1]
             before = int(c_exp.sum() + s_exp.sum())
@@ -261,16 +285,15 @@ class PairingStore:
             gone = self.clients.take(c_exp)
             self.clients = self.clients.take(~c_exp)
             self._c_since = self._c_since[~c_exp]
-            for k, n in zip(*np.unique(gone.kind, return_counts=True), strict=True):
-                self.stats.expired[KIND_NAMES.get(int(k), "other")] += int(n)
-            self.stats.virtual_peer += len(gone)
-            peer = np.where(gone.virtual_peer != 0, gone.virtual_peer, self.unknown_code)
-            edges = self._one_sided(gone, peer.astype(np.int32), CONN_VIRTUAL, client_side=True)
+            self._count_expired(gone)
+            if self.virtual_nodes:
+                self.stats.virtual_peer += len(gone)
+                peer = np.where(gone.virtual_peer != 0, gone.virtual_peer, self.unknown_code)
+                edges = self._one_sided(gone, peer, CONN_VIRTUAL, client_side=True)
         if s_exp.any():
             gone = self.servers.take(s_exp)
             self.servers = self.servers.take(~s_exp)
             self._s_since = self._s_since[~s_exp]
             self._skey = tuple(k[~s_exp] for k in self._skey)  # type: ignore[assignment]
-            for k, n in zip(*np.unique(gone.kind, return_counts=True), strict=True):
-                self.stats.expired[KIND_NAMES.get(int(k), "other")] += int(n)
+            self._count_expired(gone)
         return edges

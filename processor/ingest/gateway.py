@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -47,7 +48,9 @@ class Gateway:
     """
 
     def __init__(self, cfg: OtlpReceiver, brokers: Sequence[str],
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None,
+                 security: Mapping[str, Any] | None = None) -> None:
+        """``security``: aiokafka's tls/sasl options (KafkaReceiver.client_options)."""
         if not cfg.topic or not cfg.encoding:
             raise ConfigError("receivers.otlp: topic and encoding must be set (Config.otlp resolves them)")
         get_codec(cfg.encoding)  # ConfigError naming the valid encodings
@@ -74,7 +77,8 @@ class Gateway:
             enable_idempotence=producer.idempotent,
             max_record_bytes=max(1 << 20, 4 * cfg.max_request_size),
             reconnect_backoff_s=(producer.reconnect.initial_interval.seconds,
-                                 producer.reconnect.max_interval.seconds))
+                                 producer.reconnect.max_interval.seconds),
+            security=security)
         self._buffered = 0
         self._idle = asyncio.Event()
         self._idle.set()

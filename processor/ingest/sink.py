@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -35,7 +37,8 @@ class KafkaSink:
 
     def __init__(self, brokers: list[str], *, compression: str | None, request_timeout_ms: int,
                  linger_ms: int, enable_idempotence: bool, max_record_bytes: int,
-                 reconnect_backoff_s: tuple[float, float]) -> None:
+                 reconnect_backoff_s: tuple[float, float],
+                 security: Mapping[str, Any] | None = None) -> None:
         self.brokers = list(brokers)
         self.compression = compression
         self.request_timeout_ms = request_timeout_ms
@@ -43,6 +46,7 @@ class KafkaSink:
         self.enable_idempotence = enable_idempotence
         self.max_record_bytes = max_record_bytes
         self.reconnect_backoff_s = reconnect_backoff_s
+        self.security = dict(security or {})  # tls / sasl options of receivers.kafka
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -73,6 +77,7 @@ class KafkaSink:
             request_timeout_ms=self.request_timeout_ms,
             max_request_size=self.max_record_bytes,
             enable_idempotence=self.enable_idempotence,
+            **self.security,
         )
 
     async def _connect(self) -> None:

@@ -37,9 +37,12 @@ class LocalBroker:
     """
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1",
-                 log_path: str | Path | None = None) -> None:
+                 log_path: str | Path | None = None, advertised_port: int | None = None) -> None:
+        """``advertised_port``: where clients are told to connect, when something (a TLS
+        or SASL front in tests) listens there in front of the broker."""
         self.host = host
         self.port = port or free_port(host)
+        self.advertised_port = advertised_port or self.port
         self.log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._bin: str | None = None
@@ -58,7 +61,8 @@ class LocalBroker:
         out = self._log or subprocess.DEVNULL
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self._proc = subprocess.Popen(
-            [self._bin, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [self._bin, "broker", "--listener-url", url,
+             "--advertised-listener-url", f"tcp://{self.host}:{self.advertised_port}",
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )

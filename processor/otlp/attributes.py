@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,14 +101,17 @@ def json_any_value_str(value: Any) -> str:
 class AttributePlan:
     """For every attribute key that feeds a column: which columns, at which priority.
 
-    A column takes the value of its lowest-priority key present on the span with a non-empty
-    value; e.g. server_address is server.address, else net.peer.name.
+    A column takes the value of its lowest-priority key present with a non-empty value.
+    A column read on the resource too (the connector's `dimensions` and
+    `database_name_attributes`) tries each key on the resource, then on the span, before
+    the next key. Resource keys have ids of their own, after the span keys' ids.
     """
 
-    columns: tuple[tuple[str, tuple[str, ...]], ...]
+    columns: tuple[tuple[str, tuple[str, ...], bool], ...]  # (name, keys, read on the resource)
     keys: tuple[str, ...] = field(init=False)
-    key_ids: dict[str, int] = field(init=False)
+    key_ids: dict[str, int] = field(init=False)  # span attribute key -> id
     key_ids_utf8: dict[bytes, int] = field(init=False)
+    resource_key_ids: dict[str, int] = field(init=False)  # resource attribute key -> id
     # Flattened (key, column, priority) targets, grouped by key id.
     target_start: np.ndarray = field(init=False)
     target_count: np.ndarray = field(init=False)
@@ -117,29 +121,33 @@ class AttributePlan:
     @classmethod
     def build(cls, servicegraph: ServiceGraphConfig) -> AttributePlan:
         """The plan for `processors.servicegraph` (its attribute lists, first present wins)."""
+        dims = tuple((f"dim{i}", (key,), True) for i, key in enumerate(servicegraph.dimensions))
         return cls(
             columns=(
-                ("peer_service", ("peer.service",)),
-                ("server_address", ("server.address", "net.peer.name")),
-                ("db_system", ("db.system", "db.system.name")),
-                ("db_name", servicegraph.database_name_attributes),
-                ("messaging_system", ("messaging.system",)),
-                ("virtual_peer", servicegraph.virtual_node_peer_attributes),
+                ("db_name", servicegraph.database_name_attributes, True),
+                ("virtual_peer", servicegraph.virtual_node_peer_attributes, False),
+                *dims,
             )
         )
 
     def __post_init__(self) -> None:
-        targets: dict[str, list[tuple[int, int]]] = {}
-        for col, (_, keys) in enumerate(self.columns):
-            for prio, key in enumerate(keys):
-                targets.setdefault(key, []).append((col, prio))
-        keys = tuple(targets)
-        flat = [t for k in keys for t in targets[k]]
-        counts = np.array([len(targets[k]) for k in keys], dtype=np.int64)
+        span_t: dict[str, list[tuple[int, int]]] = {}
+        res_t: dict[str, list[tuple[int, int]]] = {}
+        for col, (_, keys, on_resource) in enumerate(self.columns):
+            for i, key in enumerate(keys):
+                if on_resource:
+                    res_t.setdefault(key, []).append((col, 2 * i))
+                    span_t.setdefault(key, []).append((col, 2 * i + 1))
+                else:
+                    span_t.setdefault(key, []).append((col, i))
+        targets = [*span_t.values(), *res_t.values()]
+        flat = [t for ts in targets for t in ts]
+        counts = np.array([len(ts) for ts in targets], dtype=np.int64)
         set_ = object.__setattr__  # frozen dataclass: derived fields are set once here
-        set_(self, "keys", keys)
-        set_(self, "key_ids", {k: i for i, k in enumerate(keys)})
-        set_(self, "key_ids_utf8", {k.encode(): i for i, k in enumerate(keys)})
+        set_(self, "keys", tuple(span_t))
+        set_(self, "key_ids", {k: i for i, k in enumerate(span_t)})
+        set_(self, "key_ids_utf8", {k.encode(): i for i, k in enumerate(span_t)})
+        set_(self, "resource_key_ids", {k: len(span_t) + i for i, k in enumerate(res_t)})
         set_(self, "target_count", counts)
         set_(self, "target_start", np.cumsum(counts) - counts)
         set_(self, "target_column", np.array([c for c, _ in flat], dtype=np.int64))
@@ -147,14 +155,18 @@ class AttributePlan:
 
     @property
     def column_names(self) -> list[str]:
-        return [name for name, _ in self.columns]
+        return [name for name, _, _ in self.columns]
+
+    @property
+    def dimension_count(self) -> int:
+        return sum(name.startswith("dim") for name in self.column_names)
 
     def resolve(
         self, n: int, hit_span: np.ndarray, hit_key: np.ndarray, hit_code: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """Column arrays (int32 codes, length n) from attribute hits (span row, key id, code).
-
-        Hits must be in attribute order within a span, so a duplicated key keeps its first value.
+        """Columns (int32 codes, length n; `dims` (n, dimensions)) from attribute hits (span
+        row, key id, code). Hits must be in attribute order within a span, so a duplicated
+        key keeps its first value.
         """
         ncols = len(self.columns)
         out = np.zeros(ncols * n, dtype=np.int32)
@@ -183,7 +195,37 @@ class AttributePlan:
             np.not_equal(slot[1:], slot[:-1], out=first[1:])
             out[slot[first]] = hit_code[row[first]]
         cols = out.reshape(ncols, n)
-        return {name: cols[i] for i, name in enumerate(self.column_names)}
+        named = {name: cols[i] for i, name in enumerate(self.column_names) if not name.startswith("dim")}
+        ndims = self.dimension_count
+        named["dims"] = np.ascontiguousarray(cols[ncols - ndims:].T) if ndims else np.zeros((n, 0), np.int32)
+        return named
+
+
+def resource_span_hits(rs_hits: list[tuple[tuple[int, int], ...]], spans_per_rs: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each ResourceSpans' resource attribute hits ((key id, code), ...) as hits of every span
+    it holds (spans numbered in document order): (span row, key id, code)."""
+    rs = [i for i, hits in enumerate(rs_hits) for _ in hits]
+    if not rs:
+        e = np.empty(0, np.int64)
+        return e, e, np.empty(0, np.int32)
+    rs_idx = np.array(rs, dtype=np.int64)
+    keys = np.array([k for hits in rs_hits for k, _ in hits], dtype=np.int64)
+    codes = np.array([c for hits in rs_hits for _, c in hits], dtype=np.int32)
+    first_row = np.cumsum(spans_per_rs) - spans_per_rs
+    count = spans_per_rs[rs_idx]
+    total = int(count.sum())
+    rows = np.repeat(first_row[rs_idx] - (np.cumsum(count) - count), count) + np.arange(total)
+    return rows, np.repeat(keys, count), np.repeat(codes, count)
+
+
+def merge_hits(base: tuple[tuple[int, int], ...], extra: tuple[tuple[int, int], ...]
+               ) -> tuple[tuple[int, int], ...]:
+    """Resource hits with `extra` (from record headers) replacing hits of the same key."""
+    if not extra:
+        return base
+    keys = {k for k, _ in extra}
+    return tuple(h for h in base if h[0] not in keys) + extra
 
 
 class DecodeContext:
@@ -192,32 +234,47 @@ class DecodeContext:
     def __init__(self, strings: StringTable, plan: AttributePlan) -> None:
         self.strings = strings
         self.plan = plan
-        self.resource_service: dict[bytes, int] = {}  # serialized Resource -> service code
+        # serialized Resource -> (service code, its hits of the plan's resource keys)
+        self.resource_info: dict[bytes, tuple[int, tuple[tuple[int, int], ...]]] = {}
+        # Hits the record being decoded adds to every resource (header_extraction).
+        self.record_hits: tuple[tuple[int, int], ...] = ()
         self.attribute_hits: dict[bytes, tuple[int, int]] = {}  # serialized KeyValue -> (key, code)
         self.value_codes: dict[bytes, int] = {}  # serialized AnyValue -> code of its string form
         self.status_codes: dict[bytes, int] = dict(_STATUS_SEED)  # serialized Status -> code
 
     def forget_codes(self) -> None:
         """The string table was compacted: cached codes are stale."""
-        self.resource_service.clear()
+        self.resource_info.clear()
         self.attribute_hits.clear()
         self.value_codes.clear()
 
-    def service_code(self, raw_resource: bytes) -> int:
-        """Code of service.name in a serialized Resource (0 when absent); cached."""
+    def resource(self, raw_resource: bytes) -> tuple[int, tuple[tuple[int, int], ...]]:
+        """(service.name code, (resource key id, value code) of the plan's resource keys) of a
+        serialized Resource; service code 0 when absent; cached."""
         try:
             resource = resource_pb2.Resource.FromString(raw_resource)
         except ProtobufDecodeError as exc:
             raise DecodeError(f"invalid resource: {exc}") from None
-        code = 0
-        for kv in resource.attributes:
-            if kv.key == SERVICE_NAME:
-                code = self.strings.code(any_value_str(kv.value))
-                break
-        if len(self.resource_service) >= CACHE_LIMIT:
-            self.resource_service.clear()
-        self.resource_service[raw_resource] = code
-        return code
+        info = self.resource_of((kv.key, kv.value) for kv in resource.attributes)
+        if len(self.resource_info) >= CACHE_LIMIT:
+            self.resource_info.clear()
+        self.resource_info[raw_resource] = info
+        return info
+
+    def resource_of(self, attributes: Iterable[tuple[str, Any]], json: bool = False
+                    ) -> tuple[int, tuple[tuple[int, int], ...]]:
+        """(service code, resource hits) from (key, AnyValue) pairs; the first of a key wins."""
+        service: int | None = None
+        hits: dict[int, int] = {}
+        wanted = self.plan.resource_key_ids
+        to_str = json_any_value_str if json else any_value_str
+        for key, value in attributes:
+            if key == SERVICE_NAME and service is None:
+                service = self.strings.code(to_str(value))
+            kid = wanted.get(key)
+            if kid is not None and kid not in hits:
+                hits[kid] = self.strings.code(to_str(value))
+        return service or 0, tuple((k, c) for k, c in hits.items() if c)
 
     def status_code(self, raw_status: bytes) -> int:
         """StatusCode of a serialized Status; cached (messages repeat)."""

@@ -67,6 +67,7 @@ class SpanBatch:
     Ids are split into big-endian uint64 halves so equality and hashing stay vectorised;
     an absent id (e.g. no parent) is 0. String columns hold StringTable codes (0 = absent).
     `offset` is the Kafka offset of the record the span came from (-1 when not from Kafka).
+    `dims` has one column per configured servicegraph `dimensions` attribute (maybe none).
     """
 
     trace_hi: np.ndarray  # uint64
@@ -78,12 +79,9 @@ class SpanBatch:
     start_ns: np.ndarray  # int64
     end_ns: np.ndarray  # int64
     status: np.ndarray  # int8 StatusCode
-    peer_service: np.ndarray  # int32 code of peer.service
-    server_address: np.ndarray  # int32 code of server.address (falls back to net.peer.name)
-    db_system: np.ndarray  # int32 code of db.system (or db.system.name)
-    db_name: np.ndarray  # int32 code of db.name / db.namespace (first of database_name_attributes)
-    messaging_system: np.ndarray  # int32 code of messaging.system
+    db_name: np.ndarray  # int32 code of the first present database_name_attributes value
     virtual_peer: np.ndarray  # int32 code of the first present virtual_node_peer_attributes value
+    dims: np.ndarray  # int32 codes, (n, len(dimensions)): each dimension's value
     link_trace_hi: np.ndarray  # uint64, first span link's trace id (0 = no link)
     link_trace_lo: np.ndarray  # uint64
     link_span_id: np.ndarray  # uint64
@@ -93,22 +91,20 @@ class SpanBatch:
         "trace_hi": np.uint64, "trace_lo": np.uint64, "span_id": np.uint64,
         "parent_span_id": np.uint64, "service": np.int32, "kind": np.int8,
         "start_ns": np.int64, "end_ns": np.int64, "status": np.int8,
-        "peer_service": np.int32, "server_address": np.int32, "db_system": np.int32,
-        "db_name": np.int32, "messaging_system": np.int32, "virtual_peer": np.int32,
+        "db_name": np.int32, "virtual_peer": np.int32, "dims": np.int32,
         "link_trace_hi": np.uint64, "link_trace_lo": np.uint64, "link_span_id": np.uint64,
         "offset": np.int64,
     }
 
-    # The columns holding StringTable codes.
-    CODE_COLUMNS = ("service", "peer_service", "server_address", "db_system", "db_name",
-                    "messaging_system", "virtual_peer")
+    # The columns holding StringTable codes (`dims` is two-dimensional).
+    CODE_COLUMNS = ("service", "db_name", "virtual_peer", "dims")
 
     def __len__(self) -> int:
         return int(self.span_id.shape[0])
 
     def codes(self) -> np.ndarray:
         """Every string code the batch holds (for StringTable.compact)."""
-        return np.concatenate([getattr(self, n) for n in self.CODE_COLUMNS])
+        return np.concatenate([getattr(self, n).ravel() for n in self.CODE_COLUMNS])
 
     def remap_codes(self, remap: np.ndarray) -> None:
         """Follow a StringTable.compact."""
@@ -120,8 +116,10 @@ class SpanBatch:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def empty(cls) -> SpanBatch:
-        return cls(**{n: np.empty(0, dtype=cls.DTYPES[n]) for n in cls.column_names()})
+    def empty(cls, dims: int = 0) -> SpanBatch:
+        out = {n: np.empty(0, dtype=cls.DTYPES[n]) for n in cls.column_names()}
+        out["dims"] = np.empty((0, dims), np.int32)
+        return cls(**out)
 
     @classmethod
     def from_columns(cls, cols: dict[str, object]) -> SpanBatch:
@@ -134,8 +132,12 @@ class SpanBatch:
                 out[name] = np.asarray(cols[name], dtype=dt)
             elif name == "offset":
                 out[name] = np.full(n, -1, dtype=dt)
+            elif name == "dims":
+                out[name] = np.zeros((n, 0), dtype=dt)
             else:
                 out[name] = np.zeros(n, dtype=dt)
+        if out["dims"].ndim != 2:
+            out["dims"] = out["dims"].reshape(n, -1)
         return cls(**out)
 
     def take(self, index: np.ndarray) -> SpanBatch:
@@ -148,8 +150,12 @@ class SpanBatch:
 
     @staticmethod
     def concat(batches: list[SpanBatch]) -> SpanBatch:
-        if not batches:
-            return SpanBatch.empty()
+        # Empty batches are left out: one made before the first span (SpanBatch.empty())
+        # has no dims columns yet.
+        full = [b for b in batches if len(b)]
+        if not full:
+            return batches[0] if batches else SpanBatch.empty()
+        batches = full
         if len(batches) == 1:
             return batches[0]
         return SpanBatch(

@@ -10,6 +10,7 @@ import numpy as np
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from processor.config.components import ServiceGraphConfig
+from processor.config.kafka import HEADER_ATTRIBUTE_PREFIX
 from processor.errors import DecodeError
 from processor.otlp.attributes import AttributePlan, DecodeContext
 from processor.otlp.batch import SpanBatch, StringTable
@@ -54,10 +55,16 @@ class SpanDecoder:
     columns: `virtual_node_peer_attributes` and `database_name_attributes`, first present wins.
     """
 
-    def __init__(self, strings: StringTable, servicegraph: ServiceGraphConfig | None = None) -> None:
+    def __init__(self, strings: StringTable, servicegraph: ServiceGraphConfig | None = None,
+                 extract_headers: Sequence[str] = ()) -> None:
+        """``extract_headers``: `receivers.kafka.header_extraction`'s active header names."""
         self.strings = strings
         self.servicegraph = servicegraph or ServiceGraphConfig()
-        self._ctx = DecodeContext(strings, AttributePlan.build(self.servicegraph))
+        plan = AttributePlan.build(self.servicegraph)
+        self._ctx = DecodeContext(strings, plan)
+        # (header name, resource key id) of extracted headers some column reads.
+        self._headers = [(h, plan.resource_key_ids[HEADER_ATTRIBUTE_PREFIX + h]) for h in extract_headers
+                         if HEADER_ATTRIBUTE_PREFIX + h in plan.resource_key_ids]
 
     def compact_strings(self, live: np.ndarray) -> np.ndarray:
         """`StringTable.compact` for a table this decoder interns into: its caches of codes
@@ -88,14 +95,17 @@ class SpanDecoder:
         encoding: str,
         offsets: Sequence[int] | None = None,
         chunk_bytes: int = CHUNK_BYTES,
+        headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
     ) -> DecodedRecords:
         """Decode many records into one batch; `offset` is set per record from `offsets`.
 
         Per-call overhead dominates for small records (a Kafka record usually holds one
         trace), so protobuf records are parsed together, about `chunk_bytes` at a time; if a
         chunk fails, its records are decoded one by one so only the bad ones are reported,
-        in `errors` as (index into payloads, DecodeError).
+        in `errors` as (index into payloads, DecodeError). ``headers``: each record's Kafka
+        headers, for `header_extraction` (see `header_hits`).
         """
+        extra = [self.header_hits(h) for h in headers] if headers is not None and self._headers else None
         codec = get_codec(encoding)
         decoder = codec.decode
         parts: list[SpanBatch] = []
@@ -107,7 +117,8 @@ class SpanDecoder:
                 chunk = payloads[start:end]
                 if end - start > 1:
                     try:
-                        batch, per_record = self._proto_records(chunk)
+                        batch, per_record = self._proto_records(
+                            chunk, None if extra is None else extra[start:end])
                     except DecodeError:
                         pass  # decoded one by one below, to find the bad records
                     else:
@@ -116,11 +127,14 @@ class SpanDecoder:
                         ok += range(start, end)
                         continue
                 for i, payload in enumerate(chunk, start):
+                    self._ctx.record_hits = () if extra is None else extra[i]
                     try:
                         batch = decoder(payload, self._ctx)
                     except DecodeError as exc:
                         errors.append((i, exc))
                         continue
+                    finally:
+                        self._ctx.record_hits = ()
                     parts.append(batch)
                     counts.append(np.array([len(batch)], dtype=np.int64))
                     ok.append(i)
@@ -130,7 +144,21 @@ class SpanDecoder:
             batch.offset = np.repeat(np.asarray(offsets, dtype=np.int64)[ok], per_record)
         return DecodedRecords(batch, errors)
 
-    def _proto_records(self, payloads: Sequence[bytes]) -> tuple[SpanBatch, np.ndarray]:
+    def header_hits(self, headers: Sequence[tuple[str, bytes]]) -> tuple[tuple[int, int], ...]:
+        """The resource attribute hits a record's headers add: `kafka.header.<name>` for each
+        extracted header present (the first of a name), when the plan reads that attribute."""
+        out = []
+        for name, key_id in self._headers:
+            value = next((v for k, v in headers if k == name), None)
+            if value is not None:
+                code = self.strings.code(value.decode("utf-8", "replace"))
+                if code:
+                    out.append((key_id, code))
+        return tuple(out)
+
+    def _proto_records(self, payloads: Sequence[bytes],
+                       extra: Sequence[tuple[tuple[int, int], ...]] | None = None
+                       ) -> tuple[SpanBatch, np.ndarray]:
         """All records in one parse: serialized TracesData concatenate into a valid TracesData.
 
         Each record is first checked to be a complete message on its own (a cheap parse that
@@ -148,7 +176,10 @@ class SpanDecoder:
         if any(n == 0 and p for n, p in zip(rs_per_record.tolist(), payloads, strict=True)):
             raise DecodeError("a record has no resource_spans")
         joined = b"".join(payloads)
-        batch, spans_per_rs, _ = decode_resource_spans(joined, parse(joined), self._ctx)
+        rs_extra = None
+        if extra is not None and any(extra):
+            rs_extra = [e for e, n in zip(extra, rs_per_record.tolist(), strict=True) for _ in range(n)]
+        batch, spans_per_rs, _ = decode_resource_spans(joined, parse(joined), self._ctx, rs_extra)
         record_of_rs = np.repeat(np.arange(len(payloads)), rs_per_record)
         counts = np.bincount(record_of_rs, weights=spans_per_rs, minlength=len(payloads))
         return batch, counts.astype(np.int64)

@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 
 from processor.errors import DecodeError
-from processor.otlp.attributes import SERVICE_NAME, DecodeContext, json_any_value_str
+from processor.otlp.attributes import (
+    DecodeContext,
+    json_any_value_str,
+    merge_hits,
+    resource_span_hits,
+)
 from processor.otlp.batch import SpanBatch
 
 _KIND_NAMES = (
@@ -77,14 +82,15 @@ def _field(obj: Any, camel: str, snake: str, what: str) -> list[Any]:
     return value
 
 
-def _service(resource_spans: dict[str, Any], ctx: DecodeContext) -> int:
+def _resource(resource_spans: dict[str, Any], ctx: DecodeContext
+              ) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """(service.name code, resource hits of the plan's resource keys and the record's headers)."""
     resource = resource_spans.get("resource") or {}
     if not isinstance(resource, dict):
         raise DecodeError("resource must be a JSON object")
-    for kv in resource.get("attributes") or ():
-        if kv.get("key") == SERVICE_NAME:
-            return ctx.strings.code(json_any_value_str(kv.get("value")))
-    return 0
+    service, hits = ctx.resource_of(((kv.get("key"), kv.get("value"))
+                                     for kv in resource.get("attributes") or ()), json=True)
+    return service, merge_hits(hits, ctx.record_hits)
 
 
 def _decode_document(doc: dict[str, Any], ctx: DecodeContext) -> SpanBatch:
@@ -96,10 +102,14 @@ def _decode_document(doc: dict[str, Any], ctx: DecodeContext) -> SpanBatch:
     ends: list[Any] = []
     statuses: list[Any] = []
     services: list[int] = []
+    rs_hits: list[tuple[tuple[int, int], ...]] = []
+    spans_per_rs: list[int] = []
     link_lists: list[Any] = []
     attribute_lists: list[Any] = []
     for rs in _field(doc, "resourceSpans", "resource_spans", "payload"):
-        service = _service(rs, ctx)
+        service, hits = _resource(rs, ctx)
+        rs_hits.append(hits)
+        spans_per_rs.append(len(services))
         for ss in _field(rs, "scopeSpans", "scope_spans", "resourceSpans"):
             spans = _field(ss, "spans", "spans", "scopeSpans")
             services += repeat(service, len(spans))
@@ -118,6 +128,8 @@ def _decode_document(doc: dict[str, Any], ctx: DecodeContext) -> SpanBatch:
                 attribute_lists.append(get("attributes") or ())
     if not trace_ids:
         return SpanBatch.empty()
+    rs_first = np.array(spans_per_rs + [len(services)], dtype=np.int64)
+    res_hits = resource_span_hits(rs_hits, np.diff(rs_first)) if any(rs_hits) else None
     links = []  # (row, traceId, spanId) of each span's first link
     for row in compress(range(len(link_lists)), link_lists):  # links are rare
         first = link_lists[row][0]
@@ -139,14 +151,16 @@ def _decode_document(doc: dict[str, Any], ctx: DecodeContext) -> SpanBatch:
         _enum_column(statuses, _STATUSES, "status.code"),
         np.array(services, dtype=np.int32),
         links,
-        _attribute_hits(attribute_lists, ctx.plan.key_ids, ctx),
+        _attribute_hits(attribute_lists, ctx.plan.key_ids, ctx, res_hits),
     )
 
 
 def _attribute_hits(
-    attribute_lists: list[Any], key_ids: dict[str, int], ctx: DecodeContext
+    attribute_lists: list[Any], key_ids: dict[str, int], ctx: DecodeContext,
+    res_hits: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(owner row, key id, value code) of every attribute whose key is in key_ids, in order."""
+    """(owner row, key id, value code) of every attribute whose key is in key_ids, in order,
+    then the resources' hits (`res_hits`, their own key ids)."""
     kvs = list(chain.from_iterable(attribute_lists))
     key_id: Any = key_ids.get
     try:
@@ -164,7 +178,10 @@ def _attribute_hits(
     counts = np.fromiter(map(len, attribute_lists), dtype=np.int64, count=len(attribute_lists))
     owner = np.repeat(np.arange(len(attribute_lists)), counts)[hit]
     values = list(map(_get, map(kvs.__getitem__, hit.tolist()), repeat("value")))
-    return owner, key_idx[hit], _value_codes(values, ctx)
+    out = (owner, key_idx[hit], _value_codes(values, ctx))
+    if res_hits is None:
+        return out
+    return tuple(np.concatenate([a, b]) for a, b in zip(out, res_hits, strict=True))  # type: ignore[return-value]
 
 
 def _value_codes(values: list[Any], ctx: DecodeContext) -> np.ndarray:

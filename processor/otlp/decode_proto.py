@@ -9,6 +9,7 @@ through caches keyed by their serialized bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import chain, compress, repeat
 from operator import attrgetter, getitem
 from typing import Any
@@ -18,7 +19,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from processor.errors import DecodeError
-from processor.otlp.attributes import DecodeContext
+from processor.otlp.attributes import DecodeContext, merge_hits, resource_span_hits
 from processor.otlp.batch import KIND_CONSUMER, STATUS_ERROR, SpanBatch, saturate_int64
 from processor.otlp.wire_view import TracesDataAttributesView, TracesDataView
 
@@ -54,7 +55,8 @@ def parse(payload: bytes) -> list[object]:
 
 
 def decode_proto(payload: bytes, ctx: DecodeContext) -> SpanBatch:
-    batch, _, _ = decode_resource_spans(payload, parse(payload), ctx)
+    rss = parse(payload)
+    batch, _, _ = decode_resource_spans(payload, rss, ctx, [ctx.record_hits] * len(rss))
     return batch
 
 
@@ -74,17 +76,20 @@ def _join_ids(ids: list[bytes], width: int, what: str, optional: bool = False) -
 
 
 def decode_resource_spans(
-    payload: bytes, rss: list[Any], ctx: DecodeContext
+    payload: bytes, rss: list[Any], ctx: DecodeContext,
+    extra: Sequence[tuple[tuple[int, int], ...]] | None = None,
 ) -> tuple[SpanBatch, np.ndarray, np.ndarray]:
     """Batch of every span in `rss` (the ResourceSpans views of `payload` that hold spans), plus
-    per ResourceSpans its span count and service code (resources cached by their bytes)."""
+    per ResourceSpans its span count and service code (resources cached by their bytes).
+    ``extra``: per ResourceSpans, resource attribute hits its record adds (headers)."""
     resources = list(map(_resource, rss))
-    services = list(map(ctx.resource_service.get, resources))
-    if None in services:
-        services = [
-            ctx.service_code(r) if s is None else s
-            for r, s in zip(resources, services, strict=True)
-        ]
+    infos = list(map(ctx.resource_info.get, resources))
+    if None in infos:
+        infos = [ctx.resource(r) if i is None else i for r, i in zip(resources, infos, strict=True)]
+    services = [i[0] for i in infos]  # type: ignore[index]
+    rs_hits = [i[1] for i in infos]  # type: ignore[index]
+    if extra is not None and any(extra):
+        rs_hits = [merge_hits(h, e) for h, e in zip(rs_hits, extra, strict=True)]
     scope_lists = list(map(_scope_spans, rss))
     span_lists = list(map(getitem, map(_spans, chain.from_iterable(scope_lists)), repeat(_ALL)))
     spans: list[Any] = list(chain.from_iterable(span_lists))
@@ -129,7 +134,8 @@ def decode_resource_spans(
     }
     merged = _Merged(payload)
     cols.update(_first_links(spans, n, merged, payload))
-    cols.update(_attribute_columns(spans, n, merged, ctx))
+    res_hits = resource_span_hits(rs_hits, spans_per_rs) if any(rs_hits) else None
+    cols.update(_attribute_columns(spans, n, merged, ctx, res_hits))
     return SpanBatch.from_columns(cols), spans_per_rs, service_rs
 
 
@@ -190,8 +196,17 @@ def _exact_first_links(payload: bytes, rows: list[int]) -> list[bytes]:
     return [spans[row].links[0].SerializeToString() for row in rows]
 
 
+Hits = tuple[np.ndarray, np.ndarray, np.ndarray]  # (span row, key id, value code)
+
+
+def _with(hits: Hits, more: Hits | None) -> Hits:
+    if more is None:
+        return hits
+    return tuple(np.concatenate([a, b]) for a, b in zip(hits, more, strict=True))  # type: ignore[return-value]
+
+
 def _attribute_columns(
-    spans: list[Any], n: int, merged: _Merged, ctx: DecodeContext
+    spans: list[Any], n: int, merged: _Merged, ctx: DecodeContext, res_hits: Hits | None
 ) -> dict[str, np.ndarray]:
     plan = ctx.plan
     attr_lists = list(map(_attributes, spans))
@@ -199,12 +214,12 @@ def _attribute_columns(
     total = int(counts.sum())
     empty = np.zeros(0, dtype=np.int64)
     if total == 0:
-        return plan.resolve(n, empty, empty, empty.astype(np.int32))
+        return plan.resolve(n, *_with((empty, empty, empty.astype(np.int32)), res_hits))
     kvs = merged.spans.attributes
     values = kvs.value
     if len(kvs.key) != total or len(values) != total:
         # Some KeyValue lacks its key or value field (legal, unusual): lists are misaligned.
-        return _attribute_columns_exact(attr_lists, n, ctx)
+        return _attribute_columns_exact(attr_lists, n, ctx, res_hits)
     key_ids = np.fromiter(
         map(plan.key_ids_utf8.get, kvs.key[_ALL], repeat(-1)), dtype=np.int64, count=total
     )
@@ -216,11 +231,12 @@ def _attribute_columns(
             ctx.value_code(v) if c is None else c for v, c in zip(hit_values, codes, strict=True)
         ]
     owner = np.repeat(np.arange(n), counts)
-    return plan.resolve(n, owner[hit_idx], key_ids[hit_idx], np.array(codes, dtype=np.int32))
+    hits = (owner[hit_idx], key_ids[hit_idx], np.array(codes, dtype=np.int32))
+    return plan.resolve(n, *_with(hits, res_hits))
 
 
 def _attribute_columns_exact(
-    attr_lists: list[Any], n: int, ctx: DecodeContext
+    attr_lists: list[Any], n: int, ctx: DecodeContext, res_hits: Hits | None
 ) -> dict[str, np.ndarray]:
     spans, keys, codes = [], [], []
     for row, raws in enumerate(attr_lists):
@@ -230,9 +246,6 @@ def _attribute_columns_exact(
                 spans.append(row)
                 keys.append(hit[0])
                 codes.append(hit[1])
-    return ctx.plan.resolve(
-        n,
-        np.array(spans, dtype=np.int64),
-        np.array(keys, dtype=np.int64),
-        np.array(codes, dtype=np.int32),
-    )
+    hits = (np.array(spans, dtype=np.int64), np.array(keys, dtype=np.int64),
+            np.array(codes, dtype=np.int32))
+    return ctx.plan.resolve(n, *_with(hits, res_hits))

@@ -1,7 +1,10 @@
 """The catalogue's queries: their SQL templates, parameters and declared result columns.
 
 Latency quantiles always come from stored sketches merged with sumMap, never from averaging
-percentiles; rates are per second of the bucket (or of the range). Health of services is the
+percentiles; rates are per second of the bucket (or of the range). An edge with
+`dimensions` has a row per label set: `edges` and `topology` keep them apart (and carry the
+labels), the other edge queries total over them (a node's or an edge's traffic is the sum
+of its label sets' rows, each counted once). Health of services is the
 stored health of their windows (the one definition, with its baseline); nodes and edges that
 have no service windows (databases, virtual nodes) get the error-rate part of it.
 """
@@ -17,6 +20,9 @@ _NF = "Nullable(Float64)"
 _S = "String"
 _LS = "LowCardinality(String)"
 _U = "UInt64"
+# An edge's dimension labels (processors.servicegraph.dimensions): client_<attribute> /
+# server_<attribute> -> value, {} without dimensions.
+_DIMS = "Map(LowCardinality(String), String)"
 
 SERVICE_OPT = Param("service", "string", "a service name ('' for all)", "")
 SERVICE = Param("service", "string", "a service name")
@@ -78,14 +84,15 @@ LIMIT {{limit:Int64}}""", _cols(f"window_start:{_T}, window_end:{_T}, service:{_
                                f"error_rate:{_F}, p50_ms:{_F}, p95_ms:{_F}, p99_ms:{_F}, health:{_LS}"),
     (SERVICE_OPT,), entity="service")
 
-EDGES = CatalogueQuery("edges", "per-edge windows (client -> server)", f"""SELECT window_start, window_end, client, server,
-       connection_type, requests, failed, error_rate, server_p50_ms, server_p95_ms, server_p99_ms,
+EDGES = CatalogueQuery("edges", "per-edge windows (client -> server, with their dimension labels)",
+                       f"""SELECT window_start, window_end, client, server,
+       connection_type, dimensions, requests, failed, error_rate, server_p50_ms, server_p95_ms, server_p99_ms,
        client_p50_ms, client_p95_ms, client_p99_ms
 FROM {{db}}.service_edges FINAL
 WHERE @window_range AND {_EDGE_OF_SERVICE}
-ORDER BY window_start, client, server, connection_type
+ORDER BY window_start, client, server, connection_type, dimensions
 LIMIT {{limit:Int64}}""", _cols(f"window_start:{_T}, window_end:{_T}, client:{_LS}, server:{_LS}, "
-                               f"connection_type:{_LS}, requests:{_U}, failed:{_U}, error_rate:{_F}, "
+                               f"connection_type:{_LS}, dimensions:{_DIMS}, requests:{_U}, failed:{_U}, error_rate:{_F}, "
                                f"server_p50_ms:{_F}, server_p95_ms:{_F}, server_p99_ms:{_F}, "
                                f"client_p50_ms:{_F}, client_p95_ms:{_F}, client_p99_ms:{_F}"),
     (SERVICE_OPT,), entity="service")
@@ -94,9 +101,14 @@ _EDGE_TOTAL_COLS = (f"requests:{_U}, failed:{_U}, error_rate:{_F}, requests_per_
                     f"server_p50_ms:{_NF}, server_p95_ms:{_NF}, server_p99_ms:{_NF}, "
                     f"client_p50_ms:{_NF}, client_p95_ms:{_NF}, client_p99_ms:{_NF}, health:{_S}")
 
-TOPOLOGY = CatalogueQuery("topology", "edges of the service map: totals and merged latency over the range",
-                          f"""SELECT concat(client, ' -> ', server, if(connection_type = '', '', concat(' (', connection_type, ')'))) AS id,
-       client AS source, server AS target, client, server, connection_type,
+# A topology row's id: unique per (client, server, connection type, dimension labels).
+_EDGE_ID = ("concat(client, ' -> ', server, if(connection_type = '', '', concat(' (', connection_type, ')')), "
+            "if(empty(dimensions), '', concat(' [', arrayStringConcat(arrayMap((k, v) -> concat(k, '=', v), "
+            "mapKeys(dimensions), mapValues(dimensions)), ', '), ']')))")
+
+TOPOLOGY = CatalogueQuery("topology", "edges of the service map (one per dimension label set): totals and merged latency over the range",
+                          f"""SELECT {_EDGE_ID} AS id,
+       client AS source, server AS target, client, server, connection_type, dimensions,
        total_requests AS requests, total_failed AS failed,
        if(total_requests = 0, 0, total_failed / total_requests) AS error_rate,
        total_requests / {_RANGE_S} AS requests_per_s,
@@ -105,17 +117,18 @@ TOPOLOGY = CatalogueQuery("topology", "edges of the service map: totals and merg
        {_error_health("total_requests", "error_rate")} AS health, {_color("health")} AS color,
        windows, first_start AS window_start, last_end AS window_end
 FROM (
-    SELECT client, server, connection_type,
+    SELECT client, server, connection_type, dimensions,
            sum(requests) AS total_requests, sum(failed) AS total_failed, count() AS windows,
            min(window_start) AS first_start, max(window_end) AS last_end,
            sumMap(server_keys, server_counts) AS server_sketch,
            sumMap(client_keys, client_counts) AS client_sketch
     FROM {{db}}.service_edges FINAL
     WHERE @window_range AND {_EDGE_OF_SERVICE}
-    GROUP BY client, server, connection_type
+    GROUP BY client, server, connection_type, dimensions
 )
-ORDER BY requests DESC, client, server, connection_type
+ORDER BY requests DESC, client, server, connection_type, dimensions
 LIMIT {{limit:Int64}}""", _cols(f"id:{_S}, source:{_LS}, target:{_LS}, client:{_LS}, server:{_LS}, connection_type:{_LS}, "
+                               f"dimensions:{_DIMS}, "
                                f"{_EDGE_TOTAL_COLS}, color:{_S}, windows:{_U}, window_start:{_T}, window_end:{_T}"),
     (SERVICE_OPT,), shape="edges", entity="service")
 

@@ -35,7 +35,7 @@ _HOURS = f"""(SELECT toDateTime64(toStartOfHour(window_start), 3, 'UTC') AS hour
        FROM {{db}}.{{table}} FINAL WHERE {_RANGE})"""
 
 _HEALTH_HASH = "cityHash64(service, window_start, version, calls, errors)"
-_EDGE_HASH = "cityHash64(client, server, connection_type, window_start, version, requests, failed)"
+_EDGE_HASH = "cityHash64(client, server, connection_type, toString(dimensions), window_start, version, requests, failed)"
 
 HEALTH = Rollup("service_health", "service_health_hourly", _HEALTH_HASH, f"""INSERT INTO {{db}}.service_health_hourly
     (window_start, window_end, service, calls, errors, health, latency_keys, latency_counts,
@@ -47,14 +47,14 @@ FROM {_HOURS.replace("{table}", "service_health")}
 GROUP BY hour, service""")
 
 EDGES = Rollup("service_edges", "service_edges_hourly", _EDGE_HASH, f"""INSERT INTO {{db}}.service_edges_hourly
-    (window_start, window_end, client, server, connection_type, requests, failed,
+    (window_start, window_end, client, server, connection_type, dimensions, requests, failed,
      server_keys, server_counts, client_keys, client_counts, windows, fingerprint, built_at)
-SELECT hour, hour + INTERVAL 1 HOUR, client, server, connection_type, sum(requests), sum(failed),
+SELECT hour, hour + INTERVAL 1 HOUR, client, server, connection_type, dimensions, sum(requests), sum(failed),
        tupleElement(sumMap(server_keys, server_counts) AS ssk, 1), tupleElement(ssk, 2),
        tupleElement(sumMap(client_keys, client_counts) AS csk, 1), tupleElement(csk, 2),
        count(), groupBitXor({_EDGE_HASH}), now64(3)
 FROM {_HOURS.replace("{table}", "service_edges")}
-GROUP BY hour, client, server, connection_type""")
+GROUP BY hour, client, server, connection_type, dimensions""")
 
 ROLLUPS = (HEALTH, EDGES)
 
@@ -73,7 +73,10 @@ ORDER BY hour_ms"""
 def stale_hours(backend: Backend, database: str, since_ms: int, until_ms: int) -> dict[str, list[int]]:
     """Hours in [since, until) whose rollup is missing or differs from their final rows, per final table."""
     db = check_database_name(database)
-    params = {"since_ms": int(since_ms), "until_ms": int(until_ms)}
+    # Whole hours only: a part of an hour would never match the whole hour's rollup.
+    since_ms = int(since_ms) // HOUR_MS * HOUR_MS
+    until_ms = -(-int(until_ms) // HOUR_MS) * HOUR_MS
+    params = {"since_ms": since_ms, "until_ms": until_ms}
     return {r.final: [int(row["hour_ms"]) for row in backend.query(render(_stale_sql(r), db=db), params)]
             for r in ROLLUPS}
 

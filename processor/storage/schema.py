@@ -10,8 +10,10 @@ use FINAL.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from processor.errors import ConfigError
 from processor.storage.backends import Backend
@@ -23,7 +25,7 @@ HEALTH_PARTIAL_COLUMNS = [
     "version",
 ]  # fmt: skip
 EDGE_PARTIAL_COLUMNS = [
-    "window_start", "window_end", "client", "server", "connection_type",
+    "window_start", "window_end", "client", "server", "connection_type", "dimensions",
     "input_topic", "input_partition", "requests", "failed",
     "server_keys", "server_counts", "client_keys", "client_counts", "applied_through",
     "correction", "version",
@@ -34,7 +36,7 @@ HEALTH_FINAL_COLUMNS = [
     "partitions", "version",
 ]  # fmt: skip
 EDGE_FINAL_COLUMNS = [
-    "window_start", "window_end", "client", "server", "connection_type",
+    "window_start", "window_end", "client", "server", "connection_type", "dimensions",
     "requests", "failed", "error_rate",
     "server_p50_ms", "server_p95_ms", "server_p99_ms",
     "client_p50_ms", "client_p95_ms", "client_p99_ms",
@@ -46,7 +48,8 @@ HEALTH_FINAL_READ_COLUMNS = [
     "p50_ms", "p95_ms", "p99_ms", "health",
 ]  # fmt: skip
 EDGE_FINAL_READ_COLUMNS = [
-    "window_start", "window_end", "client", "server", "connection_type", "requests", "failed",
+    "window_start", "window_end", "client", "server", "connection_type", "dimensions",
+    "requests", "failed",
     "error_rate", "server_p50_ms", "server_p95_ms", "server_p99_ms",
     "client_p50_ms", "client_p95_ms", "client_p99_ms",
 ]  # fmt: skip
@@ -69,6 +72,9 @@ MODEL_COLUMNS = [
     "kind", "entity_type", "entity", "format_version", "trained_at", "trained_from",
     "trained_until", "windows", "model",
 ]  # fmt: skip
+# Columns a row may leave out: an edge row without dimension labels (rows built before
+# dimensions existed, by callers that never set any) is the edge with none.
+COLUMN_DEFAULTS: dict[str, Any] = {"dimensions": {}}
 TIME_COLUMNS = frozenset({"window_start", "window_end", "detected_at", "trained_at", "trained_from",
                           "trained_until", "last_window", "updated_at", "at"})
 
@@ -81,11 +87,19 @@ _PARTITION = "PARTITION BY toDate(window_start)"
 
 @dataclass(frozen=True)
 class Migration:
-    """One schema step; statements may use {db}, {on_cluster} and {ttl_clause}."""
+    """One schema step; statements may use {db}, {on_cluster} and {ttl_clause}.
+
+    `sorting_keys`, for a step that extends sorting keys: per statement, the (table,
+    column) it adds to that table's key. The statement is skipped when the key already has
+    the column: another worker migrating at the same time may have got further, and
+    ClickHouse would take an older step's ORDER BY as shrinking the key, then refuse the
+    newer one's (a column can join the key only in the ALTER that adds it).
+    """
 
     version: int
     name: str
     statements: tuple[str, ...]
+    sorting_keys: tuple[tuple[str, str], ...] = ()
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -248,6 +262,7 @@ TTL toDateTime(trained_at) + INTERVAL 30 DAY""",
                  "client, server, connection_type, window_start, input_topic, input_partition"),
             )
         ),
+        (("service_health_partial", "correction"), ("service_edges_partial", "correction")),
     ),
     Migration(
         7,
@@ -301,6 +316,28 @@ ORDER BY insight_id
 ) ENGINE = ReplacingMergeTree(row_version)
 ORDER BY dashboard_id""",
         ),
+    ),
+    Migration(
+        9,
+        "edge dimensions",
+        # processors.servicegraph.dimensions: an edge is also told apart by its labels
+        # (client_<attribute> / server_<attribute> -> value; maps are written with their
+        # keys sorted, so equal label sets are equal maps). Part of the replacing key, so a
+        # replayed partial replaces the same edge's row; existing rows get the empty map,
+        # which keeps their identity. Added and appended to the sorting key in one ALTER, as
+        # ClickHouse requires; run again, both clauses are no-ops.
+        tuple(
+            f"""ALTER TABLE {{db}}.{table} {{on_cluster}}
+    ADD COLUMN IF NOT EXISTS dimensions Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    MODIFY ORDER BY ({key}, dimensions)"""
+            for table, key in (
+                ("service_edges_partial",
+                 "client, server, connection_type, window_start, input_topic, input_partition,"
+                 " correction"),
+                ("service_edges", "client, server, connection_type, window_start"),
+            )
+        ),
+        (("service_edges_partial", "dimensions"), ("service_edges", "dimensions")),
     ),
     Migration(
         10,
@@ -359,12 +396,13 @@ ORDER BY (service, window_start)
     server_counts {_SKETCH[1]},
     client_keys {_SKETCH[0]},
     client_counts {_SKETCH[1]},
+    dimensions Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     windows UInt32,
     fingerprint UInt64,
     built_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree(built_at)
 {_PARTITION}
-ORDER BY (client, server, connection_type, window_start)
+ORDER BY (client, server, connection_type, dimensions, window_start)
 {{ttl_clause}}""",
         ),
     ),
@@ -457,11 +495,7 @@ def migrate(backend: Backend, database: str, ttl_seconds: int, cluster_name: str
     for step in MIGRATIONS:
         if step.version in done:
             continue
-        # Every statement is IF NOT EXISTS, so a step interrupted before it was
-        # recorded simply runs again.
-        for version, sql in ddl:
-            if version == step.version:
-                backend.command(sql)
+        apply_step(backend, db, step, ddl)
         backend.insert(
             f"{db}.schema_migrations",
             ["version", "name", "applied_at"],
@@ -469,6 +503,22 @@ def migrate(backend: Backend, database: str, ttl_seconds: int, cluster_name: str
         )
         applied.append(step.version)
     return applied
+
+
+def apply_step(backend: Backend, db: str, step: Migration, ddl: Sequence[tuple[int, str]]) -> None:
+    """Run one step's statements, rendered in ``ddl`` (see `statements`). Each is IF NOT
+    EXISTS or checks the sorting key first, so a step interrupted before it was recorded,
+    or run by two workers at once, simply runs again."""
+    for i, sql in enumerate(sql for version, sql in ddl if version == step.version):
+        if step.sorting_keys and _key_has(backend, db, *step.sorting_keys[i]):
+            continue
+        backend.command(sql)
+
+
+def _key_has(backend: Backend, db: str, table: str, column: str) -> bool:
+    rows = backend.query("SELECT sorting_key FROM system.tables WHERE database = {db:String} "
+                         "AND name = {table:String}", {"db": db, "table": table})
+    return bool(rows) and column in [c.strip() for c in str(rows[0]["sorting_key"]).split(",")]
 
 
 def applied_versions(backend: Backend, database: str) -> list[int]:

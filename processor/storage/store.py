@@ -20,6 +20,7 @@ from processor.storage.backends import Backend, epoch_ms_to_datetime
 from processor.storage.catalogue import Context
 from processor.storage.schema import (
     ANOMALY_COLUMNS,
+    COLUMN_DEFAULTS,
     DASHBOARD_COLUMNS,
     EDGE_FINAL_COLUMNS,
     EDGE_PARTIAL_COLUMNS,
@@ -33,6 +34,7 @@ from processor.storage.schema import (
     migrate,
     render,
 )
+from processor.storage.window_store import EdgeWindow
 from processor.windows.arith import END_OF_TIME_MS
 
 # Keys per read statement: bounds the parameter size (a few hundred KB at most).
@@ -49,17 +51,19 @@ WHERE window_start >= fromUnixTimestamp64Milli({lo_ms:Int64}, 'UTC')
   AND (service, toUnixTimestamp64Milli(window_start)) IN {keys:Array(Tuple(String, Int64))}
 ORDER BY service, window_start, input_topic, input_partition"""
 
+# An edge key's dimensions travel as (names, values) arrays: its map's keys are sorted.
 _EDGE_PARTIAL_READ = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
        toUnixTimestamp64Milli(window_end) AS window_end_ms,
-       client, server, connection_type, input_topic, input_partition, requests, failed,
+       client, server, connection_type, dimensions, input_topic, input_partition, requests, failed,
        server_keys, server_counts, client_keys, client_counts, version
 FROM {db}.service_edges_partial FINAL
 WHERE window_start >= fromUnixTimestamp64Milli({lo_ms:Int64}, 'UTC')
   AND window_start <= fromUnixTimestamp64Milli({hi_ms:Int64}, 'UTC')
   AND client IN {entities:Array(String)}
-  AND (client, server, connection_type, toUnixTimestamp64Milli(window_start))
-      IN {keys:Array(Tuple(String, String, String, Int64))}
-ORDER BY client, server, connection_type, window_start, input_topic, input_partition"""
+  AND (client, server, connection_type, mapKeys(dimensions), mapValues(dimensions),
+       toUnixTimestamp64Milli(window_start))
+      IN {keys:Array(Tuple(String, String, String, Array(String), Array(String), Int64))}
+ORDER BY client, server, connection_type, dimensions, window_start, input_topic, input_partition"""
 
 # Per closed window of one input partition: the offset below which its contributions are
 # stored (see schema migration 6). FINAL: a re-emitted base row replaces an earlier one.
@@ -94,13 +98,13 @@ WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
 ORDER BY window_start, service"""
 
 _FINAL_EDGES = """SELECT toUnixTimestamp64Milli(window_start) AS window_start_ms,
-       toUnixTimestamp64Milli(window_end) AS window_end_ms, client, server, connection_type, requests, failed,
-       error_rate, server_p50_ms, server_p95_ms, server_p99_ms,
+       toUnixTimestamp64Milli(window_end) AS window_end_ms, client, server, connection_type,
+       dimensions, requests, failed, error_rate, server_p50_ms, server_p95_ms, server_p99_ms,
        client_p50_ms, client_p95_ms, client_p99_ms
 FROM {db}.service_edges FINAL
 WHERE window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')
   AND window_start < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')
-ORDER BY window_start, client, server, connection_type"""
+ORDER BY window_start, client, server, connection_type, dimensions"""
 
 # Window starts only: no FINAL needed, a replaced row has the same start.
 _FINAL_WINDOW_STARTS = """SELECT DISTINCT ws FROM (
@@ -155,6 +159,8 @@ _FIRST_FINAL_WINDOW = """SELECT min(ws) AS first_ms, count() AS n FROM (
 
 
 def _row_values(columns: list[str], row: dict[str, Any]) -> list[Any]:
+    if any(c not in row for c in COLUMN_DEFAULTS):
+        row = {**COLUMN_DEFAULTS, **row}
     try:
         values = [row[c] for c in columns]
     except KeyError as exc:
@@ -343,7 +349,9 @@ class Store:
                 "lo_ms": min(starts),
                 "hi_ms": max(starts),
                 "entities": sorted({str(k[entity_of]) for k in chunk}),
-                "keys": [(*k[:-1], int(k[-1])) for k in chunk],
+                # Nested tuples (an edge's dimension names and values) are arrays in SQL.
+                "keys": [(*(list(x) if isinstance(x, tuple) else x for x in k[:-1]), int(k[-1]))
+                         for k in chunk],
             }
             out.extend(_ms_keys(r) for r in self.backend.query(self._sql(template), params))
         return out
@@ -352,11 +360,14 @@ class Store:
         """Latest partial rows for the given (service, window_start_ms) keys."""
         return self._read_keys(_HEALTH_PARTIAL_READ, [tuple(w) for w in windows])
 
-    def read_edge_partials(
-        self, windows: Sequence[tuple[str, str, str, int]]
-    ) -> list[dict[str, Any]]:
-        """Latest partial rows for (client, server, connection_type, window_start_ms) keys."""
-        return self._read_keys(_EDGE_PARTIAL_READ, [tuple(w) for w in windows])
+    def read_edge_partials(self, windows: Sequence[EdgeWindow]) -> list[dict[str, Any]]:
+        """Latest partial rows for (client, server, connection_type, window_start_ms[,
+        dimensions]) keys (an EdgeKey is one)."""
+        keys = []
+        for w in windows:
+            dims = w[4] if len(w) > 4 else ()  # type: ignore[misc]
+            keys.append((w[0], w[1], w[2], tuple(n for n, _ in dims), tuple(v for _, v in dims), w[3]))
+        return self._read_keys(_EDGE_PARTIAL_READ, keys)
 
     def load_applied(self, topic: str, partition: int, since_ms: int, until_ms: int
                      ) -> dict[int, tuple[int, int]]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from processor.aggregate.messages import Dimensions, dimensions_key
 from processor.storage.schema import (
+    COLUMN_DEFAULTS,
     EDGE_FINAL_COLUMNS,
     EDGE_FINAL_READ_COLUMNS,
     EDGE_PARTIAL_COLUMNS,
@@ -26,7 +28,9 @@ Row = dict[str, Any]
 # Runs a store call: on the worker's ClickHouse thread with retries, or in place (the runner).
 IoCall = Callable[..., Awaitable[Any]]
 HealthWindow = tuple[str, int]  # (service, window_start_ms)
-EdgeWindow = tuple[str, str, str, int]  # (client, server, connection_type, window_start_ms)
+# (client, server, connection_type, window_start_ms[, dimensions]): an EdgeKey is one.
+EdgeWindow = tuple[Any, ...]
+EdgeFinalKey = tuple[str, str, str, Dimensions, int]  # window start last, as the other keys
 
 
 class WindowStore(Protocol):
@@ -57,7 +61,7 @@ def _replace(table: dict[tuple[Any, ...], Row], key: tuple[Any, ...], row: Row,
     Only the table's columns are kept, as an insert does."""
     old = table.get(key)
     if old is None or row["version"] >= old["version"]:
-        table[key] = {c: row[c] for c in columns}
+        table[key] = {c: row[c] if c in row else COLUMN_DEFAULTS[c] for c in columns}
 
 
 class MemoryStore:
@@ -67,7 +71,7 @@ class MemoryStore:
         self.health_partials: dict[tuple[Any, ...], Row] = {}
         self.edge_partials: dict[tuple[Any, ...], Row] = {}
         self.health_final: dict[HealthWindow, Row] = {}
-        self.edges_final: dict[EdgeWindow, Row] = {}
+        self.edges_final: dict[EdgeFinalKey, Row] = {}
         self.watermarks: dict[tuple[str, str, int], int] = {}
 
     def insert_health_partials(self, rows: Sequence[Row]) -> None:
@@ -79,7 +83,8 @@ class MemoryStore:
     def insert_edge_partials(self, rows: Sequence[Row]) -> None:
         for r in rows:
             key = (r["client"], r["server"], r["connection_type"], r["window_start"],
-                   r["input_topic"], r["input_partition"], r["correction"])
+                   dimensions_key(r.get("dimensions")), r["input_topic"], r["input_partition"],
+                   r["correction"])
             _replace(self.edge_partials, key, r, EDGE_PARTIAL_COLUMNS)
 
     def read_health_partials(self, windows: Sequence[HealthWindow]) -> list[Row]:
@@ -87,8 +92,8 @@ class MemoryStore:
         return [dict(r) for k, r in sorted(self.health_partials.items()) if k[:2] in wanted]
 
     def read_edge_partials(self, windows: Sequence[EdgeWindow]) -> list[Row]:
-        wanted = {tuple(w) for w in windows}
-        return [dict(r) for k, r in sorted(self.edge_partials.items()) if k[:4] in wanted]
+        wanted = {(*w[:4], w[4] if len(w) > 4 else ()) for w in windows}
+        return [dict(r) for k, r in sorted(self.edge_partials.items()) if k[:5] in wanted]
 
     def load_applied(self, topic: str, partition: int, since_ms: int, until_ms: int
                      ) -> dict[int, tuple[int, int]]:
@@ -108,7 +113,8 @@ class MemoryStore:
 
     def insert_edges_final(self, rows: Sequence[Row]) -> None:
         for r in rows:
-            key = (r["client"], r["server"], r["connection_type"], r["window_start"])
+            key = (r["client"], r["server"], r["connection_type"],
+                   dimensions_key(r.get("dimensions")), r["window_start"])
             _replace(self.edges_final, key, r, EDGE_FINAL_COLUMNS)  # type: ignore[arg-type]
 
     def save_watermarks(self, group_id: str, topic: str, watermarks: dict[int, int]) -> None:

@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from processor.config.components import WindowsConfig
+from processor.graph.edge_ids import pack_edge
 from processor.graph.edges import EdgeBatch
 from processor.otlp.batch import KIND_CONSUMER, KIND_SERVER, STATUS_ERROR, SpanBatch
 from processor.windows import sketch
 from processor.windows.arith import is_closed, watermark, window_start
 from processor.windows.cardinality import admit
-
-# Edge identity packed in one int64: client << 33 | server << 2 | connection type.
-_SERVER_SHIFT, _CLIENT_SHIFT = 2, 33
-
-
-def pack_edge(client: np.ndarray, server: np.ndarray, conn: np.ndarray) -> np.ndarray:
-    return ((client.astype(np.int64) << _CLIENT_SHIFT) | (server.astype(np.int64) << _SERVER_SHIFT)
-            | conn.astype(np.int64))
-
-
-def unpack_edge(edge: int) -> tuple[int, int, int]:
-    return edge >> _CLIENT_SHIFT, (edge >> _SERVER_SHIFT) & ((1 << 31) - 1), edge & 3
-
-
-def _remap_edges(edges: np.ndarray, remap: np.ndarray) -> np.ndarray:
-    """Packed edge ids with their client and server codes put through ``remap``."""
-    edges = edges.astype(np.int64)
-    return pack_edge(remap[edges >> _CLIENT_SHIFT], remap[(edges >> _SERVER_SHIFT) & ((1 << 31) - 1)],
-                     edges & 3)
-
-
-def _edge_codes(edges: np.ndarray) -> list[np.ndarray]:
-    edges = edges.astype(np.int64)
-    return [edges >> _CLIENT_SHIFT, (edges >> _SERVER_SHIFT) & ((1 << 31) - 1)]
 
 
 def _group_sum(ids: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -138,16 +115,18 @@ class PartitionWindows:
 
     def __init__(self, cfg: WindowsConfig, closed_until_ns: int = 0,
                  applied: Mapping[int, tuple[int, int]] | None = None,
-                 horizon_ns: int | None = None, overflow_code: int = 0) -> None:
+                 horizon_ns: int | None = None, overflow_code: int = 0,
+                 overflow_edge: int | None = None) -> None:
         """``applied``: the stored applied-through offsets of closed windows, by window start
         (ns). ``horizon_ns``: how far behind the closed windows a correction may reach
         (default: the config's correction_horizon). ``overflow_code``: the string code of
-        the overflow entity (see windows.cardinality)."""
+        the overflow entity (see windows.cardinality); ``overflow_edge``: the id of the edge
+        from it to itself (default: its packed id, an edge id without dimensions)."""
         self.size_ns = cfg.size.ns
         self.limit = cfg.cardinality_limit
         self.overflow_service = overflow_code
         self.overflow_edge = int(pack_edge(np.array([overflow_code]), np.array([overflow_code]),
-                                           np.array([0]))[0])
+                                           np.array([0]))[0]) if overflow_edge is None else overflow_edge
         self.lateness_ns = cfg.allowed_lateness.ns
         self.correct = cfg.late_spans == "correct"
         self.horizon_ns = cfg.correction_horizon.ns if horizon_ns is None else horizon_ns
@@ -257,10 +236,11 @@ class PartitionWindows:
                 w.svc_sketch.append(sketch.grouped(service, ms[m]))
                 w.dirty = True
 
-    def add_edges(self, e: EdgeBatch) -> None:
-        """Count edges in their windows. An edge past its window's cardinality limit is
-        counted under the overflow edge, and renamed in ``e`` too (its client and server
-        become the overflow entity) so the service-graph series see the same."""
+    def add_edges(self, e: EdgeBatch, ids_all: np.ndarray) -> None:
+        """Count edges in their windows; ``ids_all`` is each edge's id (processor.graph.EdgeIds).
+        An edge past its window's cardinality limit is counted under the overflow edge, and
+        renamed in ``e`` and ``ids_all`` too (its client and server become the overflow
+        entity, without dimensions) so the service-graph series see the same."""
         if not len(e):
             return
         self.hold(e.client_end_ns, e.hold_offset)
@@ -268,7 +248,6 @@ class PartitionWindows:
         starts = window_start(e.time_ns, self.size_ns)
         late = self._closed(starts)
         corrected = self._late("edge", starts, e.offset, late)
-        ids_all = pack_edge(e.client, e.server, e.conn)
         # Admission in completion order (the record that completed each edge), not in the
         # order the pairing store happens to list a batch's edges.
         order = np.lexsort((ids_all, e.offset))
@@ -285,6 +264,7 @@ class PartitionWindows:
                     ids_all[over] = self.overflow_edge
                     e.client[over] = e.server[over] = self.overflow_service
                     e.conn[over] = 0
+                    e.client_dims[over] = e.server_dims[over] = 0
                 ids = ids_all[m]
                 uniq, (req, failed) = _group_sum(ids, np.ones(ids.size), e.failed[m].astype(np.int64))
                 w.edge.append((uniq, req, failed))
@@ -295,25 +275,32 @@ class PartitionWindows:
                 w.dirty = True
 
     def codes(self) -> np.ndarray:
-        """Every string code the open windows and pending corrections hold (StringTable.compact)."""
+        """Every service code the open windows and pending corrections hold (for
+        StringTable.compact; the codes edges name are the edge ids' own, see `edge_ids`)."""
         parts = [np.array([self.overflow_service], np.int64)]
         for w in (*self.open.values(), *self.corrections.values()):
             parts += [w.services] + [p[0].astype(np.int64) for p in (*w.svc, *w.svc_sketch)]
-            for p in (w.edges, *(q[0] for q in (*w.edge, *w.srv_sketch, *w.cli_sketch))):
-                parts += _edge_codes(p)
         return np.concatenate(parts)
 
-    def remap_codes(self, remap: np.ndarray) -> None:
-        """Follow a StringTable.compact. Kept codes keep their order, so sorted ids stay sorted."""
+    def edge_ids(self) -> np.ndarray:
+        """Every edge id the open windows and pending corrections hold."""
+        parts = [np.array([self.overflow_edge], np.int64)]
+        for w in (*self.open.values(), *self.corrections.values()):
+            parts += [w.edges] + [q[0].astype(np.int64) for q in (*w.edge, *w.srv_sketch, *w.cli_sketch)]
+        return np.concatenate(parts)
+
+    def remap_codes(self, remap: np.ndarray, remap_edges: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Follow a StringTable.compact (``remap``) and the EdgeIds.compact that went with it
+        (``remap_edges``). Kept codes and ids keep their order, so sorted ids stay sorted."""
         self.overflow_service = int(remap[self.overflow_service])
-        self.overflow_edge = int(_remap_edges(np.array([self.overflow_edge]), remap)[0])
+        self.overflow_edge = int(remap_edges(np.array([self.overflow_edge]))[0])
         for w in (*self.open.values(), *self.corrections.values()):
             w.services = remap[w.services].astype(np.int64)
             w.svc = [(remap[p[0]].astype(p[0].dtype), *p[1:]) for p in w.svc]
             w.svc_sketch = [(remap[p[0]].astype(p[0].dtype), *p[1:]) for p in w.svc_sketch]
-            w.edges = _remap_edges(w.edges, remap)
+            w.edges = remap_edges(w.edges)
             for name in ("edge", "srv_sketch", "cli_sketch"):
-                setattr(w, name, [(_remap_edges(p[0], remap), *p[1:]) for p in getattr(w, name)])
+                setattr(w, name, [(remap_edges(p[0]), *p[1:]) for p in getattr(w, name)])
 
     def ready(self) -> list[int]:
         wm = self.watermark_ns

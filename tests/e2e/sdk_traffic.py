@@ -33,7 +33,8 @@ class Expected:
 
 def send_requests(make_exporter: Callable[[], SpanExporter], n: int, errors: set[int],
                   db_errors: set[int]) -> Expected:
-    """N requests: web SERVER root -> web CLIENT -> api SERVER, plus a web postgresql CLIENT.
+    """N requests: web SERVER root -> web CLIENT -> api SERVER, plus a web CLIENT call to the
+    postgresql database `orders` (a database edge: its db.name names the node).
 
     Request i fails end to end (api server, web client and web root ERROR) when i is in
     `errors`; its database call fails (handled by web, root stays OK) when i is in
@@ -70,7 +71,8 @@ def send_requests(make_exporter: Callable[[], SpanExporter], n: int, errors: set
         d_db = 2 + (i % 7) * 0.75
         db = web.start_span("SELECT orders", context=root_ctx, kind=SpanKind.CLIENT,
                             start_time=t + 30 * MS,
-                            attributes={"db.system": "postgresql", "db.operation": "SELECT"})
+                            attributes={"db.system": "postgresql", "db.name": "orders",
+                                        "db.operation": "SELECT"})
         if i in db_errors:
             db.set_status(StatusCode.ERROR)
         db.end(end_time=t + 30 * MS + int(d_db * MS))
@@ -87,11 +89,12 @@ def send_requests(make_exporter: Callable[[], SpanExporter], n: int, errors: set
     for p in providers.values():
         p.shutdown()
     e, k = len(errors), len(db_errors)
-    user, rpc, sql = ("user", "web", "virtual_node"), ("web", "api", ""), ("web", "postgresql", "database")
+    user, rpc, sql = ("user", "web", "virtual_node"), ("web", "api", ""), ("web", "orders", "database")
     return Expected(
         edges={user: (n, e), rpc: (n, e), sql: (n, k)},
         health={"web": (n, e), "api": (n, e)},
-        server_ms={user: root_ms, rpc: api_ms},
+        # A database edge's server side is its client span, as the connector records it.
+        server_ms={user: root_ms, rpc: api_ms, sql: db_ms},
         client_ms={rpc: call_ms, sql: db_ms},
         spans=4 * n,
     )

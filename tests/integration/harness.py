@@ -22,7 +22,7 @@ receivers:
     brokers: ["{bootstrap}"]
     group_id: {group}
     initial_offset: earliest
-    traces: {{topic: {topic}, encoding: {encoding}}}
+    traces: {{topics: [{topic}], encoding: {encoding}}}
     partitions: 3
     max_batch_records: {batch}
     max_batch_wait: 100ms

@@ -119,7 +119,7 @@ def test_latency_fault_becomes_one_incident_and_one_insight(broker, new_topic, u
     assert _ns(published[0]["first_window"]) <= fault_from + 2 * W_NS
 
     # Its dashboard: one spec per insight version, same id, each valid, none twice.
-    specs = asyncio.run(read_topic(broker.bootstrap, f"{load_config(p.config_path).kafka.traces.topic}-dashboards"))
+    specs = asyncio.run(read_topic(broker.bootstrap, f"{load_config(p.config_path).kafka.traces.topics[0]}-dashboards"))
     assert [s["version"] for s in specs] == [m["version"] for m in published]
     assert {s["id"] for s in specs} == {dashboard_id("incident", incident)}
     for s in specs:
@@ -151,7 +151,7 @@ def test_latency_fault_becomes_one_incident_and_one_insight(broker, new_topic, u
     # The re-judged incident has the same id and facts: its resolved insight is not published
     # again, nor its dashboard.
     assert _insights(p, broker) == published
-    assert asyncio.run(read_topic(broker.bootstrap, f"{load_config(p.config_path).kafka.traces.topic}-dashboards")) == specs
+    assert asyncio.run(read_topic(broker.bootstrap, f"{load_config(p.config_path).kafka.traces.topics[0]}-dashboards")) == specs
 
 
 MODELS = ("models: [{{name: claude, model: anthropic/claude-sonnet-4-5, api_key: \"${{env:T_ANTHROPIC_KEY}}\", "

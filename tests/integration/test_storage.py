@@ -30,13 +30,21 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import pytest
 
+from processor.aggregate.messages import EdgeKey, dimensions_key
 from processor.config import ClickHouseExporter
 from processor.errors import ConfigError, StorageError
 from processor.storage import CATALOGUE, Store, migrate, open_backend, rows_to_jsonable
 from processor.storage import store as store_module
 from processor.storage.backends import Backend, ChdbBackend
 from processor.storage.catalogue import ParamError
-from processor.storage.schema import MIGRATIONS, REPLICA_PATH, applied_versions, statements
+from processor.storage.schema import (
+    MIGRATIONS,
+    REPLICA_PATH,
+    applied_versions,
+    apply_step,
+    render,
+    statements,
+)
 from processor.storage.sketch_sql import SKETCH_GAMMA, SKETCH_MIN_VALUE_MS, quantile_sql
 from processor.windows import sketch
 from tests.chshim import handler_for
@@ -56,7 +64,7 @@ HEALTH_QUERY_COLUMNS = [
     "p50_ms", "p95_ms", "p99_ms", "health",
 ]  # fmt: skip
 EDGE_QUERY_COLUMNS = [
-    "window_start", "window_end", "client", "server", "connection_type",
+    "window_start", "window_end", "client", "server", "connection_type", "dimensions",
     "requests", "failed", "error_rate",
     "server_p50_ms", "server_p95_ms", "server_p99_ms",
     "client_p50_ms", "client_p95_ms", "client_p99_ms",
@@ -192,12 +200,13 @@ def health_partial(service: str, window: int, partition: int, calls: int, versio
 
 def edge_partial(client: str, server: str, ctype: str, window: int, partition: int,
                  requests: int, version: int, applied_through: int = 0,
-                 correction: int = 0) -> dict[str, Any]:  # fmt: skip
+                 correction: int = 0, dimensions: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     keys, counts = sketch_of(np.linspace(2.0, 20.0, requests))
     return {
         "window_start": BASE_MS + window * MINUTE_MS,
         "window_end": BASE_MS + (window + 1) * MINUTE_MS,
         "client": client, "server": server, "connection_type": ctype,
+        "dimensions": dict(sorted((dimensions or {}).items())),
         "input_topic": "otlp_spans", "input_partition": partition,
         "requests": requests, "failed": requests // 10,
         "server_keys": keys, "server_counts": counts,
@@ -219,7 +228,8 @@ def health_final(service: str, window: int, calls: int, p95: float, version: int
 
 
 def edge_final(client: str, server: str, window: int, server_ms: np.ndarray,
-               failed: int, version: int, ctype: str = "") -> dict[str, Any]:  # fmt: skip
+               failed: int, version: int, ctype: str = "",
+               dimensions: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     skeys, scounts = sketch_of(server_ms)
     ckeys, ccounts = sketch_of(server_ms * 1.1)
     n = len(server_ms)
@@ -227,6 +237,7 @@ def edge_final(client: str, server: str, window: int, server_ms: np.ndarray,
         "window_start": BASE_MS + window * MINUTE_MS,
         "window_end": BASE_MS + (window + 1) * MINUTE_MS,
         "client": client, "server": server, "connection_type": ctype,
+        "dimensions": dict(sorted((dimensions or {}).items())),
         "requests": n, "failed": failed, "error_rate": failed / n,
         "server_p50_ms": numpy_quantile(skeys, scounts, 0.5),
         "server_p95_ms": numpy_quantile(skeys, scounts, 0.95),
@@ -398,6 +409,77 @@ def test_replayed_edge_partial_replaces_earlier_one(store: Store) -> None:
     assert rows[0]["failed"] == 3 and rows[0]["input_partition"] == 3
 
 
+def test_edge_dimensions_are_part_of_the_key_in_partials_finals_and_queries(store: Store) -> None:
+    """processors.servicegraph.dimensions: the same client, server and type with other labels is
+    another edge; a replay of one with the same labels replaces it, not the others."""
+    prod, dev = {"client_env": "prod", "server_env": "prod"}, {"client_env": "dev"}
+    store.insert_edge_partials([
+        edge_partial("web", "api", "", 50, partition=0, requests=10, version=1, dimensions=prod),
+        edge_partial("web", "api", "", 50, partition=0, requests=4, version=1, dimensions=dev),
+        edge_partial("web", "api", "", 50, partition=0, requests=2, version=1),
+    ])  # fmt: skip
+    store.insert_edge_partials([edge_partial("web", "api", "", 50, partition=0, requests=12,
+                                             version=2, dimensions=prod)])  # a replay
+    ws = BASE_MS + 50 * MINUTE_MS
+    read = store.read_edge_partials([EdgeKey("web", "api", "", ws, dimensions_key(prod)),
+                                     EdgeKey("web", "api", "", ws)])
+    assert sorted((r["requests"], r["dimensions"]) for r in read) == [(2, {}), (12, prod)]
+    assert store.read_edge_partials([("web", "api", "", ws)]) == [
+        r for r in read if r["dimensions"] == {}]  # a plain key is the edge without labels
+    store.insert_edges_final([edge_final("web", "api", 50, np.array([1.0] * n), 0, 1, dimensions=d)
+                              for n, d in ((12, prod), (4, dev), (2, None))])
+    _, finals = store.final_rows_between(ws, ws + 1)
+    assert sorted((r["requests"], r["dimensions"]) for r in finals) == [(2, {}), (4, dev), (12, prod)]
+    topo = store.topology(ws, until_ms=ws + MINUTE_MS, service="api")
+    assert sorted((r["requests"], r["dimensions"]) for r in topo) == [(2, {}), (4, dev), (12, prod)]
+
+
+def test_migration_9_keeps_existing_edge_rows_and_their_identity(backend: Backend) -> None:
+    """An edge row stored before edge dimensions existed reads back with none, and a replay of
+    it after the migration still replaces it."""
+    db = _unique_db()
+    try:
+        fill = {"db": db, "on_cluster": "", "ttl_clause": ""}
+        backend.command(render("CREATE DATABASE IF NOT EXISTS {db}", **fill))
+        for step in MIGRATIONS[:7]:  # the schema as it was: no dimensions column
+            for statement in step.statements:
+                backend.command(render(statement, **fill))
+        old = edge_partial("web", "api", "", 60, partition=1, requests=5, version=1)
+        del old["dimensions"]
+        backend.insert(f"{db}.service_edges_partial", list(old), [list(_old_values(old))])
+        s = Store(backend, db)
+        assert 9 in s.migrate(0)
+        ws = BASE_MS + 60 * MINUTE_MS
+        assert [(r["requests"], r["dimensions"]) for r in s.read_edge_partials([("web", "api", "", ws)])] == [(5, {})]
+        s.insert_edge_partials([edge_partial("web", "api", "", 60, partition=1, requests=7, version=2)])
+        assert [r["requests"] for r in s.read_edge_partials([("web", "api", "", ws)])] == [7]
+        assert s.migrate(0) == []  # recorded; running it again changes nothing
+    finally:
+        backend.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_older_steps_run_again_after_newer_ones_keep_the_sorting_keys(backend: Backend) -> None:
+    """Two workers starting at once both migrate: one may run step 6 after the other ran 9.
+    Re-run, 6's ORDER BY would drop `dimensions` from the key and 9 could not put it back."""
+    db = _unique_db()
+    try:
+        migrate(backend, db, 0)
+        ddl = statements(0, "", db)
+        for step in MIGRATIONS[5:]:
+            apply_step(backend, db, step, ddl)
+        keys = {r["name"]: r["sorting_key"] for r in backend.query(
+            "SELECT name, sorting_key FROM system.tables WHERE database = {db:String}", {"db": db})}
+        assert keys["service_edges_partial"].endswith("input_partition, correction, dimensions")
+        assert keys["service_edges"].endswith("window_start, dimensions")
+    finally:
+        backend.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def _old_values(row: dict[str, Any]) -> list[Any]:
+    return [datetime.fromtimestamp(v / 1000, timezone.utc) if k.startswith("window_") else v
+            for k, v in row.items()]
+
+
 def test_corrections_are_read_beside_the_base_row_and_mark_what_is_applied(store: Store) -> None:
     svc = "cart"
     store.insert_health_partials([
@@ -489,6 +571,7 @@ def test_named_queries_return_documented_columns_as_json(store: Store) -> None:
     assert [list(r) for r in edges] == [EDGE_QUERY_COLUMNS]
     assert list(topo[0]) == [c.name for c in CATALOGUE["topology"].columns]
     assert [topo[0][k] for k in ("id", "source", "target")] == ["catalog -> db (database)", "catalog", "db"]
+    assert topo[0]["dimensions"] == {}  # an edge without dimension labels
     assert health[0]["health"] == "insufficient_data" and health[0]["calls"] == 4
     assert edges[0]["connection_type"] == "database"
 

@@ -27,8 +27,7 @@ from processor.otlp.batch import (
 KINDS = {"internal": KIND_INTERNAL, "server": KIND_SERVER, "client": KIND_CLIENT,
          "producer": KIND_PRODUCER, "consumer": KIND_CONSUMER}
 # Span attributes that are strings in the batch (stored as StringTable codes).
-STRING_ATTRS = ("peer_service", "server_address", "db_system", "db_name", "messaging_system",
-                "virtual_peer")
+STRING_ATTRS = ("db_name", "virtual_peer")
 NS_PER_MS = 1_000_000
 _U64 = (1 << 64) - 1
 
@@ -66,8 +65,9 @@ class Spans:
     def span(self, trace: int, id: int, parent: int = 0, service: str = "svc",
              kind: str = "internal", start_ms: float = 0.0, end_ms: float = 1.0,
              error: bool = False, link_trace: int = 0, link_span: int = 0, offset: int = -1,
-             **attrs: str) -> dict[str, int]:
-        """One span as a column-name -> value row. Trace ids may be up to 128 bits."""
+             dims: tuple[str, ...] = (), **attrs: str) -> dict[str, Any]:
+        """One span as a column-name -> value row. Trace ids may be up to 128 bits; `dims`
+        are its servicegraph `dimensions` values ("" = absent), in the configured order."""
         unknown = set(attrs) - set(STRING_ATTRS)
         if unknown:
             raise TypeError(f"unknown span attributes {sorted(unknown)}")
@@ -81,9 +81,10 @@ class Spans:
         }
         for name in STRING_ATTRS:
             row[name] = self.strings.code(attrs.get(name, ""))
+        row["dims"] = [self.strings.code(v) for v in dims]
         return row
 
-    def batch(self, *rows: dict[str, int], offset: int | None = None) -> SpanBatch:
+    def batch(self, *rows: dict[str, Any], offset: int | None = None) -> SpanBatch:
         """Rows -> SpanBatch; `offset` (the Kafka record) overrides every row's offset."""
         if not rows:
             return SpanBatch.empty()

@@ -13,6 +13,7 @@ from processor.aggregate.runner import LocalRun
 from processor.aggregate.stage1 import Record
 from processor.config import Config, parse_config
 from processor.generate import GroundTruth, ShopGenerator, to_records
+from processor.graph.edges import EdgeBatch
 from processor.telemetry import ServiceGraphSeries
 from processor.windows.cardinality import OVERFLOW, admit
 from tests.hostile import distinct_services
@@ -134,6 +135,45 @@ def test_the_string_table_is_compacted_and_the_totals_stay_exact(monkeypatch: py
     assert max(sizes) < 6000, max(sizes)
 
 
+def test_compaction_with_dimensions_keeps_every_edge_and_its_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `dimensions` an edge's id numbers its label values too (processor.graph.EdgeIds):
+    compaction renumbers the edges still held and forgets the rest, and the rows and series
+    come out as from a run that never compacts. service.name as a dimension puts every junk
+    name in an edge's labels."""
+    traces = list(ShopGenerator(seed=5, rate=60, start_ns=START_NS).traces(20))
+    junk = distinct_services(6000, START_NS, 20 * 10**9, errors_every=10**9, prefix="junk")
+    mixed = sorted(to_records(traces, "otlp_proto") + junk, key=lambda kv: _end_ns(kv[1]))
+    records = _records(mixed)
+    text = CONFIG.format(limit=5000, series=100_000).replace(
+        "metrics_cardinality_limit:", "dimensions: [db.system, service.name], metrics_cardinality_limit:")
+
+    def run_with(compact_at: int) -> tuple[LocalRun, list[int]]:
+        monkeypatch.setattr(stage1_module, "COMPACT_STRINGS_AT", compact_at)
+        run = _run(parse_config(text, environ={}))
+        held = []
+        for i in range(0, len(records), 400):
+            run.feed(records[i:i + 400])
+            held.append(len(run.stage1.edge_ids._keys))
+        return run, held
+
+    never, never_held = run_with(10**9)
+    compacted, held = run_with(1000)
+    expected, result = never.finish(), compacted.finish()
+
+    def rows(edges: list[dict]) -> list[tuple]:
+        return sorted((r["client"], r["server"], r["connection_type"], r["window_start"],
+                       tuple(sorted(r["dimensions"].items())), r["requests"], r["failed"]) for r in edges)
+
+    assert rows(result.edges) == rows(expected.edges)
+    assert {r["dimensions"].get("server_service.name", "") for r in result.edges} >= {"frontend", "junk-000042"}
+    assert any("client_db.system" in r["dimensions"] for r in result.edges)
+    counts = [{(s.name, tuple(sorted(s.labels.items()))): s.value for m in run.metrics.registry.collect()
+               for s in m.samples if s.name == "traces_service_graph_request_total"} for run in (never, compacted)]
+    assert counts[0] == counts[1] and len(counts[0]) > 6000
+    # The edge table forgets what no state holds: without compaction it has every junk edge.
+    assert max(never_held) > 6000 and max(held) < 3000, (max(never_held), max(held))
+
+
 def _end_ns(value: bytes) -> int:
     from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
@@ -141,27 +181,40 @@ def _end_ns(value: bytes) -> int:
     return max(s.end_time_unix_nano for rs in data.resource_spans for ss in rs.scope_spans for s in ss.spans)
 
 
+def _series(server: str, failed: bool = False) -> tuple[tuple[list, np.ndarray], EdgeBatch]:
+    """One edge a -> ``server`` and the series it counts in."""
+    labels = (("client", "a"), ("connection_type", ""), ("failed", "true" if failed else "false"),
+              ("server", server))
+    z = np.zeros(1, np.int64)
+    edge = EdgeBatch(client=np.zeros(1, np.int32), server=np.zeros(1, np.int32), conn=np.zeros(1, np.int8),
+                     failed=np.array([failed]), client_ms=np.array([20.0]), server_ms=np.array([10.0]),
+                     time_ns=z, client_end_ns=z, server_end_ns=z, hold_offset=z, offset=z,
+                     client_dims=np.zeros((1, 0), np.int32), server_dims=np.zeros((1, 0), np.int32))
+    return ([labels], np.array([0])), edge
+
+
 def test_series_expire_and_are_capped() -> None:
     now = [0.0]
     s = ServiceGraphSeries(expiration_s=60, max_series=2, clock=lambda: now[0])
-    one = (np.array([0]), np.array([False]), np.array([0.01]), np.array([0.02]))
-    assert s.observe([("a", "b", "")], *one) == 0
-    assert s.observe([("a", "c", "")], *one) == 0
-    assert s.observe([("a", "d", "")], *one) == 1  # a third series: into the overflow one
-    assert len(s) == 3 and (OVERFLOW,) * 3 in s._edges
+    assert s.observe(*_series("b")) == 0
+    assert s.observe(*_series("c")) == 0
+    assert s.observe(*_series("d")) == 1  # a third series: into the overflow one
+    assert len(s) == 3 and s.overflow in s._series
+    assert {v for _, v in s.overflow} == {OVERFLOW}
     now[0] = 30.0
-    s.observe([("a", "b", "")], *one)  # keeps a->b alive
+    s.observe(*_series("b"))  # keeps a->b alive
     now[0] = 75.0
     names = {m.samples[0].labels["server"] for m in list(s.collect())[:1] if m.samples}
     assert names == {"b"}  # a->c and the overflow series were not updated for 60 s
     assert len(s) == 1
-    s.observe([("a", "c", "")], *one)  # room again: a->c comes back with fresh counts
-    assert len(s) == 2 and s._edges[("a", "c", "")][0] == 1
+    s.observe(*_series("c"))  # room again: a->c comes back with fresh counts
+    assert len(s) == 2 and s._series[_series("c")[0][0][0]][0] == 1
 
 
-def test_series_labels_are_any_tuple_of_names() -> None:
-    """So more labels (the connector's `failed`, dimensions) only widen the tuples."""
-    s = ServiceGraphSeries(label_names=("client", "server", "connection_type", "failed"))
-    s.observe([("a", "b", "", "true")], np.array([0]), np.array([True]), np.array([0.1]), np.array([0.2]))
+def test_series_labels_are_any_set_of_names() -> None:
+    """So more labels (the connector's `failed`, dimensions, virtual_node) only widen the sets."""
+    s = ServiceGraphSeries()
+    ([labels], inverse), edge = _series("b", failed=True)
+    s.observe(([(*labels, ("client_deployment_environment", "prod"))], inverse), edge)
     text = "".join(str(m.samples) for m in s.collect())
-    assert "'failed': 'true'" in text
+    assert "'failed': 'true'" in text and "'client_deployment_environment': 'prod'" in text

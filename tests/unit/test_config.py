@@ -24,7 +24,7 @@ receivers:
     brokers: ["127.0.0.1:9092"]
     group_id: otel-insights
     initial_offset: earliest          # or latest
-    traces: {topic: otlp_spans, encoding: otlp_proto}   # or otlp_json
+    traces: {topics: [otlp_spans], encoding: otlp_proto}   # or otlp_json
   otlp:
     protocols: {grpc: {endpoint: "127.0.0.1:4317"}, http: {endpoint: "127.0.0.1:4318"}}
 processors:
@@ -63,7 +63,7 @@ def test_documented_example_validates_with_every_value() -> None:
     assert kafka.brokers == ("127.0.0.1:9092",)
     assert kafka.group_id == "otel-insights"
     assert kafka.initial_offset == "earliest"
-    assert (kafka.traces.topic, kafka.traces.encoding) == ("otlp_spans", "otlp_proto")
+    assert (kafka.traces.topics, kafka.traces.encoding) == (("otlp_spans",), "otlp_proto")
 
     otlp = config.otlp  # defined but not in the pipeline: the gateway still finds it
     assert otlp is not None and otlp.protocols.grpc and otlp.protocols.http

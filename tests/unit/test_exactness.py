@@ -10,6 +10,7 @@ of the pipeline from the calls the generator made.
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
@@ -29,7 +30,7 @@ NOW_S = START_NS / 1e9 + 3600  # the wall clock of these runs
 PARTITIONS = 3
 CONFIG = """
 receivers:
-  kafka: {traces: {topic: spans}, group_id: g, rekey: auto}
+  kafka: {traces: {topics: [spans]}, group_id: g, rekey: auto}
 processors:
   servicegraph: {store: {ttl: 1s, max_items: 100000}}
   windows: {size: 2s, allowed_lateness: 2s, idle_timeout: 2s, max_future_skew: 5m}
@@ -138,6 +139,70 @@ def test_rekeyed_records_replayed_by_a_new_owner_of_their_input_partition_count_
     result = run.finish()
     assert_exact(_truth(traces), result.health, result.edges)
     assert _sample(run, "otel_insights_rekey_replays_skipped_total") > 0
+
+
+# Dimensions the shop traffic has (on some spans, not others), and a record header.
+DIMENSIONS = "[peer.service, db.system, messaging.system, kafka.header.tenant]"
+
+
+def _dims_run(store: MemoryStore | None = None) -> LocalRun:
+    text = CONFIG.replace("servicegraph: {store: {ttl: 1s, max_items: 100000}}",
+                          f"servicegraph: {{store: {{ttl: 1s, max_items: 100000}}, dimensions: {DIMENSIONS}}}")
+    text = text.replace("group_id: g,", "group_id: g, header_extraction: {extract_headers: true, headers: [tenant]},")
+    return LocalRun(parse_config(text, environ={}), partitions=PARTITIONS, store=store, wall_clock=lambda: NOW_S)
+
+
+def _tenant(i: int) -> tuple[tuple[str, bytes], ...]:
+    """The header of the record holding trace i: one tenant per five traces, some with none."""
+    group = i // 5
+    return () if group % 3 == 2 else (("tenant", b"acme" if group % 3 else b"globex"),)
+
+
+def _edge_rows(edges: list[dict]) -> list[tuple]:
+    def ms(v: float) -> str:  # NaN (a side not measured) equal to NaN
+        return repr(v)
+
+    return sorted((r["client"], r["server"], r["connection_type"], r["window_start"],
+                   tuple(sorted(r["dimensions"].items())), r["requests"], r["failed"],
+                   ms(r["server_p50_ms"]), ms(r["client_p99_ms"])) for r in edges)
+
+
+def _series_counts(run: LocalRun) -> dict[tuple, float]:
+    """Every traces_service_graph_* count (requests, failures, histogram buckets) by labels;
+    sums left out: float additions in another order may differ in the last bit."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for m in run.metrics.registry.collect() for s in m.samples
+            if s.name.startswith("traces_service_graph_") and not s.name.endswith("_sum")}
+
+
+def test_unkeyed_input_with_dimensions_gives_the_rows_and_series_of_keyed_input() -> None:
+    """Re-keyed spans travel as columns (rekey_codec): the dimension values, record headers
+    included, must travel with them, also when a new owner replays re-keyed records."""
+    traces = _traces(seed=47, seconds=20)
+    keyed_run = _dims_run()
+    keyed = [replace(r, headers=_tenant(i)) for i, r in enumerate(_keyed(keyed_run, traces))]
+    keyed_run.feed(keyed)
+    expected = keyed_run.finish()
+    labelled = {tuple(sorted(r["dimensions"])) for r in expected.edges}
+    assert {("client_db.system",), ("client_peer.service",),
+            ("client_messaging.system", "server_messaging.system"),
+            ("client_kafka.header.tenant", "server_kafka.header.tenant")} <= labelled
+    assert {r["dimensions"].get("client_kafka.header.tenant") for r in expected.edges} == {None, "acme", "globex"}
+
+    run = _dims_run()
+    records = [replace(r, headers=_tenant(5 * i)) for i, r in enumerate(_unkeyed(run, traces))]
+    cut, replay_from = 2 * len(records) // 3, len(records) // 3
+    for i in range(0, cut, 30):
+        run.feed(records[i:min(i + 30, cut)])
+    for p in range(PARTITIONS):  # a new owner of the input partitions replays a third
+        run.stage1.revoke(("spans", p))
+    for i in range(replay_from, len(records), 30):
+        run.feed(records[i:i + 30])
+    result = run.finish()
+    assert _sample(run, "otel_insights_rekeyed_records_total") > len(records)
+    assert _sample(run, "otel_insights_rekey_replays_skipped_total") > 0
+    assert _edge_rows(result.edges) == _edge_rows(expected.edges)
+    assert _series_counts(run) == _series_counts(keyed_run)
 
 
 class Crash(Exception):

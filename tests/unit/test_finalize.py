@@ -44,7 +44,7 @@ def test_window_final_once_every_source_watermark_reaches_its_end() -> None:
     f.on_watermark(Watermark("spans/1", W1 - 1, False))  # one ms short of W0's end
     assert f.take_ready() == ([], [])
     f.on_watermark(Watermark("spans/1", W1, False))
-    assert f.take_ready() == ([("fe", W0)], [("user", "fe", "virtual_node", W0)])
+    assert f.take_ready() == ([("fe", W0)], [EdgeKey("user", "fe", "virtual_node", W0)])
 
 
 def test_idle_source_does_not_hold_windows_back() -> None:
@@ -80,7 +80,7 @@ def test_done_removes_keys_and_pending_offset_is_the_minimum() -> None:
     f = _finalizer("spans/0")
     f.on_health_key(HealthKey("fe", W0), 7)  # a later partial for the same key keeps the older offset
     assert f.min_pending_offset() == 5
-    f.done([("fe", W0)], [("user", "fe", "virtual_node", W0)])
+    f.done([("fe", W0)], [EdgeKey("user", "fe", "virtual_node", W0)])
     assert f.min_pending_offset() == 9
     f.done([("fe", W1)], [])
     assert f.min_pending_offset() is None

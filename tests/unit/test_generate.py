@@ -95,19 +95,19 @@ def walk_spans(traces: list[GeneratedTrace], window_ns: int) -> tuple[dict[Any, 
                 e["server_latencies_ms"].append(ms)
             elif s.kind in (SERVER, CONSUMER):
                 p_service, p = spans[s.parent_span_id]
-                ctype = "messaging_system" if p.kind == PRODUCER else ""
+                ctype = "messaging_system" if p.kind == PRODUCER or s.kind == CONSUMER else ""
                 e = edges[(p_service, service, ctype, win(p.end_time_unix_nano))]
                 e["requests"] += 1
                 e["failed"] += err or p.status.code == ERROR
                 e["server_latencies_ms"].append(ms)
                 e["client_latencies_ms"].append((p.end_time_unix_nano - p.start_time_unix_nano) / 1e6)
             a = attrs(s)
-            if s.kind == CLIENT and ("db.system" in a or "db.name" in a):
-                node = a.get("peer.service") or a.get("server.address") or a.get("db.name") or a["db.system"]
-                e = edges[(service, node, "database", win(s.end_time_unix_nano))]
+            if s.kind in (CLIENT, PRODUCER) and a.get("db.name"):  # database_name_attributes
+                e = edges[(service, a["db.name"], "database", win(s.end_time_unix_nano))]
                 e["requests"] += 1
                 e["failed"] += err
                 e["client_latencies_ms"].append(ms)
+                e["server_latencies_ms"].append(ms)  # the connector copies the client side
     return dict(services), dict(edges)
 
 
@@ -198,9 +198,9 @@ def test_database_and_kafka_edges_are_emitted(plain: list[GeneratedTrace]) -> No
                 seen[f"{service}:{s.kind}"] = a
             if "peer.service" in a and s.kind == CLIENT and "db.system" not in a:
                 seen[f"peer:{service}->{a['peer.service']}"] = a
-    assert seen["cart:redis"]["server.address"] == "redis-cart"
+    assert seen["cart:redis"]["db.name"] == "redis-cart"
     assert seen["product-catalog:postgresql"] == {
-        "db.system": "postgresql", "db.name": "catalog", "peer.service": "postgres"}
+        "db.system": "postgresql", "db.name": "postgres", "peer.service": "pg-primary"}
     for key in (f"checkout:{PRODUCER}", f"accounting:{CONSUMER}"):
         assert seen[key]["messaging.system"] == "kafka"
         assert seen[key]["messaging.destination.name"] == "orders"
@@ -225,9 +225,11 @@ def test_ground_truth_equals_independent_span_count(which: str, request: pytest.
     # Enough of every outcome that the comparison means something.
     assert sum(v["errors"] for v in services.values()) > 100
     assert sum(v["failed"] for k, v in edges.items() if k[2] == "database") > 0
-    # Database edges carry client latency only, root edges server latency only.
+    # Database edges carry the client span's latency on both sides (as the connector
+    # records them), root edges server latency only.
     for (_c, _s, ctype, _w), v in truth.edge_windows().items():
-        assert (v["server_latencies_ms"] == []) == (ctype == "database")
+        if ctype == "database":
+            assert v["server_latencies_ms"] == v["client_latencies_ms"] != []
         assert (v["client_latencies_ms"] == []) == (ctype == "virtual_node")
 
 

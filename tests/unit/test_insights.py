@@ -230,7 +230,7 @@ def test_a_narrator_needs_the_anomaly_processor() -> None:
     from processor.errors import ConfigError
 
     text = """
-receivers: {kafka: {brokers: ["127.0.0.1:9092"], traces: {topic: t}}}
+receivers: {kafka: {brokers: ["127.0.0.1:9092"], traces: {topics: [t]}}}
 processors: {narrator: {}, anomaly: {}}
 exporters: {clickhouse: {endpoint: "chdb://./x"}}
 service: {pipelines: {traces: {receivers: [kafka], processors: [PROCS], exporters: [clickhouse]}}}

@@ -20,7 +20,7 @@ W0 = 1_700_000_000_000
 W1 = W0 + SIZE_MS
 CONFIG = """
 receivers:
-  kafka: {traces: {topic: spans}, group_id: g}
+  kafka: {traces: {topics: [spans]}, group_id: g}
 processors:
   windows: {size: 10s}
   anomaly: {detectors: [robust]}

@@ -35,17 +35,12 @@ from processor.otlp.encode import encode_json
 from processor.otlp.registry import encodings, get_decoder
 
 T0 = 1_700_000_000_000_000_000
-# db.namespace too (newer semantic conventions), as reference_rows reads it.
-SERVICEGRAPH = ServiceGraphConfig(database_name_attributes=("db.name", "db.namespace"))
-STRING_COLUMNS = [
-    "service",
-    "peer_service",
-    "server_address",
-    "db_system",
-    "db_name",
-    "messaging_system",
-    "virtual_peer",
-]
+# db.namespace too (newer semantic conventions), as reference_rows reads it; dimensions
+# (each read on the resource, then the span) as a few columns of their own.
+DIMS = ("peer.service", "server.address", "db.system", "messaging.system", "deployment.environment")
+SERVICEGRAPH = ServiceGraphConfig(database_name_attributes=("db.name", "db.namespace"),
+                                  dimensions=DIMS)
+STRING_COLUMNS = ["service", "db_name", "virtual_peer"]
 
 
 # ---------------------------------------------------------------------------- builders
@@ -125,6 +120,7 @@ def rows(batch: SpanBatch, strings: StringTable) -> list[dict[str, Any]]:
             "offset": int(batch.offset[i]),
         }
         row.update({c: strings.lookup(int(getattr(batch, c)[i])) for c in STRING_COLUMNS})
+        row.update({f"dim:{d}": strings.lookup(int(batch.dims[i, j])) for j, d in enumerate(DIMS)})
         out.append(row)
     return out
 
@@ -133,7 +129,8 @@ def check_dtypes(batch: SpanBatch) -> None:
     for name in SpanBatch.column_names():
         col = getattr(batch, name)
         assert col.dtype == np.dtype(SpanBatch.DTYPES[name]), name
-        assert col.shape == (len(batch),), name
+        want = (len(batch), len(DIMS)) if name == "dims" and len(batch) else (len(batch),)
+        assert col.shape[: len(want)] == want, name
 
 
 # ---------------------------------------------------------------------------- reference
@@ -161,6 +158,9 @@ def reference_rows(
         service = next(
             (_ref_str(a.value) for a in rs.resource.attributes if a.key == "service.name"), ""
         )
+        res: dict[str, str] = {}
+        for a in rs.resource.attributes:
+            res.setdefault(a.key, _ref_str(a.value))  # the first of a key, empty or not
         for ss in rs.scope_spans:
             for sp in ss.spans:
                 attrs: dict[str, str] = {}
@@ -171,6 +171,12 @@ def reference_rows(
 
                 def first(*keys: str, attrs: dict[str, str] = attrs) -> str:
                     return next((attrs[k] for k in keys if k in attrs), "")
+
+                def resource_first(*keys: str, attrs: dict[str, str] = attrs,
+                                   res: dict[str, str] = res) -> str:
+                    # Key by key: the resource's non-empty value, else the span's.
+                    return next((res.get(k) or attrs[k] for k in keys
+                                 if res.get(k) or k in attrs), "")
 
                 link = sp.links[0] if sp.links else None
                 out.append(
@@ -186,12 +192,9 @@ def reference_rows(
                         "link_span": link.span_id.hex() if link else "0" * 16,
                         "offset": -1,
                         "service": service,
-                        "peer_service": first("peer.service"),
-                        "server_address": first("server.address", "net.peer.name"),
-                        "db_system": first("db.system", "db.system.name"),
-                        "db_name": first(*db_names),
-                        "messaging_system": first("messaging.system"),
+                        "db_name": resource_first(*db_names),
                         "virtual_peer": first(*virtual),
+                        **{f"dim:{d}": resource_first(d) for d in DIMS},
                     }
                 )
     return out
@@ -206,6 +209,7 @@ _KEYS = [
     "db.name",
     "db.namespace",
     "messaging.system",
+    "deployment.environment",
     "http.route",
     "url.full",
     "thread.id",
@@ -221,6 +225,8 @@ def random_traces(rng: random.Random) -> trace_pb2.TracesData:
         if rng.random() < 0.8:
             rs.resource.attributes.append(kv("service.name", rng.choice(["a", "b", "c", ""])))
         rs.resource.attributes.append(kv("host.name", f"h{rng.randrange(3)}"))
+        for _ in range(rng.choice([0, 0, 1, 2])):  # resource attributes that feed columns
+            rs.resource.attributes.append(kv(rng.choice(_KEYS), rng.choice(["r", "", "prod", 7])))
         for _ in range(rng.randint(1, 3)):
             ss = rs.scope_spans.add()
             for _ in range(rng.randint(0, 6)):
@@ -323,12 +329,13 @@ def test_every_column_from_proto_and_json(decoder: SpanDecoder, strings: StringT
             "link_span": "0" * 16,
             "offset": -1,
             "service": "frontend",
-            "peer_service": "",
-            "server_address": "shop.example",
-            "db_system": "",
             "db_name": "",
-            "messaging_system": "",
             "virtual_peer": "",
+            "dim:peer.service": "",
+            "dim:server.address": "shop.example",
+            "dim:db.system": "",
+            "dim:messaging.system": "",
+            "dim:deployment.environment": "",
         },
         {
             "trace": f"{0xA1:032x}",
@@ -342,12 +349,13 @@ def test_every_column_from_proto_and_json(decoder: SpanDecoder, strings: StringT
             "link_span": "0" * 16,
             "offset": -1,
             "service": "frontend",
-            "peer_service": "cart",
-            "server_address": "cart-host",
-            "db_system": "",
             "db_name": "",
-            "messaging_system": "",
             "virtual_peer": "cart",
+            "dim:peer.service": "cart",
+            "dim:server.address": "",  # net.peer.name is no alias: the connector reads keys as given
+            "dim:db.system": "",
+            "dim:messaging.system": "",
+            "dim:deployment.environment": "",
         },
         {
             "trace": f"{0xA1:032x}",
@@ -361,12 +369,13 @@ def test_every_column_from_proto_and_json(decoder: SpanDecoder, strings: StringT
             "link_span": "0" * 16,
             "offset": -1,
             "service": "cart",
-            "peer_service": "",
-            "server_address": "pg",
-            "db_system": "postgresql",
             "db_name": "orders",
-            "messaging_system": "",
             "virtual_peer": "postgresql",
+            "dim:peer.service": "",
+            "dim:server.address": "pg",
+            "dim:db.system": "postgresql",
+            "dim:messaging.system": "",
+            "dim:deployment.environment": "",
         },
         {
             "trace": f"{0xB2:032x}",
@@ -380,12 +389,13 @@ def test_every_column_from_proto_and_json(decoder: SpanDecoder, strings: StringT
             "link_span": f"{0x99:016x}",
             "offset": -1,
             "service": "cart",
-            "peer_service": "",
-            "server_address": "",
-            "db_system": "",
             "db_name": "",
-            "messaging_system": "kafka",
             "virtual_peer": "",
+            "dim:peer.service": "",
+            "dim:server.address": "",
+            "dim:db.system": "",
+            "dim:messaging.system": "kafka",
+            "dim:deployment.environment": "",
         },
         {
             "trace": f"{0xB2:032x}",
@@ -399,12 +409,13 @@ def test_every_column_from_proto_and_json(decoder: SpanDecoder, strings: StringT
             "link_span": "0" * 16,
             "offset": -1,
             "service": "",
-            "peer_service": "",
-            "server_address": "",
-            "db_system": "",
             "db_name": "",
-            "messaging_system": "",
             "virtual_peer": "",
+            "dim:peer.service": "",
+            "dim:server.address": "",
+            "dim:db.system": "",
+            "dim:messaging.system": "",
+            "dim:deployment.environment": "",
         },
     ]
     for batch in (
@@ -418,27 +429,23 @@ def test_every_column_from_proto_and_json(decoder: SpanDecoder, strings: StringT
 @pytest.mark.parametrize(
     ("attrs", "column", "value"),
     [
-        ({"server.address": "a", "net.peer.name": "b"}, "server_address", "a"),
-        ({"net.peer.name": "b"}, "server_address", "b"),
-        (
-            {"net.peer.name": "b", "server.address": "a"},
-            "server_address",
-            "a",
-        ),  # priority, not order
-        ({"server.address": "", "net.peer.name": "b"}, "server_address", "b"),  # empty = absent
-        ({"db.system": "mysql", "db.system.name": "pg"}, "db_system", "mysql"),
-        ({"db.system.name": "pg"}, "db_system", "pg"),
+        ({"server.address": "a", "net.peer.name": "b"}, "dim:server.address", "a"),
+        ({"net.peer.name": "b"}, "dim:server.address", ""),  # no aliases: keys as configured
+        ({"server.address": "", "peer.service": "p"}, "dim:server.address", ""),  # empty = absent
         ({"db.name": "n1", "db.namespace": "n2"}, "db_name", "n1"),
+        ({"db.namespace": "n2", "db.name": "n1"}, "db_name", "n1"),  # priority, not order
         ({"db.namespace": "n2"}, "db_name", "n2"),
-        ({"peer.service": "p"}, "peer_service", "p"),
-        ({"messaging.system": "rabbitmq"}, "messaging_system", "rabbitmq"),
+        ({"db.name": "", "db.namespace": "n2"}, "db_name", "n2"),  # empty = absent
+        ({"db.system": "postgresql"}, "db_name", ""),  # db.system alone names no database
+        ({"peer.service": "p"}, "dim:peer.service", "p"),
+        ({"messaging.system": "rabbitmq"}, "dim:messaging.system", "rabbitmq"),
         ({"db.system": "redis", "db.name": "0"}, "virtual_peer", "0"),
         ({"db.system": "redis"}, "virtual_peer", "redis"),
-        ({"server.port": 5432, "peer.service": 8080}, "peer_service", "8080"),  # int string form
-        ({"peer.service": True}, "peer_service", "true"),
-        ({"peer.service": 1.5}, "peer_service", "1.5"),
-        ({"peer.service": 3.0}, "peer_service", "3"),
-        ({"peer.service": b"\x01\x02"}, "peer_service", base64.b64encode(b"\x01\x02").decode()),
+        ({"server.port": 5432, "peer.service": 8080}, "dim:peer.service", "8080"),  # int string form
+        ({"peer.service": True}, "dim:peer.service", "true"),
+        ({"peer.service": 1.5}, "dim:peer.service", "1.5"),
+        ({"peer.service": 3.0}, "dim:peer.service", "3"),
+        ({"peer.service": b"\x01\x02"}, "dim:peer.service", base64.b64encode(b"\x01\x02").decode()),
         ({"peer.service": None, "db.name": "d"}, "virtual_peer", "d"),  # unset AnyValue = absent
     ],
 )
@@ -449,7 +456,36 @@ def test_attribute_fallbacks(attrs: dict[str, Any], column: str, value: str) -> 
             encode(traces(("s", [span(1, 1, kind=KIND_CLIENT, attrs=attrs)]))),
             "otlp_proto" if encode is not encode_json else "otlp_json",
         )
-        assert strings.lookup(int(getattr(batch, column)[0])) == value
+        assert rows(batch, strings)[0][column] == value
+
+
+@pytest.mark.parametrize(
+    ("resource", "attrs", "column", "value"),
+    [
+        # As the connector: dimensions and database names are read on the resource first.
+        ({"deployment.environment": "prod"}, {}, "dim:deployment.environment", "prod"),
+        ({"deployment.environment": "prod"}, {"deployment.environment": "dev"},
+         "dim:deployment.environment", "prod"),
+        ({"deployment.environment": ""}, {"deployment.environment": "dev"},
+         "dim:deployment.environment", "dev"),  # empty = absent
+        ({"db.name": "res-db"}, {"db.name": "span-db"}, "db_name", "res-db"),
+        # ... key by key: the span's first key beats the resource's second one.
+        ({"db.namespace": "res-ns"}, {"db.name": "span-db"}, "db_name", "span-db"),
+        ({"peer.service": "res-peer"}, {}, "virtual_peer", ""),  # peers: span attributes only
+    ],
+)
+def test_resource_attributes_feed_dimensions_and_database_names(
+    resource: dict[str, Any], attrs: dict[str, Any], column: str, value: str
+) -> None:
+    msg = traces(("s", [span(1, 1, kind=KIND_CLIENT, attrs=attrs)]))
+    msg.resource_spans[0].resource.attributes.extend(kv(k, v) for k, v in resource.items())
+    for payload, encoding in ((msg.SerializeToString(), "otlp_proto"), (encode_json(msg), "otlp_json")):
+        strings = StringTable()
+        decoder = SpanDecoder(strings, SERVICEGRAPH)
+        assert rows(decoder.decode(payload, encoding), strings)[0][column] == value
+        # The same through decode_records, which parses records together.
+        two = decoder.decode_records([payload, payload], encoding)
+        assert [r[column] for r in rows(two.batch, strings)] == [value, value]
 
 
 def test_configured_attribute_lists_decide_priority() -> None:
@@ -473,7 +509,7 @@ def test_duplicate_attribute_key_keeps_first_non_empty(
         [kv("peer.service", ""), kv("peer.service", "first"), kv("peer.service", "second")]
     )
     batch = decoder.decode_proto(traces(("x", [sp])).SerializeToString())
-    assert strings.lookup(int(batch.peer_service[0])) == "first"
+    assert rows(batch, strings)[0]["dim:peer.service"] == "first"
 
 
 def test_matches_reference_on_random_payloads(decoder: SpanDecoder, strings: StringTable) -> None:
@@ -520,10 +556,8 @@ def test_unusual_but_valid_protobuf_encodings(decoder: SpanDecoder, strings: Str
         "peer.service",
         "server.address",
     ]
-    batch = decoder.decode_proto(payload)
-    assert strings.lookup(int(batch.peer_service[0])) == "cart"
-    assert strings.lookup(int(batch.db_system[0])) == "pg"
-    assert batch.server_address[0] == 0
+    [row] = rows(decoder.decode_proto(payload), strings)
+    assert (row["dim:peer.service"], row["dim:db.system"], row["dim:server.address"]) == ("cart", "pg", "")
 
 
 def test_first_of_several_links(decoder: SpanDecoder) -> None:
@@ -590,7 +624,7 @@ def test_sdk_style_json(decoder: SpanDecoder, strings: StringTable) -> None:
     assert (row["span"], row["parent"]) == ("eee19b7ec3c1b174", "eee19b7ec3c1b173")
     assert (row["kind"], row["status"], row["service"]) == (KIND_CLIENT, STATUS_ERROR, "checkout")
     assert (row["start"], row["end"]) == (1544712660000000000, 1544712661000000000)
-    assert (row["peer_service"], row["virtual_peer"]) == ("cart", "cart")
+    assert (row["dim:peer.service"], row["virtual_peer"]) == ("cart", "cart")
     assert (row["link_trace"], row["link_span"]) == (
         "5b8efff798038103d269b633813fc60d",
         "eee19b7ec3c1b175",
@@ -628,7 +662,7 @@ def test_json_snake_case_enum_names_and_numeric_int64(
     assert row["trace"] == "0102030405060708090a0b0c0d0e0f10"
     assert (row["kind"], row["status"], row["service"]) == (KIND_SERVER, STATUS_OK, "api")
     assert (row["start"], row["end"]) == (1700000000000000001, 1700000000000000002)
-    assert row["db_system"] == "7"
+    assert row["dim:db.system"] == "7"
 
 
 def _snake_case(obj: Any) -> Any:
@@ -886,3 +920,34 @@ def test_uint64_timestamps_past_int64_saturate_instead_of_wrapping_negative(deco
                   decoder.decode_json(encode_json(traces(("x", [sp]))))):
         assert batch.start_ns.tolist() == [2**63 - 1]
         assert batch.end_ns.tolist() == [2**63 - 1]  # far future: rejected later, never 1969
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+def test_extracted_headers_are_resource_attributes_of_their_record(encoding: str) -> None:
+    """header_extraction: a record's header `tenant` is kafka.header.tenant on every resource
+    of that record (overriding a resource attribute of that name), for columns that read it."""
+    sg = ServiceGraphConfig(dimensions=("kafka.header.tenant", "kafka.header.zone"))
+    msg = traces(("a", [span(1, 1), span(1, 2)]), ("b", [span(1, 3)]))
+    msg.resource_spans[1].resource.attributes.append(kv("kafka.header.tenant", "from-resource"))
+    payload = msg.SerializeToString() if encoding == "otlp_proto" else encode_json(msg)
+    headers = [[("tenant", b"acme"), ("tenant", b"second")], [], [("other", b"x")]]
+    for chunk_bytes in (1, 1 << 20):  # one record at a time, and parsed together
+        strings = StringTable()
+        decoder = SpanDecoder(strings, sg, extract_headers=("tenant", "zone"))
+        got = decoder.decode_records([payload] * 3, encoding, [5, 6, 7], chunk_bytes=chunk_bytes,
+                                     headers=headers)
+        tenants = [strings.lookup(int(c)) for c in got.batch.dims[:, 0]]
+        assert tenants == ["acme"] * 3 + ["", "", "from-resource"] * 2
+        assert got.batch.dims[:, 1].tolist() == [0] * 9  # zone: extracted, never sent
+        assert got.batch.offset.tolist() == [5, 5, 5, 6, 6, 6, 7, 7, 7]
+
+
+def test_headers_are_ignored_unless_extracted_and_read() -> None:
+    strings = StringTable()
+    sg = ServiceGraphConfig(dimensions=("kafka.header.tenant",))
+    payload = traces(("a", [span(1, 1)])).SerializeToString()
+    for decoder in (SpanDecoder(strings, sg), SpanDecoder(strings, ServiceGraphConfig(),
+                                                          extract_headers=("tenant",))):
+        got = decoder.decode_records([payload], "otlp_proto", headers=[[("tenant", b"acme")]])
+        assert not got.batch.dims.any()
+    assert "acme" not in strings.strings  # never even read

@@ -80,7 +80,7 @@ def test_json_and_proto_decode_to_the_same_batch() -> None:
     b = decoder.decode(encode(msg, "otlp_json"), "otlp_json")
     for name in a.column_names():
         assert getattr(a, name).tolist() == getattr(b, name).tolist(), name
-    assert strings.lookup(int(a.peer_service[0])) == "db"
+    assert strings.lookup(int(a.virtual_peer[0])) == "db"  # peer.service names a virtual node
 
 
 def test_encode_proto_round_trips() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 
@@ -131,34 +130,29 @@ def test_link_to_another_trace_does_not_pair_with_same_span_id_in_own_trace(sp: 
     assert len(store.add(sp.batch(p, c))) == 0
 
 
-def test_database_client_becomes_an_edge_at_once(sp: Spans) -> None:
+@pytest.mark.parametrize("kind", ["client", "producer"])
+def test_database_client_becomes_an_edge_at_once(sp: Spans, kind: str) -> None:
+    # As the connector: a client (or producer: it falls through to the client case) span
+    # with a database name is complete at once, named by it; the client span's duration
+    # is its server latency too.
     store = _store(sp)
-    c = sp.span(trace=1, id=10, parent=1, service="be", kind="client", start_ms=1, end_ms=4,
-                db_system="postgresql", error=True)
+    c = sp.span(trace=1, id=10, parent=1, service="be", kind=kind, start_ms=1, end_ms=4,
+                db_name="orders", error=True)
     [e] = edge_rows(store.add(sp.batch(c)), sp.strings)
-    assert (e["client"], e["server"], e["conn"], e["failed"]) == (
-        "be", "postgresql", "database", True)
-    assert e["client_ms"] == pytest.approx(3.0) and math.isnan(e["server_ms"])
+    assert (e["client"], e["server"], e["conn"], e["failed"]) == ("be", "orders", "database", True)
+    assert e["client_ms"] == pytest.approx(3.0) and e["server_ms"] == pytest.approx(3.0)
     assert len(store) == 0 and store.stats.database == 1
 
 
-@pytest.mark.parametrize(
-    ("attrs", "server"),
-    [
-        ({"peer_service": "orders-db", "server_address": "10.0.0.1", "db_name": "orders",
-          "db_system": "postgresql"}, "orders-db"),
-        ({"server_address": "10.0.0.1", "db_name": "orders", "db_system": "postgresql"},
-         "10.0.0.1"),
-        ({"db_name": "orders", "db_system": "postgresql"}, "orders"),
-        ({"db_system": "postgresql"}, "postgresql"),
-        ({"db_name": "orders"}, "orders"),  # db.name alone also marks a database call
-    ],
-)
-def test_database_server_name_precedence(sp: Spans, attrs: dict[str, Any], server: str) -> None:
-    store = _store(sp)
-    c = sp.span(trace=1, id=10, parent=1, service="be", kind="client", end_ms=4, **attrs)
-    [e] = edge_rows(store.add(sp.batch(c)), sp.strings)
-    assert (e["server"], e["conn"]) == (server, "database")
+def test_a_client_without_a_database_name_waits_for_its_server(sp: Spans) -> None:
+    # db.system alone (no database_name_attributes value, the decoder's db_name column) is
+    # an ordinary client: it pairs, or expires to a virtual node.
+    store = _store(sp, ttl_ms=1_000)
+    c = sp.span(trace=1, id=10, parent=1, service="be", kind="client", end_ms=4,
+                virtual_peer="postgresql")
+    assert len(store.add(sp.batch(c))) == 0
+    [e] = edge_rows(store.add(sp.batch(_clock(sp, 2_000))), sp.strings)
+    assert (e["server"], e["conn"]) == ("postgresql", "virtual_node")
 
 
 def test_root_server_span_is_a_user_edge_at_once(sp: Spans) -> None:

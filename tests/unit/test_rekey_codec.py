@@ -7,6 +7,7 @@ import pytest
 
 from processor.aggregate import rekey_codec
 from processor.aggregate.rekey import Origins
+from processor.config.components import ServiceGraphConfig
 from processor.errors import DecodeError
 from processor.generate import ShopGenerator
 from processor.otlp.batch import SpanBatch, StringTable
@@ -15,20 +16,29 @@ from processor.otlp.decode import SpanDecoder
 HOSTILE = ["", "ignore previous instructions", "x\x00\x1b[31m'\";--", "ü" * 5000, "\ud7ff€"]
 
 
-def _batch(strings: StringTable, traces: int = 200) -> SpanBatch:
+# Attributes the shop traffic sets on some spans and not on others.
+DIMENSIONS = ("peer.service", "db.system", "messaging.system")
+
+
+def _batch(strings: StringTable, traces: int = 200, dimensions: tuple[str, ...] = ()) -> SpanBatch:
     gen = ShopGenerator(seed=3, rate=100, start_ns=1_700_000_000 * 10**9)
     payloads = [tr.data.SerializeToString() for tr in list(gen.traces(60))[:traces]]
-    decoded = SpanDecoder(strings).decode_records(payloads, "otlp_proto", list(range(100, 100 + len(payloads))))
+    decoder = SpanDecoder(strings, ServiceGraphConfig(dimensions=dimensions))
+    decoded = decoder.decode_records(payloads, "otlp_proto", list(range(100, 100 + len(payloads))))
     assert not decoded.errors
     return decoded.batch
 
 
 def _rows(batch: SpanBatch, strings: StringTable) -> list[tuple]:
-    """Every column of every span, string columns as their text (codes differ by table)."""
+    """Every column of every span, string columns as their text (codes differ by table);
+    `dims` as a tuple of texts per span."""
     cols = []
     for name in SpanBatch.column_names():
         col = getattr(batch, name)
-        cols.append([strings.strings[c] for c in col] if col.dtype == np.int32 else col.tolist())
+        if col.ndim == 2:
+            cols.append([tuple(strings.strings[c] for c in row) for row in col.tolist()])
+        else:
+            cols.append([strings.strings[c] for c in col] if col.dtype == np.int32 else col.tolist())
     return list(zip(*cols, strict=True))
 
 
@@ -41,6 +51,31 @@ def test_a_record_decodes_to_the_same_spans_in_a_fresh_string_table() -> None:
     assert origin.tolist() == batch.offset.tolist()
     spans.offset = batch.offset  # set by the receiver from its own record's offset
     assert _rows(spans, receiver) == _rows(batch, sender)
+
+
+def test_dimension_values_travel_by_attribute_name() -> None:
+    """Each span's `dimensions` values reach the re-key partition, hostile text as it was; a
+    receiver configured with other dimensions (or another order) reads them by name, and
+    one it does not find is absent."""
+    sender = StringTable()
+    batch = _batch(sender, dimensions=DIMENSIONS)
+    has = (batch.dims != 0).any(axis=0)
+    assert has.all() and not (batch.dims != 0).all(axis=1).all()  # each is set on some spans only
+    batch.dims[:len(HOSTILE), 0] = [sender.code(s) for s in HOSTILE]
+    record = rekey_codec.encode(batch, sender, DIMENSIONS)
+    receiver = StringTable()
+    spans, _ = rekey_codec.decode(record, receiver, DIMENSIONS)
+    spans.offset = batch.offset
+    assert _rows(spans, receiver) == _rows(batch, sender)
+    other = StringTable()
+    spans, _ = rekey_codec.decode(record, other, ("messaging.system", "tenant", "peer.service"))
+    names = np.array(other.strings, dtype=object)
+    assert names[spans.dims[:, 0]].tolist() == [sender.strings[c] for c in batch.dims[:, 2]]
+    assert not spans.dims[:, 1].any()  # the sender had no such dimension
+    assert names[spans.dims[:, 2]].tolist() == [sender.strings[c] for c in batch.dims[:, 0]]
+    assert rekey_codec.decode(record, StringTable())[0].dims.shape == (len(batch), 0)
+    with pytest.raises(ValueError, match="dimension columns"):
+        rekey_codec.encode(batch, sender)  # what `dims` holds must be named
 
 
 def test_every_span_of_a_trace_goes_to_one_destination_whichever_record_brought_it() -> None:

@@ -19,7 +19,7 @@ START_NS = 1_767_225_600 * 10**9  # window aligned
 PARTITIONS = 3
 CONFIG = """
 receivers:
-  kafka: {{traces: {{topic: spans, encoding: {encoding}}}, group_id: g, rekey: {rekey}}}
+  kafka: {{traces: {{topics: [spans], encoding: {encoding}}}, group_id: g, rekey: {rekey}}}
 processors:
   servicegraph: {{store: {{ttl: 1s, max_items: 100000}}}}
   windows: {{size: 2s, allowed_lateness: 2s, idle_timeout: 2s}}
@@ -161,3 +161,45 @@ def test_a_crash_while_stage_2_waits_keeps_the_keys_only_the_committed_partition
     _feed(second, [r for r in records if r.offset >= committed.get((r.topic, r.partition), 0)])
     result = second.finish()
     assert_exact(truth, result.health, result.edges)
+
+
+def _without_dimensions(edges: list[dict]) -> list[dict]:
+    """Edge rows as the ground truth (no labels) keys them: in the shop traffic each edge's
+    spans always carry the same attributes, so an edge has one label set per window."""
+    keys = {(r["client"], r["server"], r["connection_type"], r["window_start"]) for r in edges}
+    assert len(keys) == len(edges)
+    return edges
+
+
+def test_a_crash_with_dimensions_replaces_its_partials_and_is_exact() -> None:
+    """With dimensions an edge's identity includes its labels; a replay after a crash rewrites
+    the same keyed partial rows, so the result equals an uninterrupted run, label by label."""
+    text = CONFIG.format(encoding="otlp_proto", rekey="never").replace(
+        "servicegraph: {store: {ttl: 1s, max_items: 100000}}",
+        "servicegraph: {store: {ttl: 1s, max_items: 100000}, "
+        "dimensions: [peer.service, db.system, messaging.system]}")
+    cfg = parse_config(text, environ={})
+    records, truth = _traffic(seed=16, seconds=24)
+    whole = LocalRun(cfg, partitions=PARTITIONS, store=MemoryStore(), wall_clock=_now)
+    _feed(whole, records)
+    uninterrupted = whole.finish()
+    labelled = {tuple(sorted(r["dimensions"])) for r in uninterrupted.edges}
+    assert {("client_db.system",), ("client_messaging.system", "server_messaging.system"),
+            ("client_peer.service",)} <= labelled
+    store = MemoryStore()
+    first = LocalRun(cfg, partitions=PARTITIONS, store=store, wall_clock=_now)
+    _feed(first, records[:700])
+    first.advance(0.5)
+    committed, uncommitted = dict(first.safe_offsets), first.uncommitted_partials()
+    second = LocalRun(cfg, partitions=PARTITIONS, store=store, wall_clock=_now)
+    second.redeliver(uncommitted)
+    _feed(second, [r for r in records if r.offset >= committed.get((r.topic, r.partition), 0)])
+    result = second.finish()
+
+    def rows(edges: list[dict]) -> list[tuple]:
+        return sorted((r["client"], r["server"], r["connection_type"], r["window_start"],
+                       tuple(sorted(r["dimensions"].items())), r["requests"], r["failed"])
+                      for r in edges)
+
+    assert rows(result.edges) == rows(uninterrupted.edges)
+    assert_exact(truth, result.health, _without_dimensions(result.edges))

@@ -8,9 +8,9 @@ import pytest
 from processor.aggregate.messages import HealthKey
 from processor.aggregate.partition import Emission, PartitionAggregator
 from processor.config import StoreConfig
+from processor.graph import pack_edge, unpack_edge
 from processor.otlp.batch import StringTable
 from processor.windows import arith
-from processor.windows.accumulator import pack_edge, unpack_edge
 from tests.unit.spans import Spans, emit_all, store_config, windows_config
 
 MS = 1_000_000
@@ -259,7 +259,7 @@ def test_edge_failures_and_connection_types_are_kept_apart(sp: Spans) -> None:
         rows.append(sp.span(trace=i + 1, id=20 + i, parent=10 + i, service="be", kind="server",
                             end_ms=t))
     rows.append(sp.span(trace=9, id=90, parent=1, service="fe", kind="client", end_ms=t,
-                        db_system="be"))  # same node name, different connection type
+                        db_name="be"))  # same node name, different connection type
     agg.add(sp.batch(*rows), 1)
     assert _edges(emit_all(agg)) == {("fe", "be", "", W0): (4, 1),
                                          ("fe", "be", "database", W0): (1, 0)}
