@@ -189,16 +189,16 @@ def _cards(loop: Any, bootstrap: str, server: Any, port: int, cards: int, produc
 
 
 def _insight(incident: str) -> dict[str, Any]:
-    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-    return {"schema_version": 1, "insight_id": incident, "version": 1, "status": "open", "change": "opened",
-            "incident_id": incident, "updated_at": now, "first_window": now, "last_window": now,
-            "window_seconds": 60, "windows": 1, "severity": "warning",
-            "entities": [{"entity_type": "service", "entity": "checkout"}],
-            "suspected_origin": {"entity": "checkout"}, "candidates": [], "metrics": [], "edges": [],
-            "narrative": {"summary": "Benchmark insight.", "observed": [], "possible_causes": [],
-                          "suggested_checks": []},
-            "narrator": "template", "model": None, "grounded": True, "violations": [], "latency_ms": 0,
-            "tokens": {"prompt": 0, "completion": 0}, "cost_usd": 0, "facts_key": incident}
+    """A valid insight (the UI refuses what its schema refuses), as stage 3 would build it."""
+    from processor.insights import facts as facts_mod
+    from processor.insights import message
+
+    now_ms = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
+    rows = [{"window_start": now_ms, "entity_type": "service", "entity": "checkout", "metric": "p95_ms",
+             "observed": 80.0, "expected": 20.0, "score": 0.9, "severity": "warning", "attribution": []}]
+    facts = facts_mod.build(incident, rows, [], MINUTE_MS)
+    return message.build(facts, message.template_narration(facts), insight_id=incident, version=1,
+                         status="open", change="opened")
 
 
 def main() -> None:

@@ -225,7 +225,8 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
         from pipelines.dashboards import DashboardPublisher, FaustSink
 
         publisher = DashboardPublisher(cfg, io, metrics, FaustSink(app.topic(cfg.dashboards.topic, **raw)), models)
-        add_routes(app, io, publisher, auth or BearerAuth())
+        if (cfg.prometheus or PrometheusExporter()).api.enabled:  # the query API's switch and token
+            add_routes(app, io, publisher, auth or BearerAuth())
         log.info("dashboards are laid out by %s", publisher.describe())
 
     if cfg.narrator is not None:

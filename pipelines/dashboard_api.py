@@ -60,7 +60,7 @@ def add_routes(app: faust.App, io: StoreIO, publisher: DashboardPublisher, auth:
                 return no
             args = list(request.query.items())
             try:
-                params = request_params("dashboards", args if any(k == "since" for k, _ in args)
+                params = request_params("dashboards", args if any(k in ("since", "since_ms") for k, _ in args)
                                         else [("since", "720h"), *args])
             except ParamError as exc:
                 return self.json({"error": str(exc)}, status=400)

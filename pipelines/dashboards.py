@@ -78,12 +78,21 @@ class DashboardPublisher:
 
     async def for_insight(self, insight: Mapping[str, Any]) -> dict[str, Any] | None:
         """The incident's dashboard for this insight version, checked and stored unmarked;
-        None (one error line, counted) when even the rule-based spec fails its checks."""
-        base = rules.incident(insight, self.cfg.audience, self.health, version=int(insight["version"]))
-        spec = base
-        if self.model is not None:
-            spec = await self.model.incident(insight, self.cfg.audience, base, self.check)
-        return await self._store_checked(spec)
+        None (one error line, counted) when it cannot be made: the insight goes out anyway.
+        Its reads are one attempt each (a dashboard is never worth stopping the worker)."""
+        try:
+            base = rules.incident(insight, self.cfg.audience, self.health, version=int(insight["version"]))
+            spec = base
+            if self.model is not None:
+                spec = await self.model.incident(insight, self.cfg.audience, base,
+                                                 lambda s: self.check(s, interactive=True))
+            return await self._store_checked(spec, interactive=True)
+        except Exception as exc:  # a bug, a model's odd answer, ClickHouse failing a read
+            self.metrics.inc("otel_insights_dashboard_errors_total")
+            log.error("dashboard of incident %s v%s not made (%s: %s); its insight is published without one",
+                      safe_name(str(insight.get("incident_id")), 80), insight.get("version"),
+                      type(exc).__name__, safe_name(str(exc), 200))
+            return None
 
     async def generate(self, kind: str, audience: str, service: str = "") -> dict[str, Any]:
         """A service's or the overview's dashboard, checked, stored and published (on demand).

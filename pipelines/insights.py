@@ -234,9 +234,11 @@ class InsightStage:
         body = message.build(facts, narration, insight_id=incident, version=version,
                              status="resolved" if over else "open", change=change)
         message.validate(body)
-        dashboard = await self.dashboards.for_insight(body) if self.dashboards is not None else None
         # Stored unmarked, sent, then marked: a restart knows what may be missing on the topic.
+        # The dashboard's version is stored after its insight's, so a restart never sends a
+        # dashboard whose insight version does not exist.
         await self.io.call(self.io.store.insert_insights, [_row(body, published=0)])
+        dashboard = await self.dashboards.for_insight(body) if self.dashboards is not None else None
         await self._send(body)
         if dashboard is not None and self.dashboards is not None:
             await self.dashboards.send(dashboard)

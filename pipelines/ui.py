@@ -136,6 +136,7 @@ class UiServer:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._producer: AIOKafkaProducer | None = None
+        self._migrated = False
 
     @property
     def url(self) -> str:
@@ -184,13 +185,15 @@ class UiServer:
 
     async def readiness(self) -> dict[str, str]:
         problems: dict[str, str] = {}
-        if not self.feed.assigned:
-            problems["kafka"] = self.feed.error or "not reading the insights and dashboards topics yet"
-        try:
-            if not await self.store.migrated():
-                problems["clickhouse"] = f"{self.store.endpoint}: the schema is not migrated (run `otel-insights migrate`)"
-        except Exception as exc:
-            problems["clickhouse"] = f"{self.store.endpoint}: {str(exc).splitlines()[0][:300]}"
+        if not self.feed.assigned:  # no error text: /readyz is open to probes, not a diagnosis
+            problems["kafka"] = "not reading the insights and dashboards topics yet"
+        if not self._migrated:  # once migrated, stays so: probes cost nothing after that
+            try:
+                self._migrated = await self.store.migrated()
+                if not self._migrated:
+                    problems["clickhouse"] = "the schema is not migrated (run `otel-insights migrate`)"
+            except Exception:
+                problems["clickhouse"] = "unreachable"
         return problems
 
     async def stop(self) -> None:

@@ -19,9 +19,9 @@ class StoredEntities:
         self._incidents: dict[str, bool] = {}
 
     def nodes(self) -> set[str]:
-        if self._nodes is None:
-            rows = self.query("topology_nodes", {"since_ms": self.since_ms})
-            self._nodes = {str(r["node"]) for r in rows}
+        if self._nodes is None:  # names only: no sketch is merged to check that a name exists
+            rows = self.query("entity_names", {"since_ms": self.since_ms})
+            self._nodes = {str(r["name"]) for r in rows}
         return self._nodes
 
     def __call__(self, param: str, value: str) -> bool:

@@ -157,7 +157,7 @@ class ModelDashboards:
                     parsed: Any = json.loads(answer.text)
                     spec = assemble(parsed, base, self.health, entry.model, attempt == "repair")
                     problems = shape_problems(spec) or await validate(spec)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or JSON nested past the parser's limit
                     spec, problems = {}, ["the answer is not JSON"]
                 if not problems:
                     self.cache[key] = spec

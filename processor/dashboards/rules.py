@@ -94,7 +94,8 @@ def _metric_panel(entity_type: str, entity: str, metric: str, expected: float | 
         if not server:
             return None
         query = _q("edge_series", client=client, server=server)
-        field = {"requests_per_s": "requests_per_s", "error_rate": "error_rate"}.get(field, f"client_{field}")
+        # The detectors judge an edge's latency on its server side (the callee's own time).
+        field = {"requests_per_s": "requests_per_s", "error_rate": "error_rate"}.get(field, f"server_{field}")
     title = f"{_name(entity)}: {metric.replace('_', ' ')} against its baseline"
     return ({"type": "timeseries", "title": title, "queries": [query], "fields": [field], "unit": unit,
              "thresholds": thresholds}, 12, 8)

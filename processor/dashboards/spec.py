@@ -23,7 +23,8 @@ import jsonschema
 
 from processor.config.duration import Duration
 from processor.dashboards.layout import GRID_COLUMNS
-from processor.storage.catalogue import NO_UNTIL_MS, ParamError
+from processor.errors import ParamError, StorageError
+from processor.storage.catalogue import NO_UNTIL_MS
 from processor.storage.catalogue_sql import CATALOGUE
 
 SCHEMA_VERSION = 1
@@ -182,8 +183,12 @@ def _run_problems(where: str, q: Mapping[str, Any], variables: Mapping[str, Any]
     cq = CATALOGUE[q["name"]]
     try:
         got = [name for name, _ in columns(cq.name, bound_params(q, variables, since_ms, until_ms))]
-    except Exception as exc:  # the engine refused it: say so, with the engine's reason
+    except StorageError as exc:
+        if exc.transient:
+            raise  # ClickHouse is away: no verdict on the spec
         return [f"{where}: query {cq.name} does not run: {str(exc).splitlines()[0][:300]}"]
+    except ParamError as exc:
+        return [f"{where}: query {cq.name}: {exc}"]
     want = [c.name for c in cq.columns]
     return [] if got == want else [f"{where}: query {cq.name} returned columns {got}, not {want}"]
 

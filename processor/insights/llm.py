@@ -165,7 +165,7 @@ def _parse(text: str, facts: Facts) -> tuple[dict[str, Any], list[str]]:
     """The model's narrative and what is wrong with it (shape first, then grounding)."""
     try:
         narrative = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
         return {}, ["the answer is not JSON"]
     try:
         jsonschema.validate(narrative, narrative_schema())

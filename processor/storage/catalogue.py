@@ -59,7 +59,7 @@ class Param:
             if isinstance(raw, bool) or not isinstance(raw, int | str):
                 raise ParamError(f"{self.name}: must be a whole number")
             text = str(raw).strip()
-            if not (text.lstrip("-").isdigit() and len(text) <= 20):
+            if not re.fullmatch(r"-?[0-9]{1,19}", text):  # ASCII digits only: str.isdigit takes '²'
                 raise ParamError(f"{self.name}: {text[:20]!r} is not a whole number")
             value = int(text)
             if not self.minimum <= value <= self.maximum:

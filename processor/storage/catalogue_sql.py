@@ -29,7 +29,9 @@ SERVICE = Param("service", "string", "a service name")
 INCIDENT_OPT = Param("incident_id", "string", "an incident id ('' for all)", "")
 
 # One bucket of a time series: the step, never finer than a window.
-_BUCKET_MS = "greatest(@step_s * 1000, @window_ms)"
+# Whole windows per bucket: a bucket of one and a half windows would hold one or two of them
+# in turn, and its rate would zig-zag.
+_BUCKET_MS = "(@window_ms * greatest(1, intDiv(@step_s * 1000 + @window_ms - 1, @window_ms)))"
 _TIME = f"fromUnixTimestamp64Milli(intDiv(toUnixTimestamp64Milli(window_start), {_BUCKET_MS}) * {_BUCKET_MS}, 'UTC')"
 _HEALTH_RANK = ("multiIf(health = 'critical', 4, health = 'degraded', 3, health = 'healthy', 2, "
                 "health = 'insufficient_data', 1, 0)")
@@ -365,6 +367,15 @@ ORDER BY at DESC
 LIMIT {limit:Int64}""", _cols(f"insight_id:{_S}, incident_id:{_S}, verdict:{_LS}, user:{_S}, comment:{_S}, at:{_T}"),
     (Param("insight_id", "string", "an insight id ('' for all)", ""),))
 
+ENTITY_NAMES = CatalogueQuery("entity_names", "every service and node name with windows in the range",
+                              """SELECT DISTINCT name FROM (
+    SELECT toString(service) AS name FROM {db}.service_health WHERE @window_range
+    UNION ALL SELECT toString(client) FROM {db}.service_edges WHERE @window_range
+    UNION ALL SELECT toString(server) FROM {db}.service_edges WHERE @window_range)
+ORDER BY name
+LIMIT {limit:Int64}""", _cols("name:String"))
+
+
 def _hourly(q: CatalogueQuery, name: str, description: str) -> CatalogueQuery:
     """The same query over the hourly rollups (processor/storage/rollups.py): every hour that
     starts in [the hour of since, until), 60 times fewer rows than the final windows."""
@@ -379,5 +390,5 @@ MAP_EDGES = _hourly(TOPOLOGY, "map_edges", "edges of the service map over whole 
 
 CATALOGUE: dict[str, CatalogueQuery] = {q.name: q for q in (
     HEALTH, EDGES, TOPOLOGY, TOPOLOGY_NODES, SERVICE_RED, EDGE_SERIES, SERVICE_EDGES, ANOMALIES,
-    INSIGHTS, INSIGHT, TOP_EDGES, HEALTH_TIMELINE, LATENCY_HEATMAP, SERVICE_NAMES, DASHBOARDS, DASHBOARD, FEEDBACK, MAP_NODES, MAP_EDGES,
+    INSIGHTS, INSIGHT, TOP_EDGES, HEALTH_TIMELINE, LATENCY_HEATMAP, SERVICE_NAMES, DASHBOARDS, DASHBOARD, FEEDBACK, MAP_NODES, MAP_EDGES, ENTITY_NAMES,
 )}

@@ -40,7 +40,7 @@ _EDGE_HASH = "cityHash64(client, server, connection_type, toString(dimensions), 
 HEALTH = Rollup("service_health", "service_health_hourly", _HEALTH_HASH, f"""INSERT INTO {{db}}.service_health_hourly
     (window_start, window_end, service, calls, errors, health, latency_keys, latency_counts,
      windows, fingerprint, built_at)
-SELECT hour, hour + INTERVAL 1 HOUR, service, sum(calls), sum(errors), argMax(health, window_start),
+SELECT hour, max(window_end), service, sum(calls), sum(errors), argMax(health, window_start),
        tupleElement(sumMap(latency_keys, latency_counts) AS sk, 1), tupleElement(sk, 2),
        count(), groupBitXor({_HEALTH_HASH}), now64(3)
 FROM {_HOURS.replace("{table}", "service_health")}
@@ -49,7 +49,7 @@ GROUP BY hour, service""")
 EDGES = Rollup("service_edges", "service_edges_hourly", _EDGE_HASH, f"""INSERT INTO {{db}}.service_edges_hourly
     (window_start, window_end, client, server, connection_type, dimensions, requests, failed,
      server_keys, server_counts, client_keys, client_counts, windows, fingerprint, built_at)
-SELECT hour, hour + INTERVAL 1 HOUR, client, server, connection_type, dimensions, sum(requests), sum(failed),
+SELECT hour, max(window_end), client, server, connection_type, dimensions, sum(requests), sum(failed),
        tupleElement(sumMap(server_keys, server_counts) AS ssk, 1), tupleElement(ssk, 2),
        tupleElement(sumMap(client_keys, client_counts) AS csk, 1), tupleElement(csk, 2),
        count(), groupBitXor({_EDGE_HASH}), now64(3)

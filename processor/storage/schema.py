@@ -368,7 +368,8 @@ ORDER BY (insight_id, user)""",
             # Each hour of final windows merged per entity (counts summed, sketches merged),
             # rebuilt from the final rows whenever they change (processor/storage/rollups.py),
             # so long ranges read 60 times fewer rows. Same column names as the final tables
-            # (window_start/window_end are the hour's bounds; health is its newest window's),
+            # (window_start is the hour, window_end the end of its newest final window, so a
+            # range's rates divide by the time it covers; health is its newest window's),
             # so the catalogue's map queries run unchanged on either. `fingerprint` is the
             # XOR of the hashes of the final rows it was built from: a changed final row
             # changes it, which is how a stale hour is found.

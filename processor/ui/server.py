@@ -131,8 +131,9 @@ def make_app(store: UiStore, state: LiveState, auth: BearerAuth, status: Mapping
         return resp
 
     async def dashboards(request: web.Request) -> web.Response:
-        try:
-            rows = await store.catalogue("dashboards", request_params("dashboards", [("since", "720h")]))
+        try:  # saved dashboards whenever they were saved; generated ones of the last 30 days
+            rows = await store.catalogue("dashboards", request_params("dashboards", {"since_ms": "0", "kind": "custom"}))
+            rows += await store.catalogue("dashboards", request_params("dashboards", [("since", "720h")]))
         except StorageError as exc:
             return _error(str(exc), 503 if exc.transient else 500)
         listed = {r["dashboard_id"]: r for r in rows_to_jsonable(rows)}
@@ -193,11 +194,14 @@ def make_app(store: UiStore, state: LiveState, auth: BearerAuth, status: Mapping
         except StorageError as exc:
             return _error(str(exc), 503 if exc.transient else 500)
         on_feedback(row["verdict"])
-        return web.json_response({**row, "at": row["at"]}, status=201)
+        return web.json_response(row, status=201)
 
     async def feedback_list(request: web.Request) -> web.Response:
+        args = list(request.query.items())
+        if not any(k in ("since", "since_ms") for k, _ in args):
+            args.append(("since", "720h"))
         try:
-            params = request_params("feedback", [("since", "720h"), *request.query.items()])
+            params = request_params("feedback", args)
         except ParamError as exc:
             return _error(str(exc), 400)
         return await _rows(store.catalogue("feedback", params))

@@ -17,7 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from processor.dashboards.spec import dashboard_id
+import jsonschema
+
+from processor.dashboards.spec import dashboard_id, shape_problems
+from processor.insights import message
 
 SUBSCRIBER_QUEUE = 256
 
@@ -61,9 +64,13 @@ class LiveState:
         self.records += 1
         try:
             body = json.loads(value or b"")
+            if kind == "insight":
+                message.validate(body)
+            elif shape_problems(body):
+                raise ValueError("not a dashboard spec")
             accepted = (self.insights if kind == "insight" else self.dashboards).offer(body)
-        except (ValueError, KeyError, TypeError):
-            self.rejected += 1  # not ours, or not JSON: the topic is shared with whoever writes it
+        except (ValueError, KeyError, TypeError, RecursionError, jsonschema.ValidationError):
+            self.rejected += 1  # not ours, or not valid: the topic is shared with whoever writes it
             return
         if accepted:
             payload = with_links(body) if kind == "insight" else summary(body)

@@ -77,3 +77,23 @@ def test_a_running_worker_keeps_the_rollups(broker, new_topic, unique_name, tmp_
         assert p.metric("otel_insights_rollup_builds_total", table="service_health") >= 1
     finally:
         p.stop()
+
+
+def test_the_sweep_rolls_up_an_old_hour_finalised_late(shop: ShopStore) -> None:
+    """A backlog after downtime finalises windows hours old: the sweep finds their hour."""
+    from pipelines.rollup_task import RollupTask
+    from pipelines.store_io import StoreIO
+    from processor.telemetry import Metrics
+
+    b, db = shop.store.backend, shop.store.database
+    task = RollupTask(shop.config, StoreIO(shop.store, Metrics(), shop.context.window_ms), Metrics())
+    for _ in range(12):  # the first pass over the retention, a day per tick
+        asyncio.run(task.tick(owner=True))
+    assert not task._first_pass
+    (row,) = b.query(f"SELECT * FROM {db}.service_health FINAL WHERE service = 'email' LIMIT 1")
+    old = (int(time.time() * 1000) // rollups.HOUR_MS - 5) * rollups.HOUR_MS  # five hours ago
+    shop.store.insert_health_final([{**row, "window_start": old, "window_end": old + 10_000, "version": time.time_ns()}])
+    assert rollups.stale_hours(b, db, *ALL)["service_health"] == [old]
+    for _ in range(60):  # the slow sweep: a day a minute (6 ticks), 8 days
+        asyncio.run(task.tick(owner=True))
+    assert rollups.stale_hours(b, db, *ALL)["service_health"] == []

@@ -9,6 +9,7 @@ import pytest
 
 from processor.config.components import HealthConfig
 from processor.dashboards import layout, rules, spec
+from processor.errors import StorageError
 
 
 def _service(name: str = "checkout") -> dict[str, Any]:
@@ -65,9 +66,15 @@ def test_entities_that_do_not_exist_and_queries_that_do_not_run_are_problems() -
     assert any("'ghost' does not exist" in p for p in problems)
 
     def refuses(name: str, params: dict) -> list[tuple[str, str]]:
-        raise RuntimeError("Code: 60. Table x.service_health does not exist")
+        raise StorageError("Code: 60. Table x.service_health does not exist")
 
     assert any("does not run: Code: 60" in p for p in spec.check(_service(), columns=refuses))
+
+    def away(name: str, params: dict) -> list[tuple[str, str]]:
+        raise StorageError("connection refused", transient=True)
+
+    with pytest.raises(StorageError):  # no verdict while ClickHouse is away
+        spec.check(_service(), columns=away)
     assert any("returned columns" in p for p in spec.check(_service(), columns=lambda n, p: [("x", "String")]))
 
 
