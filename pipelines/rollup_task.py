@@ -84,4 +84,4 @@ class RollupTask:
         return budget - len(todo) if len(todo) < budget else 0
 
     async def _q(self, fn: Any, *args: Any) -> Any:
-        return await self.io.query(functools.partial(fn, *args))
+        return await self.io.background(functools.partial(fn, *args))

@@ -97,6 +97,16 @@ class StoreIO:
                              outcome="failed")
             raise
 
+    async def background(self, fn: Any, *args: Any) -> Any:
+        """Run derived work that a later tick repeats (the hourly rollups): one attempt; a
+        transient failure counts as retried, since the next tick is the retry."""
+        try:
+            return await self._run(fn, *args)
+        except StorageError as exc:
+            self.metrics.inc("otel_insights_clickhouse_errors_total", operation=exc.operation,
+                             outcome="retried" if exc.transient else "failed")
+            raise
+
     async def final_windows(self, since_ms: int, until_ms: int
                             ) -> AsyncIterator[tuple[int, list[Mapping[str, Any]], list[Mapping[str, Any]]]]:
         """Stored final windows with since_ms <= start < until_ms, oldest first, as

@@ -53,7 +53,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("otel_insights_pairing_store_items", "gauge", "Spans waiting in the pairing store", ("partition",)),
     MetricSpec("otel_insights_window_close_lag_seconds", "gauge", "Wall time minus the end of the newest window finalised"),
     MetricSpec("otel_insights_windows_finalized_total", "counter", "Final rows written", ("table",)),
-    MetricSpec("otel_insights_clickhouse_errors_total", "counter", "Failed ClickHouse calls by operation (read, write) and outcome: retried (transient, within exporters.clickhouse.retry_on_failure) or failed (rejected, or retries used up: the worker stops; for the query API, the client gets the error)", ("operation", "outcome")),
+    MetricSpec("otel_insights_clickhouse_errors_total", "counter", "Failed ClickHouse calls by operation (read, write) and outcome: retried (transient, within exporters.clickhouse.retry_on_failure) or failed (rejected, or retries used up: the worker stops; for the query API, the client gets the error; a rollup build is tried again on a later tick)", ("operation", "outcome")),
     MetricSpec("otel_insights_anomalies_total", "counter", "Anomalous entity windows detected", ("severity", "entity_type")),
     MetricSpec("otel_insights_anomaly_judged_window_seconds", "gauge", "Start of the newest window the detectors have judged (epoch seconds)"),
     MetricSpec("otel_insights_anomaly_corrected_windows_total", "counter", "Windows re-finalised by late spans after the detectors judged them (their verdicts are not re-run)"),

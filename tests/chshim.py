@@ -88,10 +88,11 @@ class AdaptorHandler(BaseHTTPRequestHandler):
                     args[name] = payload.decode()
             body = b""
         sql = args.get("query")
-        if sql is None and body[:6].upper() == b"INSERT":
-            # Inserts put "INSERT ... FORMAT Native\n" in front of the data.
-            head, _, body = body.partition(b"\n")
-            sql = head.decode()
+        head, _, rest = body.partition(b"\n")
+        if sql is None and head[:6].upper() == b"INSERT" and _FORMAT_RE.search(head.decode()):
+            # Inserts of data put "INSERT ... FORMAT Native\n" in front of the data
+            # (an INSERT ... SELECT has no FORMAT line and no data: it runs as a query).
+            sql, body = head.decode(), rest
         elif sql is None:
             sql, body = body.decode(), b""
         # clickhouse-connect already sends parameters in ClickHouse's text form.
@@ -103,7 +104,7 @@ class AdaptorHandler(BaseHTTPRequestHandler):
         try:
             # One chdb session serves every connection thread: statements run one at a time.
             with engine._lock:
-                if core.lstrip().upper().startswith("INSERT"):
+                if core.lstrip().upper().startswith("INSERT") and body:
                     with engine._session.send_insert(core, fmt) as ins:
                         ins.append(body)
                         ins.finish()

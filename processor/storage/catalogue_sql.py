@@ -369,9 +369,9 @@ LIMIT {limit:Int64}""", _cols(f"insight_id:{_S}, incident_id:{_S}, verdict:{_LS}
 
 ENTITY_NAMES = CatalogueQuery("entity_names", "every service and node name with windows in the range",
                               """SELECT DISTINCT name FROM (
-    SELECT toString(service) AS name FROM {db}.service_health WHERE @window_range
-    UNION ALL SELECT toString(client) FROM {db}.service_edges WHERE @window_range
-    UNION ALL SELECT toString(server) FROM {db}.service_edges WHERE @window_range)
+    SELECT CAST(service AS String) AS name FROM {db}.service_health WHERE @window_range
+    UNION ALL SELECT CAST(client AS String) FROM {db}.service_edges WHERE @window_range
+    UNION ALL SELECT CAST(server AS String) FROM {db}.service_edges WHERE @window_range)
 ORDER BY name
 LIMIT {limit:Int64}""", _cols("name:String"))
 

@@ -64,7 +64,7 @@ def test_a_rejected_insert_stops_the_worker_with_one_line_and_nothing_past_it_is
         try:
             p2.start()
             wait_exact(p2, truth)
-            assert p2.metric("otel_insights_clickhouse_errors_total") == 0
+            assert p2.metric("otel_insights_clickhouse_errors_total") == 0, p2.log()
         finally:
             p2.stop()
     finally:

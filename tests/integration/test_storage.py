@@ -268,9 +268,10 @@ def test_migrate_is_idempotent_and_recorded(backend: Backend) -> None:
         )
         by_name = {t["name"]: t for t in tables}
         assert sorted(by_name) == [
-            "anomalies", "anomaly_models", "dashboards", "insights", "pipeline_watermarks",
-            "schema_migrations", "service_edges", "service_edges_partial", "service_health",
-            "service_health_partial",
+            "anomalies", "anomaly_models", "dashboards", "feedback", "insights",
+            "pipeline_watermarks", "schema_migrations", "service_edges",
+            "service_edges_hourly", "service_edges_partial", "service_health",
+            "service_health_hourly", "service_health_partial",
         ]  # fmt: skip
         # Model history is kept (newest read with LIMIT BY); everything else replaces.
         assert by_name.pop("anomaly_models")["engine"] == "MergeTree"
@@ -283,6 +284,8 @@ def test_migrate_is_idempotent_and_recorded(backend: Backend) -> None:
         assert "CODEC(Delta(8), ZSTD(1))" in health_ddl
         assert "TTL" not in by_name["pipeline_watermarks"]["create_table_query"]
         assert "TTL" not in by_name["dashboards"]["create_table_query"]  # saved ones outlive the data
+        # The hourly rollups age out with the windows they summarise.
+        assert f"toIntervalSecond({TTL_SECONDS})" in by_name["service_edges_hourly"]["create_table_query"]
         # A version stored before it was published must lose to the published one.
         assert "ReplacingMergeTree(row_version)" in by_name["insights"]["create_table_query"]
     finally:
