@@ -55,6 +55,7 @@ class Intake(ConsumerRebalanceListener):
         self._epoch = 0  # bumped on every assignment: safe offsets from before it are stale
         self._stopping = False
         self.assigned: set[Partition] = set()
+        self.joined = False  # a group rebalance gave this member its share (maybe none): /readyz
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         k = self.kafka
@@ -157,6 +158,7 @@ class Intake(ConsumerRebalanceListener):
                     self._safe.pop(tp, None)
                     self._committed.pop(tp, None)
             self.assigned = new
+            self.joined = True
             log.info("stage 1 assignment: %s", ", ".join(f"{t}[{p}]" for t, p in sorted(new)) or "none")
 
     async def _lag_and_backlog(self) -> set[Partition]:
