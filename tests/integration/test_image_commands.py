@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from processor.generate import ShopGenerator
 from processor.generate.demo_traffic import run_http
@@ -88,6 +89,7 @@ def _start(child: ChildProcess, env: dict[str, str]) -> None:
 
 def test_every_role_starts_from_the_image_commands(broker, new_topic, unique_name, tmp_path) -> None:
     image = Image(tmp_path)
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
     assert image.entrypoint == ["otel-insights"] and image.cmd[0] == "run"
     path_in_image = image.cmd[image.cmd.index("--config") + 1]
     topic, group = new_topic("image"), unique_name("image")
@@ -118,6 +120,11 @@ def test_every_role_starts_from_the_image_commands(broker, new_topic, unique_nam
             health = {**env, "OTEL_INSIGHTS_HEALTH_URL": probes[role] + "/healthz"}
             check = subprocess.run(image.healthcheck, env=health, capture_output=True, timeout=30)
             assert check.returncode == 0, check.stderr
+            # docker-compose.yml's readiness check of the same role, on this host's port.
+            test = compose[{"run": "pipeline"}.get(role, role)]["healthcheck"]["test"]
+            assert test[0] == "CMD"
+            argv = [re.sub(r"http://127\.0\.0\.1:\d+", probes[role], a) for a in test[1:]]
+            assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0, argv
         dead = {**env, "OTEL_INSIGHTS_HEALTH_URL": f"http://127.0.0.1:{free_port()}/healthz"}
         assert subprocess.run(image.healthcheck, env=dead, capture_output=True, timeout=30).returncode != 0
         # The image's TMPDIR is the only place they wrote to.
