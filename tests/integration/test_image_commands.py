@@ -13,8 +13,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from processor.localstack import free_port
 from tests.chshim import start_shim
 from tests.dockerfile import REPO, stages
 from tests.e2e.procs import ChildProcess, rotel_agent
-from tests.integration.harness import read_records, wait_until
+from tests.integration.harness import http_get, read_records, wait_until
 
 pytestmark = pytest.mark.integration
 INTERNAL_TOPICS = ("otel-insights-rekeyed", "otel-insights-partials", "otel-insights-anomalies",
@@ -34,13 +32,7 @@ INTERNAL_TOPICS = ("otel-insights-rekeyed", "otel-insights-partials", "otel-insi
 
 
 def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
+    return http_get(url)[0]
 
 
 class Image:
