@@ -16,20 +16,22 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processor.auth import BearerAuth
 from processor.config.components import PrometheusExporter
 from processor.errors import ParamError, StorageError
 from processor.storage.catalogue_sql import CATALOGUE
 from processor.storage.queries import request_params, rows_to_jsonable
-from processor.telemetry import EXPOSITION_TYPE, Metrics, Namespaced
+from processor.telemetry import Metrics, Namespaced
 
 if TYPE_CHECKING:  # `otel-insights query` imports api_auth without the worker's imports
     import faust
 
     from pipelines.store_io import StoreIO
 
+# aiohttp refuses a charset inside content_type, so drop it from the exposition type.
+_EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 def api_auth(prometheus: PrometheusExporter | None) -> BearerAuth:
     """The query API's token check; ConfigError when its token variable is named but unset
@@ -48,7 +50,7 @@ def install_pages(app: faust.App, prometheus: PrometheusExporter, auth: BearerAu
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(exposed), content_type=EXPOSITION_TYPE)  # type: ignore[arg-type]
+        return web.bytes(generate_latest(exposed), content_type=_EXPOSITION_TYPE)  # type: ignore[arg-type]
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

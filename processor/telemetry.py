@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from processor.config.components import ServiceGraphConfig
@@ -226,10 +226,6 @@ class Metrics:
     def set(self, name: str, value: float, **labels: str) -> None:
         metric = self.m[name]
         (metric.labels(**labels) if labels else metric).set(value)  # type: ignore[union-attr]
-
-
-# aiohttp refuses a charset inside content_type, so /metrics drops it from the exposition type.
-EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
 class Namespaced:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from processor.errors import OtelInsightsError
 from processor.ingest.gateway import Gateway
-from processor.telemetry import EXPOSITION_TYPE, Namespaced
+from processor.telemetry import Namespaced
+
+# aiohttp refuses a charset inside content_type (as pipelines/api.py does for the worker).
+EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
 
 def readiness(gateway: Gateway) -> dict[str, str]:
