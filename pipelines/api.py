@@ -1,6 +1,7 @@
-"""The worker's HTTP surface on the prometheus endpoint: /metrics, /healthz and the query API.
+"""The worker's HTTP surface on the prometheus endpoint: /metrics, /healthz, /readyz and the query API.
 
-`/metrics` and `/healthz` are open (scrapers and probes). `/api/query/<name>` runs a query
+`/metrics`, `/healthz` (the process answers) and `/readyz` (pipelines/ready.py; 503 with the
+problems by component until ready) are open (scrapers and probes). `/api/query/<name>` runs a query
 of the catalogue (processor.storage.catalogue_sql) with typed, bounded parameters, behind
 the optional bearer token of `exporters.prometheus.api.auth`. A bad parameter is a 400 before anything reaches
 ClickHouse; a ClickHouse failure is a 503 (transient) or 500 for this client only, never
@@ -12,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # `otel-insights query` imports api_auth without the worker's
 # aiohttp refuses a charset inside content_type, so drop it from the exposition type.
 _EXPOSITION_TYPE = ";".join(p for p in CONTENT_TYPE_LATEST.split(";") if "charset" not in p)
 
-
 def api_auth(prometheus: PrometheusExporter | None) -> BearerAuth:
     """The query API's token check; ConfigError when its token variable is named but unset
     (checked first thing at start, so nothing else is opened before the one error line)."""
@@ -42,8 +42,9 @@ def api_auth(prometheus: PrometheusExporter | None) -> BearerAuth:
 
 
 def install_pages(app: faust.App, prometheus: PrometheusExporter, auth: BearerAuth, io: StoreIO,
-                  metrics: Metrics, health: Callable[[], dict[str, Any]]) -> None:
-    """Add the pages to ``app``."""
+                  metrics: Metrics, health: Callable[[], dict[str, Any]],
+                  ready: Callable[[], Awaitable[dict[str, str]]]) -> None:
+    """Add the pages to ``app``; ``ready`` gives the problems that keep it from being ready."""
     api = prometheus.api
     exposed = Namespaced(metrics.registry, prometheus.namespace)
 
@@ -54,6 +55,12 @@ def install_pages(app: faust.App, prometheus: PrometheusExporter, auth: BearerAu
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", **health(), "time": time.time()})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        problems = await ready()
+        return web.json({"status": "not ready" if problems else "ready", "problems": problems, **health()},
+                        status=503 if problems else 200)
 
     if not api.enabled:
         return

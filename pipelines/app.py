@@ -34,6 +34,7 @@ from pipelines.acks import KeyHolds
 from pipelines.api import install_pages
 from pipelines.intake import Intake
 from pipelines.outbox import DeadLetterProducer, KafkaOutbox
+from pipelines.ready import WorkerReadiness
 from pipelines.store_io import StoreIO
 from pipelines.topics import separate_dlq
 from processor.aggregate.messages import Watermark, source_name
@@ -255,8 +256,9 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
 
         app.insights = insights  # type: ignore[attr-defined]
 
+    readiness = WorkerReadiness(io, intake, lambda: w.failed, lambda: getattr(app, "gateway", None))
     install_pages(app, cfg.prometheus or PrometheusExporter(), auth or BearerAuth(), io, metrics,
-                  lambda: {"partitions": len(stage1.aggregators)})
+                  lambda: {"partitions": len(stage1.aggregators)}, readiness.problems)
 
     if anomaly is not None:
         @app.on_before_shutdown.connect  # type: ignore[arg-type]

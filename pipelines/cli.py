@@ -104,31 +104,18 @@ def run(config: ConfigOpt,
 
 @app.command()
 def gateway(config: ConfigOpt) -> None:
-    """Run only the OTLP gateway (gRPC + HTTP) writing to Kafka."""
-    from pipelines.worker import make_gateway
+    """Run only the OTLP gateway (gRPC + HTTP) writing to Kafka; /metrics, /healthz and
+    /readyz on the prometheus exporter's endpoint."""
+    from pipelines.worker import serve_gateway
 
     try:
         cfg = _load(config)
         if cfg.otlp is None:
             raise OtelInsightsError("receivers.otlp is not configured")
         logging.getLogger().setLevel(_log_level(cfg, None).upper())
-        gw = make_gateway(cfg)
+        asyncio.run(serve_gateway(cfg, lambda line: err.print(line, highlight=False)))
     except OtelInsightsError as exc:
         _fail(exc)
-
-    async def serve() -> None:
-        import signal
-
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await gw.start()
-        err.print(f"gateway: grpc={gw.grpc_port} http={gw.http_port} -> {gw.topic}")
-        await stop.wait()
-        await gw.stop()
-
-    asyncio.run(serve())
 
 
 @app.command()

@@ -55,6 +55,7 @@ class Intake(ConsumerRebalanceListener):
         self._epoch = 0  # bumped on every assignment: safe offsets from before it are stale
         self._stopping = False
         self.assigned: set[Partition] = set()
+        self.joined = False  # a group rebalance gave this member its share (maybe none): /readyz
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         k = self.kafka
@@ -159,6 +160,7 @@ class Intake(ConsumerRebalanceListener):
                     self._committed.pop(tp, None)
             await self._internal_from_start(consumer, new)
             self.assigned = new
+            self.joined = True
             log.info("stage 1 assignment: %s", ", ".join(f"{t}[{p}]" for t, p in sorted(new)) or "none")
 
     async def _internal_from_start(self, consumer: AIOKafkaConsumer, new: set[Partition]) -> None:

@@ -13,6 +13,7 @@ from processor.config.components import RetryOnFailure
 from processor.detect.entity_vector import group_by_window
 from processor.errors import StorageError
 from processor.storage.retry import Backoff
+from processor.storage.schema import MIGRATIONS, applied_versions
 from processor.storage.store import Store
 from processor.telemetry import Metrics
 
@@ -106,6 +107,11 @@ class StoreIO:
             self.metrics.inc("otel_insights_clickhouse_errors_total", operation=exc.operation,
                              outcome="retried" if exc.transient else "failed")
             raise
+
+    async def schema_current(self) -> bool:
+        """Whether every migration is applied (one attempt: for /readyz, never a stop)."""
+        versions = await self.query(applied_versions, self.store.backend, self.store.database)
+        return bool(versions) and max(versions) >= MIGRATIONS[-1].version
 
     async def final_windows(self, since_ms: int, until_ms: int
                             ) -> AsyncIterator[tuple[int, list[Mapping[str, Any]], list[Mapping[str, Any]]]]:

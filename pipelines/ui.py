@@ -28,7 +28,6 @@ from processor.config.extensions import UiConfig
 from processor.dashboards import spec as spec_mod
 from processor.dashboards.entities import StoredEntities
 from processor.errors import OtelInsightsError
-from processor.storage.schema import MIGRATIONS, applied_versions
 from processor.telemetry import Metrics
 from processor.ui.server import make_app
 from processor.ui.state import LiveState
@@ -62,8 +61,7 @@ class StoreForUi:
         await self._q(self.io.store.insert_feedback, rows)
 
     async def migrated(self) -> bool:
-        versions = await self._q(applied_versions, self.io.store.backend, self.io.store.database)
-        return bool(versions) and max(versions) >= MIGRATIONS[-1].version
+        return bool(await self.io.schema_current())
 
 
 class TopicFeed:

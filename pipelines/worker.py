@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+from collections.abc import Callable
 
 import faust
 
@@ -13,8 +15,10 @@ from pipelines.app import create_app
 from pipelines.store_io import StoreIO
 from pipelines.topics import ensure_topics
 from processor.config import Config
+from processor.config.components import PrometheusExporter
 from processor.errors import OtelInsightsError
 from processor.ingest.gateway import Gateway
+from processor.ingest.health import HealthServer
 from processor.storage.open import open_store
 from processor.telemetry import Metrics, service_graph_series
 
@@ -82,6 +86,25 @@ def make_gateway(cfg: Config, metrics: Metrics | None = None) -> Gateway:
         raise OtelInsightsError("the gateway writes to the traces pipeline's kafka receiver: list one")
     return Gateway(cfg.otlp, cfg.kafka.brokers, registry=metrics.registry if metrics is not None else None,
                    security=cfg.kafka.client_options())
+
+
+async def serve_gateway(cfg: Config, say: Callable[[str], None]) -> None:
+    """`otel-insights gateway`: the gateway and its health port until SIGINT or SIGTERM."""
+    prometheus = cfg.prometheus or PrometheusExporter()
+    gw = make_gateway(cfg)  # its metrics on a registry of their own (gw.stats.registry)
+    health = HealthServer(gw, gw.stats.registry, prometheus.namespace)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await health.start(*prometheus.host_port)
+    try:
+        await gw.start()
+        say(f"gateway: grpc={gw.grpc_port} http={gw.http_port} -> {gw.topic} (health and metrics port {health.port})")
+        await stop.wait()
+        await gw.stop()
+    finally:
+        await health.stop()
 
 
 def run(cfg: Config, loglevel: str = "warning", create_input_topic: bool = False) -> None:

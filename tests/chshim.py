@@ -154,6 +154,17 @@ class Shim(ChildProcess):
             raise AssertionError(f"chshim did not stop within {timeout_s}s:\n{self.log()}")
 
 
+def sql(url: str, statement: str) -> None:
+    """Run one statement through the shim as a client would (tests change the schema under a worker)."""
+    from processor.storage.backends import HttpBackend
+
+    backend = HttpBackend(url, "default", "", "otel_insights", 10)
+    try:
+        backend.command(statement)
+    finally:
+        backend.close()
+
+
 def start_shim(data: Path, log_path: Path | None = None, timeout_s: float = 60, port: int = 0) -> Shim:
     """Start the shim over chdb directory ``data`` on ``port`` (0: a free one; a stopped
     shim's port brings ClickHouse "back" where clients expect it); returns once /ping answers."""

@@ -15,7 +15,7 @@ import yaml
 
 from processor.localstack import free_port
 
-_LISTENING = re.compile(r"gateway: grpc=(\d+) http=(\d+)")
+_LISTENING = re.compile(r"gateway: grpc=(\d+) http=(\d+) .*health and metrics port (\d+)")
 
 
 class ChildProcess:
@@ -64,12 +64,15 @@ class GatewayProcess(ChildProcess):
         # Port 0: the gateway binds free ports and prints them, so no port race.
         cfg["receivers"]["otlp"] = {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"},
                                                   "http": {"endpoint": "127.0.0.1:0"}}}
+        # Its /metrics, /healthz and /readyz too (the worker has the configured port).
+        cfg["exporters"].setdefault("prometheus", {})["endpoint"] = "127.0.0.1:0"
         path = tmp / f"gateway-{pipeline_config.name}"
         path.write_text(yaml.safe_dump(cfg))
         super().__init__([sys.executable, "-m", "pipelines.cli", "gateway", "--config", str(path)],
                          tmp / f"gateway-{pipeline_config.stem}.log")
         self.grpc_port = 0
         self.http_port = 0
+        self.health_port = 0
 
     def __enter__(self) -> GatewayProcess:
         self.start()
@@ -78,7 +81,7 @@ class GatewayProcess(ChildProcess):
             self.check_alive()
             m = _LISTENING.search(self.log_path.read_text(errors="replace"))
             if m:
-                self.grpc_port, self.http_port = int(m[1]), int(m[2])
+                self.grpc_port, self.http_port, self.health_port = int(m[1]), int(m[2]), int(m[3])
                 return self
             time.sleep(0.1)
         self.stop()

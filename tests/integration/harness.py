@@ -171,6 +171,17 @@ def _opt(flow: str) -> str:
     return f", {flow}" if flow else ""
 
 
+def http_get(url: str) -> tuple[int, bytes]:
+    """(status, body) of a GET; an HTTP error is its status, nothing listening is 0."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
 def wait_until(pred: Any, timeout_s: float, what: str, pipeline: Pipeline | None = None) -> Any:
     deadline = time.monotonic() + timeout_s
     last: Any = None

@@ -15,19 +15,10 @@ import time
 import pytest
 
 from processor.generate.sinks import send_kafka
-from processor.storage.backends import HttpBackend
-from tests.chshim import start_shim
+from tests.chshim import sql, start_shim
 from tests.integration.harness import Pipeline, make_pipeline, shop_traffic, wait_exact, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _sql(url: str, statement: str) -> None:
-    backend = HttpBackend(url, "default", "", "otel_insights", 10)
-    try:
-        backend.command(statement)
-    finally:
-        backend.close()
 
 
 def test_a_rejected_insert_stops_the_worker_with_one_line_and_nothing_past_it_is_committed(
@@ -42,7 +33,7 @@ def test_a_rejected_insert_stops_the_worker_with_one_line_and_nothing_past_it_is
         asyncio.run(send_kafka(traces[:half], [broker.bootstrap], topic))
         wait_until(lambda: len(p.query("edges")) > 0, 60, "first final rows", p)
         # A real ClickHouse rejection: the table stage 1 writes edge partials to is gone.
-        _sql(shim.url, "RENAME TABLE otel_insights.service_edges_partial TO otel_insights.moved_away")
+        sql(shim.url, "RENAME TABLE otel_insights.service_edges_partial TO otel_insights.moved_away")
         failed_at = time.monotonic()
         asyncio.run(send_kafka(traces[half:], [broker.bootstrap], topic))
         assert p.proc is not None
@@ -59,7 +50,7 @@ def test_a_rejected_insert_stops_the_worker_with_one_line_and_nothing_past_it_is
         assert stopped_after < 30, stopped_after
 
         # Fixed, the restart replays everything not committed: exact, nothing lost or doubled.
-        _sql(shim.url, "RENAME TABLE otel_insights.moved_away TO otel_insights.service_edges_partial")
+        sql(shim.url, "RENAME TABLE otel_insights.moved_away TO otel_insights.service_edges_partial")
         p2 = Pipeline(p.config_path, p.port, tmp_path / "restart.log")
         try:
             p2.start()

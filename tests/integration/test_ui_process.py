@@ -8,7 +8,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
@@ -16,19 +15,9 @@ from processor.generate.sinks import send_kafka
 from processor.localstack import free_port
 from tests.chshim import start_shim
 from tests.e2e.procs import ChildProcess
-from tests.integration.harness import make_pipeline, shop_traffic, wait_until
+from tests.integration.harness import http_get, make_pipeline, shop_traffic, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
 
 
 def test_ui_alone_against_a_clickhouse_server(broker, new_topic, unique_name, tmp_path) -> None:
@@ -45,11 +34,11 @@ def test_ui_alone_against_a_clickhouse_server(broker, new_topic, unique_name, tm
         p.start()
         ui.start()
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _get(base + "/healthz")[0] == 200, 60, "the UI process to answer")
-        assert _get(base + "/")[0] == 200
-        wait_until(lambda: _get(base + "/readyz")[0] == 200, 60, "the UI to be ready")
+        wait_until(lambda: http_get(base + "/healthz")[0] == 200, 60, "the UI process to answer")
+        assert http_get(base + "/")[0] == 200
+        wait_until(lambda: http_get(base + "/readyz")[0] == 200, 60, "the UI to be ready")
         asyncio.run(send_kafka(traces, [broker.bootstrap], topic))
-        wait_until(lambda: len(json.loads(_get(base + "/api/query/health?since=24h")[1] or b"[]")) > 0, 90,
+        wait_until(lambda: len(json.loads(http_get(base + "/api/query/health?since=24h")[1] or b"[]")) > 0, 90,
                    "health windows through the UI's API", p)
         assert "web UI at http://127.0.0.1" in ui.log()
     finally:
