@@ -12,7 +12,9 @@ aiokafka's `getmany` (one batch per partition, decoded in one call) in the consu
 - newly assigned: its state is rebuilt from the stored watermark by replaying from the
   committed offset (exactly what a restart does).
 
-Offsets are committed only up to each partition's safe offset (see PartitionAggregator).
+Offsets are committed only up to each partition's safe offset (see PartitionAggregator),
+a re-key partition's only once what it applied before that offset is stored (see
+processor.aggregate.rekey).
 """
 
 from __future__ import annotations
@@ -119,8 +121,12 @@ class Intake(ConsumerRebalanceListener):
         return {tp: self._safe[tp] for tp in tps if self._safe[tp] > self._committed.get(tp, -1)}
 
     async def _commit(self, offsets: dict[Partition, int]) -> None:
-        """Commit safe offsets; a failed commit only means a longer replay, which is exact."""
+        """Commit safe offsets; a failed commit only means a longer replay, which is exact.
+        What the re-key partitions among them applied is stored first (Stage1.store_origins)."""
         if not offsets or self.consumer is None:
+            return
+        offsets = await self.stage1.store_origins(offsets)
+        if not offsets:
             return
         try:
             await self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "")

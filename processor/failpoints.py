@@ -24,6 +24,7 @@ POINTS = {
     "stage1.keys_announced": "keys are on the partials topic, the partition's watermark not yet stored",
     "stage1.watermark_saved": "the watermark is stored, not yet advertised nor the offsets committed",
     "stage1.rekeyed": "re-keyed records are on the re-key topic, their input offsets not committed",
+    "stage1.origins_stored": "what re-key partitions applied is stored, their offsets not yet committed",
     "stage2.final_written": "final rows are written, the partials records not yet acknowledged",
 }
 

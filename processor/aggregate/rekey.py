@@ -9,6 +9,11 @@ re-key path is as exact as keyed input:
   origin partition in a header: a replay of the origin after a crash or a rebalance
   re-sends the same spans, and the re-key partition skips spans of origin records it has
   already applied instead of counting them twice;
+  What a re-key partition has applied is a function of its own records only (per origin,
+  the highest origin offset among its records before a given offset), so it is stored with
+  every offset commit of the re-key partition (`Origins.applied_before`) and a new owner
+  resuming at that offset starts from it: a replay of an origin that lands after a re-key
+  partition changed hands is skipped as well;
 - after each batch, and on every timer tick, each origin sends every re-key partition a
   progress marker (no value): the latest span end it has read and whether it is idle. A
   re-key partition's event time is capped at the slowest active origin's progress, so a
@@ -98,6 +103,20 @@ class Origins:
 
     partitions: int  # input partitions: each is an origin that must be heard
     states: dict[int, OriginState] = field(default_factory=dict)
+    # The applied offsets as of re-key offset `settled_at`, and each change since, in the
+    # order read: (re-key offset of the record, origin, applied after it).
+    settled: dict[int, int] = field(default_factory=dict)
+    settled_at: int = 0
+    changes: list[tuple[int, int, int]] = field(default_factory=list)
+
+    @classmethod
+    def resumed(cls, partitions: int, offset: int, applied: dict[int, int]) -> Origins:
+        """A new owner's state for a re-key partition it reads from ``offset``, given what
+        was applied before that offset (`applied_before`, as stored with the commit)."""
+        origins = cls(partitions, settled=dict(applied), settled_at=offset)
+        for origin, through in applied.items():
+            origins._state(origin).applied = through
+        return origins
 
     def _state(self, partition: int) -> OriginState:
         st = self.states.get(partition)
@@ -111,9 +130,10 @@ class Origins:
         st.idle = mark.idle
         st.heard = True
 
-    def new_spans(self, partition: int, origin_offsets: np.ndarray) -> np.ndarray:
-        """Which spans of a re-keyed record are new (True), not a replay of an origin record
-        this partition has applied already; the record's origin records count as applied.
+    def new_spans(self, partition: int, origin_offsets: np.ndarray, offset: int) -> np.ndarray:
+        """Which spans of a re-keyed record (at re-key ``offset``) are new (True), not a
+        replay of an origin record this partition has applied already; the record's origin
+        records count as applied.
 
         One origin's spans reach a re-key partition in origin order (one producer per input
         partition at a time, a new owner replaying from the committed offset), so "new" is
@@ -122,9 +142,30 @@ class Origins:
         st = self._state(partition)
         st.idle = False
         new = origin_offsets > st.applied
-        if origin_offsets.size:
-            st.applied = max(st.applied, int(origin_offsets.max()))
+        if origin_offsets.size and int(origin_offsets.max()) > st.applied:
+            st.applied = int(origin_offsets.max())
+            self.changes.append((offset, partition, st.applied))
         return new
+
+    def applied_before(self, offset: int) -> dict[int, int] | None:
+        """What was applied from the records before re-key ``offset``: the state a new owner
+        resuming there needs. None when it is no longer known (before the settled offset)."""
+        if offset < self.settled_at:
+            return None
+        applied = dict(self.settled)
+        for at, origin, through in self.changes:
+            if at >= offset:
+                break
+            applied[origin] = through
+        return applied
+
+    def settle(self, offset: int) -> None:
+        """``applied_before(offset)`` is stored: forget the changes it folds in."""
+        applied = self.applied_before(offset)
+        if applied is None:
+            return
+        self.settled, self.settled_at = applied, offset
+        self.changes = [c for c in self.changes if c[0] >= offset]
 
     def cap_ns(self) -> int | None:
         """The event time this re-key partition may go up to: the slowest active origin's

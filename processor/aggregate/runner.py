@@ -12,6 +12,7 @@ and trying a config on a file of traces:
     run = LocalRun(config)
     run.feed(records)            # Records of any input partitions
     run.advance(11.0)            # 11 s of wall time: quiet partitions go idle
+    run.restart([tp])            # tp's owner died: replay it from its committed offset
     result = run.finish()        # every partition idle: every window final
     result.health, result.edges  # final rows as stage 2 wrote them
 """
@@ -86,25 +87,26 @@ class LocalRun:
         self.sources = input_partitions(kafka, counts)
         self.stage2 = Stage2(config.windows, [source_name(t, p) for t, p in self.sources],
                              self.store, direct, self.metrics)
-        self._next_offset: dict[Partition, int] = {}
+        self.log: dict[Partition, list[Record]] = {}  # every record of every partition, by offset
         self.partials_log: list[bytes] = []  # every partials record; its index is its offset
         self.safe_offsets: dict[Partition, int] = {}
+        self.committed: dict[Partition, int] = {}  # what `run` would have committed
+        self.held: set[Partition] = set()  # partitions whose commits are held back
         asyncio.run(self._tick())  # the worker's first timer tick: every partition is assigned
 
     def record(self, value: bytes, partition: int = 0, key: bytes | None = None,
-               topic: str | None = None) -> Record:
+               topic: str | None = None, headers: tuple[tuple[str, bytes], ...] = ()) -> Record:
         """The next record of an input partition (offsets count up per partition)."""
         assert self.config.kafka is not None
         tp = (topic or self.config.kafka.traces.topics[0], partition)
-        offset = self._next_offset.get(tp, 0)
-        self._next_offset[tp] = offset + 1
-        return Record(tp[0], tp[1], offset, key, value)
+        log = self.log.setdefault(tp, [])
+        log.append(Record(tp[0], tp[1], len(log), key, value, headers))
+        return log[-1]
 
     def rekeyed_record(self, r: RekeyRecord) -> Record:
         """A re-key topic record as Kafka would store it, on the partition it names."""
         assert self.config.kafka is not None
-        rec = self.record(r.value, r.partition, r.key, self.config.kafka.rekey_topic)
-        return Record(rec.topic, rec.partition, rec.offset, rec.key, rec.value, r.headers)
+        return self.record(r.value, r.partition, r.key, self.config.kafka.rekey_topic, r.headers)
 
     def feed(self, records: Iterable[Record]) -> None:
         """Process records (one stage-1 batch), then deliver what that sent."""
@@ -114,6 +116,19 @@ class LocalRun:
         """Let `seconds` of wall time pass with no records, then run both stages' timers."""
         self.now += seconds
         asyncio.run(self._tick())
+
+    def restart(self, partitions: Sequence[Partition], batch: int = 30) -> None:
+        """Their owner died: a new one replays each, in the order given, from its committed
+        offset to the end of what it holds (re-keyed records it sends meanwhile arrive as
+        they would live)."""
+        for tp in partitions:
+            self.stage1.revoke(tp)
+            self.safe_offsets.pop(tp, None)
+        for tp in partitions:
+            log, i = self.log.get(tp, []), self.committed.get(tp, 0)
+            while i < len(log):
+                self.feed(log[i:i + batch])
+                i += batch
 
     def finish(self) -> RunResult:
         """End of input: every partition idle, every window final; the final rows."""
@@ -125,6 +140,7 @@ class LocalRun:
     async def _feed(self, records: list[Record]) -> None:
         await self._process(records)
         await self._deliver()
+        await self._commit()
 
     async def _process(self, records: list[Record]) -> None:
         self.safe_offsets.update(await self.stage1.process(records))
@@ -132,6 +148,13 @@ class LocalRun:
     async def _tick(self) -> None:
         self.safe_offsets.update(await self.stage1.tick(self.sources))
         await self._deliver()
+        await self._commit()
+
+    async def _commit(self) -> None:
+        """As `run` commits: safe offsets that moved, re-key origins stored first."""
+        due = {tp: off for tp, off in self.safe_offsets.items()
+               if tp not in self.held and off >= 0 and off > self.committed.get(tp, -1)}
+        self.committed.update(await self.stage1.store_origins(due))
 
     async def _deliver(self) -> None:
         """Stage 1's messages to stage 2; re-keyed records back to stage 1, until none are left."""

@@ -214,7 +214,7 @@ class Stage1:
         and how many data records there were."""
         origins = self.origins.get(partition)
         if origins is None:
-            origins = self.origins[partition] = Origins(self.input_count)
+            origins = self.origins[partition] = await self._resume_origins(partition, recs[0].offset)
         parts: list[SpanBatch] = []
         data = 0
         for rec in recs:
@@ -232,13 +232,45 @@ class Stage1:
             except DecodeError as exc:
                 await self._dead_letter(rec, str(exc))
                 continue
-            new = origins.new_spans(origin.partition, origin_offsets)
+            new = origins.new_spans(origin.partition, origin_offsets, rec.offset)
             if not new.all():
                 self.metrics.inc("otel_insights_rekey_replays_skipped_total")
                 spans = spans.take(new)
             parts.append(spans.with_offset(rec.offset))
         self.aggregators[(self.kafka.rekey_topic, partition)].cap(origins.cap_ns())
         return SpanBatch.concat(parts), data
+
+    async def _resume_origins(self, partition: int, offset: int) -> Origins:
+        """A re-key partition read from ``offset`` on: what was applied before it, as stored
+        with the commit of that offset (nothing before the partition's first record)."""
+        applied = await self.io(self.store.load_origins, self.kafka.group_id,
+                                self.kafka.rekey_topic, partition, offset)
+        if applied is None and offset > 0:
+            log.warning("re-key partition %d resumes at offset %d with nothing stored for it "
+                        "(committed by an older version, or over 14 days ago): an input "
+                        "partition replayed into it now may count twice", partition, offset)
+        return Origins.resumed(self.input_count, offset, applied or {})
+
+    async def store_origins(self, offsets: Mapping[Partition, int]) -> dict[Partition, int]:
+        """Before offsets are committed: store what each re-key partition among them applied
+        before its offset, so its next owner resumes knowing it. Returns the offsets that may
+        be committed (a re-key partition whose state there is unknown is left out)."""
+        rekey = self.kafka.rekey_topic
+        ok = {tp: off for tp, off in offsets.items() if tp[0] != rekey or not self.rekey_count}
+        todo: dict[int, tuple[int, dict[int, int], Origins]] = {}
+        for (topic, partition), off in offsets.items():
+            origins = self.origins.get(partition) if topic == rekey and self.rekey_count else None
+            applied = origins.applied_before(off) if origins is not None else None
+            if origins is not None and applied is not None:
+                todo[partition] = (off, applied, origins)
+        if todo:
+            await self.io(self.store.save_origins, self.kafka.group_id, rekey,
+                          {p: (off, applied) for p, (off, applied, _) in todo.items()})
+            failpoints.reach("stage1.origins_stored")
+            for p, (off, _, origins) in todo.items():
+                origins.settle(off)
+                ok[(rekey, p)] = off
+        return ok
 
     async def _decode(self, recs: list[Record], agg: PartitionAggregator) -> tuple[SpanBatch, int]:
         """Decode a partition's records; bad ones go to the DLQ, unkeyed ones on to the

@@ -407,6 +407,30 @@ ORDER BY (client, server, connection_type, dimensions, window_start)
 {{ttl_clause}}""",
         ),
     ),
+    Migration(
+        12,
+        "re-key origins applied, per committed offset",
+        (
+            # What a re-key partition had applied of each input partition (origin) before
+            # the offset stored with it (processor.aggregate.rekey): written just before
+            # that offset is committed, read by the next owner resuming there. Kafka forgets
+            # a group's offsets after offsets.retention.minutes (7 days by default); these
+            # rows are kept twice that long.
+            """CREATE TABLE IF NOT EXISTS {db}.rekey_origins {on_cluster} (
+    group_id LowCardinality(String),
+    topic LowCardinality(String),
+    partition UInt16,
+    offset Int64,
+    origins Array(UInt32),
+    applied Array(Int64),
+    saved_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(saved_at)
+PARTITION BY toDate(saved_at)
+ORDER BY (group_id, topic, partition, offset)
+TTL toDateTime(saved_at) + INTERVAL 14 DAY
+SETTINGS ttl_only_drop_parts = 1""",
+        ),
+    ),
 )
 
 _BOOTSTRAP = """CREATE TABLE IF NOT EXISTS {db}.schema_migrations {on_cluster} (

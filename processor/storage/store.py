@@ -80,6 +80,11 @@ FROM {db}.pipeline_watermarks FINAL
 WHERE group_id = {group_id:String} AND topic = {topic:String}
 ORDER BY partition"""
 
+_ORIGINS_READ = """SELECT origins, applied
+FROM {db}.rekey_origins FINAL
+WHERE group_id = {group_id:String} AND topic = {topic:String}
+  AND partition = {partition:UInt16} AND offset = {offset:Int64}"""
+
 _RECENT_P95 = """SELECT service, toUnixTimestamp64Milli(window_start) AS window_start_ms, p95_ms
 FROM {db}.service_health FINAL
 WHERE window_start < fromUnixTimestamp64Milli({before_ms:Int64}, 'UTC')
@@ -409,6 +414,33 @@ class Store:
             self._sql(_WATERMARKS_READ), {"group_id": group_id, "topic": topic}
         )
         return {int(r["partition"]): int(r["watermark_ms"]) for r in rows}
+
+    def save_origins(self, group_id: str, topic: str,
+                     applied: dict[int, tuple[int, dict[int, int]]]) -> None:
+        """Record, per re-key partition, what it applied of each origin before an offset
+        about to be committed: {partition: (offset, {origin: origin offset})}."""
+        if not applied:
+            return
+        at = epoch_ms_to_datetime(self._next_version_ms())
+        rows = [[group_id, topic, int(p), int(offset), [int(o) for o in by_origin],
+                 [int(v) for v in by_origin.values()], at]
+                for p, (offset, by_origin) in applied.items()]
+        self.backend.insert(
+            self._table("rekey_origins"),
+            ["group_id", "topic", "partition", "offset", "origins", "applied", "saved_at"],
+            rows,
+        )
+
+    def load_origins(self, group_id: str, topic: str, partition: int, offset: int
+                     ) -> dict[int, int] | None:
+        """What was stored for a re-key partition resuming at ``offset``; None if nothing was."""
+        rows = self.backend.query(
+            self._sql(_ORIGINS_READ),
+            {"group_id": group_id, "topic": topic, "partition": partition, "offset": offset},
+        )
+        if not rows:
+            return None
+        return {int(o): int(v) for o, v in zip(rows[0]["origins"], rows[0]["applied"], strict=True)}
 
     # ------------------------------------------------------------------ baselines
 

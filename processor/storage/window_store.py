@@ -46,6 +46,10 @@ class WindowStore(Protocol):
     def insert_edges_final(self, rows: Sequence[Row]) -> None: ...
     def save_watermarks(self, group_id: str, topic: str, watermarks: dict[int, int]) -> None: ...
     def load_watermarks(self, group_id: str, topic: str) -> dict[int, int]: ...
+    def save_origins(self, group_id: str, topic: str,
+                     applied: dict[int, tuple[int, dict[int, int]]]) -> None: ...
+    def load_origins(self, group_id: str, topic: str, partition: int, offset: int
+                     ) -> dict[int, int] | None: ...
 
     def recent_health_p95(self, service_names: Sequence[str] | None, before_ms: int, windows: int,
                           skip_insufficient: bool = True) -> dict[str, list[float]]: ...
@@ -73,6 +77,7 @@ class MemoryStore:
         self.health_final: dict[HealthWindow, Row] = {}
         self.edges_final: dict[EdgeFinalKey, Row] = {}
         self.watermarks: dict[tuple[str, str, int], int] = {}
+        self.origins: dict[tuple[str, str, int, int], dict[int, int]] = {}
 
     def insert_health_partials(self, rows: Sequence[Row]) -> None:
         for r in rows:
@@ -123,6 +128,16 @@ class MemoryStore:
 
     def load_watermarks(self, group_id: str, topic: str) -> dict[int, int]:
         return {p: wm for (g, t, p), wm in sorted(self.watermarks.items()) if (g, t) == (group_id, topic)}
+
+    def save_origins(self, group_id: str, topic: str,
+                     applied: dict[int, tuple[int, dict[int, int]]]) -> None:
+        for partition, (offset, by_origin) in applied.items():
+            self.origins[(group_id, topic, int(partition), int(offset))] = dict(by_origin)
+
+    def load_origins(self, group_id: str, topic: str, partition: int, offset: int
+                     ) -> dict[int, int] | None:
+        got = self.origins.get((group_id, topic, int(partition), int(offset)))
+        return None if got is None else dict(got)
 
     def final_rows_between(self, since_ms: int, until_ms: int = END_OF_TIME_MS) -> tuple[list[Row], list[Row]]:
         def rows(table: dict[Any, Row], columns: list[str]) -> list[Row]:

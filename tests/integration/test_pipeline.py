@@ -165,6 +165,7 @@ def test_records_not_keyed_by_trace_id_are_rekeyed(broker, new_topic, unique_nam
     ("stage1.keys_announced", 3, True),
     ("stage1.watermark_saved", 3, True),
     ("stage1.rekeyed", 1, False),
+    ("stage1.origins_stored", 1, False),
     ("stage2.final_written", 1, True),
 ])
 def test_sigkill_at_each_step_of_the_hand_over_ends_exact(broker, new_topic, unique_name, tmp_path,

@@ -269,7 +269,7 @@ def test_migrate_is_idempotent_and_recorded(backend: Backend) -> None:
         by_name = {t["name"]: t for t in tables}
         assert sorted(by_name) == [
             "anomalies", "anomaly_models", "dashboards", "feedback", "insights",
-            "pipeline_watermarks", "schema_migrations", "service_edges",
+            "pipeline_watermarks", "rekey_origins", "schema_migrations", "service_edges",
             "service_edges_hourly", "service_edges_partial", "service_health",
             "service_health_hourly", "service_health_partial",
         ]  # fmt: skip
@@ -667,6 +667,17 @@ def test_watermarks_round_trip(store: Store) -> None:
     store.save_watermarks("stage1", "partials", {0: 7})
     assert store.load_watermarks("stage1", "otlp_spans") == {0: 1_500, 1: 2_000, 65535: 5}
     assert store.load_watermarks("stage2", "otlp_spans") == {0: 9}
+
+
+def test_rekey_origins_are_read_back_for_the_exact_offset_only(store: Store) -> None:
+    assert store.load_origins("g", "rekeyed", 0, 40) is None
+    store.save_origins("g", "rekeyed", {0: (40, {0: 17, 2: 5}), 1: (12, {})})
+    store.save_origins("g", "rekeyed", {0: (55, {0: 30, 1: 2, 2: 5})})
+    assert store.load_origins("g", "rekeyed", 0, 40) == {0: 17, 2: 5}
+    assert store.load_origins("g", "rekeyed", 0, 55) == {0: 30, 1: 2, 2: 5}
+    assert store.load_origins("g", "rekeyed", 1, 12) == {}  # stored, nothing applied yet
+    assert store.load_origins("g", "rekeyed", 0, 41) is None  # another offset: unknown
+    assert store.load_origins("other", "rekeyed", 0, 40) is None
 
 
 def test_detection_reads_windows_anomalies_and_newest_models(backend: Backend) -> None:

@@ -57,16 +57,25 @@ def _truth(traces: list) -> GroundTruth:
     return truth
 
 
-def _unkeyed(run: LocalRun, traces: list, per_record: int = 5) -> list[Record]:
+def _unkeyed(run: LocalRun, traces: list, per_record: int = 5,
+             partitions: list[int] | None = None) -> list[Record]:
     """Batches of traces in one record each, no key, round-robin over the input partitions
     (a collector's kafka exporter with its defaults)."""
+    to = partitions or list(range(PARTITIONS))
     out = []
     for i in range(0, len(traces), per_record):
         data = TracesData()
         for tr in traces[i:i + per_record]:
             data.resource_spans.extend(tr.data.resource_spans)
-        out.append(run.record(data.SerializeToString(), (i // per_record) % PARTITIONS))
+        out.append(run.record(data.SerializeToString(), to[(i // per_record) % len(to)]))
     return out
+
+
+def _feed_live(run: LocalRun, records: list[Record], per_batch: int = 30) -> None:
+    """In batches, the clock moving 0.2 s after each."""
+    for i in range(0, len(records), per_batch):
+        run.feed(records[i:i + per_batch])
+        run.advance(0.2)
 
 
 def _keyed(run: LocalRun, traces: list) -> list[Record]:
@@ -138,6 +147,36 @@ def test_rekeyed_records_replayed_by_a_new_owner_of_their_input_partition_count_
         run.feed(records[i:i + 30])
     result = run.finish()
     assert_exact(_truth(traces), result.health, result.edges)
+    assert _sample(run, "otel_insights_rekey_replays_skipped_total") > 0
+
+
+def test_a_replay_into_a_rekey_partition_that_changed_hands_counts_once() -> None:
+    """Input partition 0 re-keys a late record, then its traffic stops; its re-key
+    partitions apply the record as a correction and, as the other partitions' traffic moves
+    on, commit past it, while partition 0's own commit lags (its owner is about to die). The
+    owner dies and the rebalance moves the re-key partitions too: the new owner of partition
+    0 replays the record, and the new owners of the re-key partitions, which resume after it,
+    must know from the origins stored with their commit that it was applied already."""
+    first = _traces(seed=44, seconds=12)
+    late = _traces(seed=45, seconds=2, start_ns=START_NS + 4 * 10**9)
+    then = _traces(seed=46, seconds=10, start_ns=START_NS + 12 * 10**9)
+    run = _run()
+    _feed_live(run, _unkeyed(run, first))
+    run.held.add(("spans", 0))
+    late_record = _unkeyed(run, late, per_record=len(late), partitions=[0])[0]
+    run.feed([late_record])
+    run.advance(2.0)  # partition 0 goes quiet, and idle: the others' traffic moves event time
+    assert _sample(run, "otel_insights_late_spans_total", what="span", action="corrected") > 0
+    rekey = [("otel-insights-rekeyed", q) for q in range(PARTITIONS)]
+    late_copies = {tp: len(run.log[tp]) for tp in rekey}  # upper bound of their offsets
+    _feed_live(run, _unkeyed(run, then, partitions=[1, 2]))
+    assert all(run.committed[tp] >= late_copies[tp] for tp in rekey), (run.committed, late_copies)
+    assert run.committed[("spans", 0)] == late_record.offset
+
+    run.held.clear()
+    run.restart([*rekey, ("spans", 0)])
+    result = run.finish()
+    assert_exact(_truth(first + late + then), result.health, result.edges)
     assert _sample(run, "otel_insights_rekey_replays_skipped_total") > 0
 
 

@@ -108,10 +108,30 @@ def test_chunks_cut_only_between_input_records(limit: int) -> None:
 
 def test_a_replayed_origin_record_is_applied_once() -> None:
     origins = Origins(partitions=2)
-    assert origins.new_spans(0, np.array([5, 5, 6])).tolist() == [True, True, True]
+    assert origins.new_spans(0, np.array([5, 5, 6]), 0).tolist() == [True, True, True]
     # A new owner replays from the committed offset 5: records 5 and 6 again, then 7.
-    assert origins.new_spans(0, np.array([5, 6, 6, 7])).tolist() == [False, False, False, True]
-    assert origins.new_spans(1, np.array([5])).tolist() == [True]  # origins are apart
+    assert origins.new_spans(0, np.array([5, 6, 6, 7]), 1).tolist() == [False, False, False, True]
+    assert origins.new_spans(1, np.array([5]), 2).tolist() == [True]  # origins are apart
+
+
+def test_what_was_applied_before_an_offset_is_what_a_new_owner_resumes_with() -> None:
+    """Re-key records 10, 11, 12 from origins 0, 1, 0: the state before each offset, and a
+    new owner resuming at 12 with it skips a replay of origin 0's records up to 7."""
+    origins = Origins(partitions=2)
+    origins.new_spans(0, np.array([3, 4]), 10)
+    origins.new_spans(1, np.array([9]), 11)
+    origins.new_spans(0, np.array([7]), 12)
+    assert origins.applied_before(10) == {}
+    assert origins.applied_before(11) == {0: 4}
+    assert origins.applied_before(12) == {0: 4, 1: 9}
+    assert origins.applied_before(13) == {0: 7, 1: 9}
+    origins.settle(12)
+    assert origins.applied_before(11) is None  # folded in: no longer known
+    assert origins.applied_before(13) == {0: 7, 1: 9}
+    resumed = Origins.resumed(2, 12, {0: 4, 1: 9})
+    assert resumed.new_spans(0, np.array([4, 5]), 12).tolist() == [False, True]
+    assert resumed.new_spans(1, np.array([9]), 13).tolist() == [False]
+    assert resumed.applied_before(14) == {0: 5, 1: 9}
 
 
 @pytest.mark.parametrize("value", [b"", b"\x00" * 40, b"not arrow at all", b'{"resourceSpans": []}'])
