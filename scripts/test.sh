@@ -15,4 +15,4 @@ fi
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 .venv/bin/ruff check processor pipelines tests benchmarks
 .venv/bin/mypy
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
