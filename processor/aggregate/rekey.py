@@ -8,12 +8,11 @@ re-key path is as exact as keyed input:
 - each span carries the offset of its origin record, and each re-keyed record names its
   origin partition in a header: a replay of the origin after a crash or a rebalance
   re-sends the same spans, and the re-key partition skips spans of origin records it has
-  already applied instead of counting them twice;
-  What a re-key partition has applied is a function of its own records only (per origin,
-  the highest origin offset among its records before a given offset), so it is stored with
-  every offset commit of the re-key partition (`Origins.applied_before`) and a new owner
-  resuming at that offset starts from it: a replay of an origin that lands after a re-key
-  partition changed hands is skipped as well;
+  already applied instead of counting them twice. What it has applied is a function of
+  its own records only (per origin, the highest origin offset among its records before a
+  given offset), so it is stored with each offset commit of the re-key partition
+  (`Origins.applied_before`) and a new owner resuming at that offset starts from it: a
+  replay that lands after the re-key partition changed hands is skipped as well;
 - after each batch, and on every timer tick, each origin sends every re-key partition a
   progress marker (no value): the latest span end it has read and whether it is idle. A
   re-key partition's event time is capped at the slowest active origin's progress, so a
