@@ -157,7 +157,7 @@ def create_app(cfg: Config, io: StoreIO, metrics: Metrics, partitions: Mapping[s
                     await _guarded(w, process2, list(events))
 
     intake = Intake(kafka, stage1, metrics, lambda step: _busy(metrics, step),
-                    lambda exc: _fail(w, exc))
+                    lambda exc: _fail(w, exc), io.background)
 
     @app.task
     async def stage1_intake() -> None:

@@ -32,6 +32,8 @@ from aiokafka.structs import OffsetAndMetadata
 
 from processor.aggregate.stage1 import Partition, Record, Stage1
 from processor.config.components import KafkaReceiver
+from processor.errors import StorageError
+from processor.storage.window_store import IoCall
 from processor.telemetry import Metrics
 
 log = logging.getLogger("otel_insights.intake")
@@ -43,9 +45,13 @@ class Intake(ConsumerRebalanceListener):
     """Runs stage 1 over its own consumer until `stop`; `failed` is set on an internal error."""
 
     def __init__(self, kafka: KafkaReceiver, stage1: Stage1, metrics: Metrics,
-                 busy: Callable[[str], Any], on_error: Callable[[BaseException], None]) -> None:
+                 busy: Callable[[str], Any], on_error: Callable[[BaseException], None],
+                 store_once: IoCall) -> None:
+        """``store_once``: one attempt at a store call. Commits never wait out a ClickHouse
+        outage (nor hold a rebalance up): what they cannot store stays uncommitted."""
         self.kafka = kafka
         self.stage1 = stage1
+        self.store_once = store_once
         self.metrics = metrics
         self.busy = busy
         self.on_error = on_error
@@ -125,7 +131,11 @@ class Intake(ConsumerRebalanceListener):
         What the re-key partitions among them applied is stored first (Stage1.store_origins)."""
         if not offsets or self.consumer is None:
             return
-        offsets = await self.stage1.store_origins(offsets)
+        try:
+            offsets = await self.stage1.store_origins(offsets, self.store_once)
+        except StorageError as exc:  # exact all the same: those partitions replay a little more
+            log.info("re-key offsets not committed this time (%s)", exc)
+            offsets = {tp: o for tp, o in offsets.items() if tp[0] != self.kafka.rekey_topic}
         if not offsets:
             return
         try:

@@ -99,8 +99,8 @@ class StoreIO:
             raise
 
     async def background(self, fn: Any, *args: Any) -> Any:
-        """Run derived work that a later tick repeats (the hourly rollups): one attempt; a
-        transient failure counts as retried, since the next tick is the retry."""
+        """Run work that a later tick repeats (the hourly rollups, what a commit stores
+        first): one attempt; a transient failure counts as retried, the next tick is the retry."""
         try:
             return await self._run(fn, *args)
         except StorageError as exc:

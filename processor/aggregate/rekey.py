@@ -9,10 +9,11 @@ re-key path is as exact as keyed input:
   origin partition in a header: a replay of the origin after a crash or a rebalance
   re-sends the same spans, and the re-key partition skips spans of origin records it has
   already applied instead of counting them twice. What it has applied is a function of
-  its own records only (per origin, the highest origin offset among its records before a
-  given offset), so it is stored with each offset commit of the re-key partition
-  (`Origins.applied_before`) and a new owner resuming at that offset starts from it: a
-  replay that lands after the re-key partition changed hands is skipped as well;
+  its own records only (per origin, the highest origin offset among the data records it
+  read before a given offset), so it is stored with its offset commits when it changed
+  (`Origins.applied_before`) and a new owner resuming at an offset starts from the one
+  stored at or before it: a replay that lands after the re-key partition changed hands is
+  skipped as well;
 - after each batch, and on every timer tick, each origin sends every re-key partition a
   progress marker (no value): the latest span end it has read and whether it is idle. A
   re-key partition's event time is capped at the slowest active origin's progress, so a
@@ -107,13 +108,16 @@ class Origins:
     settled: dict[int, int] = field(default_factory=dict)
     settled_at: int = 0
     changes: list[tuple[int, int, int]] = field(default_factory=list)
+    stored: bool = False  # `settled` is in the store (loaded from it, or saved)
 
     @classmethod
-    def resumed(cls, partitions: int, offset: int, applied: dict[int, int]) -> Origins:
+    def resumed(cls, partitions: int, offset: int, applied: dict[int, int] | None) -> Origins:
         """A new owner's state for a re-key partition it reads from ``offset``, given what
-        was applied before that offset (`applied_before`, as stored with the commit)."""
-        origins = cls(partitions, settled=dict(applied), settled_at=offset)
-        for origin, through in applied.items():
+        was applied before it (`applied_before`, as stored with a commit at or before it;
+        None: nothing was stored)."""
+        origins = cls(partitions, settled=dict(applied or {}), settled_at=offset,
+                      stored=applied is not None)
+        for origin, through in origins.settled.items():
             origins._state(origin).applied = through
         return origins
 
@@ -158,13 +162,23 @@ class Origins:
             applied[origin] = through
         return applied
 
-    def settle(self, offset: int) -> None:
-        """``applied_before(offset)`` is stored: forget the changes it folds in."""
+    def to_store(self, offset: int) -> dict[int, int] | None:
+        """What to store with a commit of ``offset``: ``applied_before(offset)`` when it
+        differs from what is stored already (it changes only where a record raised an
+        origin's offset, so the last one stored at or before ``offset`` says the same)."""
+        applied = self.applied_before(offset)
+        if applied is None or (self.stored and applied == self.settled):
+            return None
+        return applied
+
+    def settle(self, offset: int, stored: bool = True) -> None:
+        """``applied_before(offset)`` is in the store: forget the changes it folds in."""
         applied = self.applied_before(offset)
         if applied is None:
             return
         self.settled, self.settled_at = applied, offset
         self.changes = [c for c in self.changes if c[0] >= offset]
+        self.stored = self.stored or stored
 
     def cap_ns(self) -> int | None:
         """The event time this re-key partition may go up to: the slowest active origin's

@@ -242,30 +242,42 @@ class Stage1:
 
     async def _resume_origins(self, partition: int, offset: int) -> Origins:
         """A re-key partition read from ``offset`` on: what was applied before it, as stored
-        with the commit of that offset (nothing before the partition's first record)."""
-        applied = await self.io(self.store.load_origins, self.kafka.group_id,
-                                self.kafka.rekey_topic, partition, offset)
-        if applied is None and offset > 0:
+        with the last commit at or before it (nothing before the partition's first record)."""
+        got = await self.io(self.store.load_origins, self.kafka.group_id,
+                            self.kafka.rekey_topic, partition, offset)
+        if got is not None:
+            log.info("re-key partition %d resumes at offset %d knowing what it applied of %d "
+                     "input partitions (stored at offset %d)", partition, offset, len(got[1]), got[0])
+        elif offset > 0:
             log.warning("re-key partition %d resumes at offset %d with nothing stored for it "
-                        "(committed by an older version, or over 14 days ago): an input "
+                        "(committed by an older version or over 14 days ago): an input "
                         "partition replayed into it now may count twice", partition, offset)
-        return Origins.resumed(self.input_count, offset, applied or {})
+        return Origins.resumed(self.input_count, offset, None if got is None else got[1])
 
-    async def store_origins(self, offsets: Mapping[Partition, int]) -> dict[Partition, int]:
+    async def store_origins(self, offsets: Mapping[Partition, int], io: IoCall | None = None
+                            ) -> dict[Partition, int]:
         """Before offsets are committed: store what each re-key partition among them applied
-        before its offset, so its next owner resumes knowing it. Returns the offsets that may
-        be committed (a re-key partition whose state there is unknown is left out)."""
+        before its offset (where that changed), so its next owner resumes knowing it.
+        Returns the offsets that may be committed: a re-key partition whose state there is
+        unknown is left out. ``io``: how to call the store (default: stage 1's)."""
         rekey = self.kafka.rekey_topic
-        ok = {tp: off for tp, off in offsets.items() if tp[0] != rekey or not self.rekey_count}
+        if not self.rekey_count:
+            return dict(offsets)
+        ok = {tp: off for tp, off in offsets.items() if tp[0] != rekey}
         todo: dict[int, tuple[int, dict[int, int], Origins]] = {}
         for (topic, partition), off in offsets.items():
-            origins = self.origins.get(partition) if topic == rekey and self.rekey_count else None
-            applied = origins.applied_before(off) if origins is not None else None
-            if origins is not None and applied is not None:
+            origins = self.origins.get(partition) if topic == rekey else None
+            if origins is None or origins.applied_before(off) is None:
+                continue
+            applied = origins.to_store(off)
+            if applied is None:  # the row stored last says the same
+                origins.settle(off)
+                ok[(topic, partition)] = off
+            else:
                 todo[partition] = (off, applied, origins)
         if todo:
-            await self.io(self.store.save_origins, self.kafka.group_id, rekey,
-                          {p: (off, applied) for p, (off, applied, _) in todo.items()})
+            await (io or self.io)(self.store.save_origins, self.kafka.group_id, rekey,
+                                  {p: (off, applied) for p, (off, applied, _) in todo.items()})
             failpoints.reach("stage1.origins_stored")
             for p, (off, _, origins) in todo.items():
                 origins.settle(off)

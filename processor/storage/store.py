@@ -80,10 +80,12 @@ FROM {db}.pipeline_watermarks FINAL
 WHERE group_id = {group_id:String} AND topic = {topic:String}
 ORDER BY partition"""
 
-_ORIGINS_READ = """SELECT origins, applied
+_ORIGINS_READ = """SELECT offset, origins, applied
 FROM {db}.rekey_origins FINAL
 WHERE group_id = {group_id:String} AND topic = {topic:String}
-  AND partition = {partition:UInt16} AND offset = {offset:Int64}"""
+  AND partition = {partition:UInt16} AND offset <= {offset:Int64}
+ORDER BY offset DESC
+LIMIT 1"""
 
 _RECENT_P95 = """SELECT service, toUnixTimestamp64Milli(window_start) AS window_start_ms, p95_ms
 FROM {db}.service_health FINAL
@@ -432,15 +434,17 @@ class Store:
         )
 
     def load_origins(self, group_id: str, topic: str, partition: int, offset: int
-                     ) -> dict[int, int] | None:
-        """What was stored for a re-key partition resuming at ``offset``; None if nothing was."""
+                     ) -> tuple[int, dict[int, int]] | None:
+        """For a re-key partition resuming at ``offset``: the last row stored at or before
+        it, as (its offset, {origin: origin offset}); None if there is none."""
         rows = self.backend.query(
             self._sql(_ORIGINS_READ),
             {"group_id": group_id, "topic": topic, "partition": partition, "offset": offset},
         )
         if not rows:
             return None
-        return {int(o): int(v) for o, v in zip(rows[0]["origins"], rows[0]["applied"], strict=True)}
+        r = rows[0]
+        return int(r["offset"]), {int(o): int(v) for o, v in zip(r["origins"], r["applied"], strict=True)}
 
     # ------------------------------------------------------------------ baselines
 

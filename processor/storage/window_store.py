@@ -49,7 +49,7 @@ class WindowStore(Protocol):
     def save_origins(self, group_id: str, topic: str,
                      applied: dict[int, tuple[int, dict[int, int]]]) -> None: ...
     def load_origins(self, group_id: str, topic: str, partition: int, offset: int
-                     ) -> dict[int, int] | None: ...
+                     ) -> tuple[int, dict[int, int]] | None: ...
 
     def recent_health_p95(self, service_names: Sequence[str] | None, before_ms: int, windows: int,
                           skip_insufficient: bool = True) -> dict[str, list[float]]: ...
@@ -135,9 +135,9 @@ class MemoryStore:
             self.origins[(group_id, topic, int(partition), int(offset))] = dict(by_origin)
 
     def load_origins(self, group_id: str, topic: str, partition: int, offset: int
-                     ) -> dict[int, int] | None:
-        got = self.origins.get((group_id, topic, int(partition), int(offset)))
-        return None if got is None else dict(got)
+                     ) -> tuple[int, dict[int, int]] | None:
+        at = [o for (g, t, p, o) in self.origins if (g, t, p) == (group_id, topic, partition) and o <= offset]
+        return None if not at else (max(at), dict(self.origins[(group_id, topic, partition, max(at))]))
 
     def final_rows_between(self, since_ms: int, until_ms: int = END_OF_TIME_MS) -> tuple[list[Row], list[Row]]:
         def rows(table: dict[Any, Row], columns: list[str]) -> list[Row]:

@@ -669,14 +669,15 @@ def test_watermarks_round_trip(store: Store) -> None:
     assert store.load_watermarks("stage2", "otlp_spans") == {0: 9}
 
 
-def test_rekey_origins_are_read_back_for_the_exact_offset_only(store: Store) -> None:
+def test_rekey_origins_are_read_back_from_the_last_row_at_or_before_an_offset(store: Store) -> None:
     assert store.load_origins("g", "rekeyed", 0, 40) is None
     store.save_origins("g", "rekeyed", {0: (40, {0: 17, 2: 5}), 1: (12, {})})
     store.save_origins("g", "rekeyed", {0: (55, {0: 30, 1: 2, 2: 5})})
-    assert store.load_origins("g", "rekeyed", 0, 40) == {0: 17, 2: 5}
-    assert store.load_origins("g", "rekeyed", 0, 55) == {0: 30, 1: 2, 2: 5}
-    assert store.load_origins("g", "rekeyed", 1, 12) == {}  # stored, nothing applied yet
-    assert store.load_origins("g", "rekeyed", 0, 41) is None  # another offset: unknown
+    assert store.load_origins("g", "rekeyed", 0, 40) == (40, {0: 17, 2: 5})
+    assert store.load_origins("g", "rekeyed", 0, 54) == (40, {0: 17, 2: 5})
+    assert store.load_origins("g", "rekeyed", 0, 9000) == (55, {0: 30, 1: 2, 2: 5})
+    assert store.load_origins("g", "rekeyed", 1, 12) == (12, {})  # stored, nothing applied yet
+    assert store.load_origins("g", "rekeyed", 0, 39) is None  # before any row: unknown
     assert store.load_origins("other", "rekeyed", 0, 40) is None
 
 

@@ -153,7 +153,7 @@ def test_stage_one_consumer_gets_timeouts_and_security() -> None:
     assert kafka is not None
 
     async def build() -> object:
-        return Intake(kafka, None, None, None, None)._new_consumer()  # type: ignore[arg-type]
+        return Intake(kafka, None, None, None, None, None)._new_consumer()  # type: ignore[arg-type]
 
     consumer = asyncio.run(build())
     coordinator_settings = vars(consumer)
