@@ -111,7 +111,7 @@ class Intake(ConsumerRebalanceListener):
 
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
         try:
-            await self._commit(self._due())
+            await self._commit(self._due(), hand_over=True)
         finally:
             await consumer.stop()
 
@@ -126,13 +126,13 @@ class Intake(ConsumerRebalanceListener):
         tps = self._safe if only is None else [tp for tp in only if tp in self._safe]
         return {tp: self._safe[tp] for tp in tps if self._safe[tp] > self._committed.get(tp, -1)}
 
-    async def _commit(self, offsets: dict[Partition, int]) -> None:
+    async def _commit(self, offsets: dict[Partition, int], hand_over: bool = False) -> None:
         """Commit safe offsets; a failed commit only means a longer replay, which is exact.
         What the re-key partitions among them applied is stored first (Stage1.store_origins)."""
         if not offsets or self.consumer is None:
             return
         try:
-            offsets = await self.stage1.store_origins(offsets, self.store_once)
+            offsets = await self.stage1.store_origins(offsets, self.store_once, hand_over)
         except StorageError as exc:  # exact all the same: those partitions replay a little more
             log.info("re-key offsets not committed this time (%s)", exc)
             offsets = {tp: o for tp, o in offsets.items() if tp[0] != self.kafka.rekey_topic}
@@ -153,7 +153,7 @@ class Intake(ConsumerRebalanceListener):
             self._epoch += 1
             # Hand over with as little replay as possible; state is kept until the new
             # assignment says which partitions stay here.
-            await self._commit(self._due((tp.topic, tp.partition) for tp in revoked))
+            await self._commit(self._due((tp.topic, tp.partition) for tp in revoked), hand_over=True)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self.lock:

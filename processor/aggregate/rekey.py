@@ -10,10 +10,11 @@ re-key path is as exact as keyed input:
   re-sends the same spans, and the re-key partition skips spans of origin records it has
   already applied instead of counting them twice. What it has applied is a function of
   its own records only (per origin, the highest origin offset among the data records it
-  read before a given offset), so it is stored with its offset commits when it changed
-  (`Origins.applied_before`) and a new owner resuming at an offset starts from the one
-  stored at or before it: a replay that lands after the re-key partition changed hands is
-  skipped as well;
+  read before a given offset), so it is stored with each offset commit of the re-key
+  partition (`Origins.applied_before`) and a new owner resuming at that offset starts from
+  it: a replay that lands after the re-key partition changed hands is skipped as well.
+  Every commit has its row, so a row left by an earlier incarnation of the topics (same
+  group, topics deleted and created again) never answers for a commit of this one;
 - after each batch, and on every timer tick, each origin sends every re-key partition a
   progress marker (no value): the latest span end it has read and whether it is idle. A
   re-key partition's event time is capped at the slowest active origin's progress, so a
@@ -34,6 +35,7 @@ import numpy as np
 
 ORIGIN_HEADER = "otel-insights-origin"  # "<input partition>/<last origin offset>/<re-key partition>"
 PROGRESS_HEADER = "otel-insights-progress"  # "<input partition>/<span end, ns>/<idle 0|1>"
+UNCHANGED_COMMIT_S = 60.0
 
 
 class Origin(NamedTuple):
@@ -109,6 +111,7 @@ class Origins:
     settled_at: int = 0
     changes: list[tuple[int, int, int]] = field(default_factory=list)
     stored: bool = False  # `settled` is in the store (loaded from it, or saved)
+    stored_at_s: float = float("-inf")  # when this owner last stored it (its clock)
 
     @classmethod
     def resumed(cls, partitions: int, offset: int, applied: dict[int, int] | None) -> Origins:
@@ -162,23 +165,28 @@ class Origins:
             applied[origin] = through
         return applied
 
-    def to_store(self, offset: int) -> dict[int, int] | None:
-        """What to store with a commit of ``offset``: ``applied_before(offset)`` when it
-        differs from what is stored already (it changes only where a record raised an
-        origin's offset, so the last one stored at or before ``offset`` says the same)."""
+    def to_store(self, offset: int, now_s: float, hand_over: bool = False) -> dict[int, int] | None:
+        """What to store with a commit of ``offset`` now: ``applied_before(offset)``; None
+        when the commit should wait. Only progress markers since the last row (nothing
+        applied changed) commit at most every UNCHANGED_COMMIT_S, unless the partition is
+        handed over: markers cost little to replay, and a re-key partition fed only markers
+        (keyed input) writes a row a minute, not one a second."""
         applied = self.applied_before(offset)
-        if applied is None or (self.stored and applied == self.settled):
+        if applied is None:
+            return None
+        unchanged = self.stored and applied == self.settled
+        if unchanged and not hand_over and now_s - self.stored_at_s < UNCHANGED_COMMIT_S:
             return None
         return applied
 
-    def settle(self, offset: int, stored: bool = True) -> None:
+    def settle(self, offset: int, now_s: float) -> None:
         """``applied_before(offset)`` is in the store: forget the changes it folds in."""
         applied = self.applied_before(offset)
         if applied is None:
             return
         self.settled, self.settled_at = applied, offset
         self.changes = [c for c in self.changes if c[0] >= offset]
-        self.stored = self.stored or stored
+        self.stored, self.stored_at_s = True, now_s
 
     def cap_ns(self) -> int | None:
         """The event time this re-key partition may go up to: the slowest active origin's

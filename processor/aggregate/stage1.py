@@ -254,33 +254,30 @@ class Stage1:
                         "partition replayed into it now may count twice", partition, offset)
         return Origins.resumed(self.input_count, offset, None if got is None else got[1])
 
-    async def store_origins(self, offsets: Mapping[Partition, int], io: IoCall | None = None
-                            ) -> dict[Partition, int]:
+    async def store_origins(self, offsets: Mapping[Partition, int], io: IoCall | None = None,
+                            hand_over: bool = False) -> dict[Partition, int]:
         """Before offsets are committed: store what each re-key partition among them applied
-        before its offset (where that changed), so its next owner resumes knowing it.
-        Returns the offsets that may be committed: a re-key partition whose state there is
-        unknown is left out. ``io``: how to call the store (default: stage 1's)."""
+        before its offset, so its next owner resumes knowing it. Returns the offsets that
+        may be committed: a re-key partition whose state is unknown there, or whose commit
+        may wait (Origins.to_store), is left out. ``io``: how to call the store (default:
+        stage 1's); ``hand_over``: the partitions are about to leave this worker."""
         rekey = self.kafka.rekey_topic
         if not self.rekey_count:
             return dict(offsets)
         ok = {tp: off for tp, off in offsets.items() if tp[0] != rekey}
         todo: dict[int, tuple[int, dict[int, int], Origins]] = {}
+        now = self.clock()
         for (topic, partition), off in offsets.items():
             origins = self.origins.get(partition) if topic == rekey else None
-            if origins is None or origins.applied_before(off) is None:
-                continue
-            applied = origins.to_store(off)
-            if applied is None:  # the row stored last says the same
-                origins.settle(off)
-                ok[(topic, partition)] = off
-            else:
+            applied = origins.to_store(off, now, hand_over) if origins is not None else None
+            if origins is not None and applied is not None:
                 todo[partition] = (off, applied, origins)
         if todo:
             await (io or self.io)(self.store.save_origins, self.kafka.group_id, rekey,
                                   {p: (off, applied) for p, (off, applied, _) in todo.items()})
             failpoints.reach("stage1.origins_stored")
             for p, (off, _, origins) in todo.items():
-                origins.settle(off)
+                origins.settle(off, now)
                 ok[(rekey, p)] = off
         return ok
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from processor.aggregate import rekey_codec
-from processor.aggregate.rekey import Origins
+from processor.aggregate.rekey import UNCHANGED_COMMIT_S, Origins
 from processor.config.components import ServiceGraphConfig
 from processor.errors import DecodeError
 from processor.generate import ShopGenerator
@@ -125,19 +125,22 @@ def test_what_was_applied_before_an_offset_is_what_a_new_owner_resumes_with() ->
     assert origins.applied_before(11) == {0: 4}
     assert origins.applied_before(12) == {0: 4, 1: 9}
     assert origins.applied_before(13) == {0: 7, 1: 9}
-    assert origins.to_store(12) == {0: 4, 1: 9}  # nothing stored yet: even {} would be
-    origins.settle(12)
+    assert origins.to_store(12, now_s=0.0) == {0: 4, 1: 9}
+    origins.settle(12, now_s=0.0)
     assert origins.applied_before(11) is None  # folded in: no longer known
     assert origins.applied_before(13) == {0: 7, 1: 9}
-    assert origins.to_store(12) is None  # what is stored says it
-    assert origins.to_store(13) == {0: 7, 1: 9}
+    assert origins.to_store(13, now_s=1.0) == {0: 7, 1: 9}  # changed: stored with the commit
+    origins.settle(13, now_s=1.0)
+    # Only markers since: that commit waits a minute, unless the partition is handed over.
+    assert origins.to_store(20, now_s=2.0) is None
+    assert origins.to_store(20, now_s=2.0, hand_over=True) == {0: 7, 1: 9}
+    assert origins.to_store(20, now_s=1.0 + UNCHANGED_COMMIT_S) == {0: 7, 1: 9}
     resumed = Origins.resumed(2, 12, {0: 4, 1: 9})
-    assert resumed.to_store(12) is None  # loaded from the store: the same row answers
     assert resumed.new_spans(0, np.array([4, 5]), 12).tolist() == [False, True]
     assert resumed.new_spans(1, np.array([9]), 13).tolist() == [False]
     assert resumed.applied_before(14) == {0: 5, 1: 9}
     fresh = Origins.resumed(2, 0, None)  # nothing stored: the first commit stores even {}
-    assert fresh.to_store(0) == {} and fresh.applied_before(0) == {}
+    assert fresh.to_store(0, now_s=0.0) == {} and fresh.applied_before(0) == {}
 
 
 @pytest.mark.parametrize("value", [b"", b"\x00" * 40, b"not arrow at all", b'{"resourceSpans": []}'])
