@@ -13,7 +13,6 @@ never a reason to stop the pipeline.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from typing import Any
@@ -84,4 +83,4 @@ class RollupTask:
         return budget - len(todo) if len(todo) < budget else 0
 
     async def _q(self, fn: Any, *args: Any) -> Any:
-        return await self.io.background(functools.partial(fn, *args))
+        return await self.io.background(fn, *args)

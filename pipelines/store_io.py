@@ -91,21 +91,20 @@ class StoreIO:
     async def query(self, fn: Any, *args: Any) -> Any:
         """Run a read for a client (the query API): one attempt, its failure goes back to
         the client and never stops the worker."""
-        try:
-            return await self._run(fn, *args)
-        except StorageError as exc:
-            self.metrics.inc("otel_insights_clickhouse_errors_total", operation=exc.operation,
-                             outcome="failed")
-            raise
+        return await self._once(False, fn, *args)
 
     async def background(self, fn: Any, *args: Any) -> Any:
         """Run work that a later tick repeats (the hourly rollups, what a commit stores
         first): one attempt; a transient failure counts as retried, the next tick is the retry."""
+        return await self._once(True, fn, *args)
+
+    async def _once(self, repeated: bool, fn: Any, *args: Any) -> Any:
         try:
             return await self._run(fn, *args)
         except StorageError as exc:
+            retried = repeated and exc.transient
             self.metrics.inc("otel_insights_clickhouse_errors_total", operation=exc.operation,
-                             outcome="retried" if exc.transient else "failed")
+                             outcome="retried" if retried else "failed")
             raise
 
     async def schema_current(self) -> bool:
